@@ -1,0 +1,219 @@
+"""The training loop: epochs of sLCWA or 1-N steps, validation with early stopping, atomic checkpoints, resume.
+
+The loop is device-agnostic (``device`` is a parameter): ids are sampled from one seeded CPU generator, so a run
+resumed from a checkpoint draws exactly the batches and negatives of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from kgdistill.config import TrainingConfig
+from kgdistill.data.triples import KGDataset
+from kgdistill.errors import ConfigError, TrainingDivergedError
+from kgdistill.losses import losses, regularizers
+from kgdistill.models.base import KGCModel
+from kgdistill.registry import UnknownNameError
+from kgdistill.training.checkpoint import atomic_torch_save, load_checkpoint
+from kgdistill.training.negatives import negative_samplers
+from kgdistill.training.optim import make_optimizer
+from kgdistill.training.steps import KvsAllLabels, kvsall_loss, one_to_n_queries, one_vs_all_loss, slcwa_loss
+from kgdistill.training.trace import Trace
+
+TRAINING_MODES = ("slcwa", "1vsall", "kvsall")
+LAST_CHECKPOINT = "last.pt"
+
+
+@dataclass
+class TrainState:
+    """What the loop needs to continue after a restart (saved in every checkpoint)."""
+
+    epoch: int = 0
+    best_metric: float = -math.inf
+    best_epoch: int = 0
+    bad_evaluations: int = 0
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _named(registry_kind: str, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except UnknownNameError as err:
+        raise ConfigError(f"{registry_kind}: {err}") from None
+
+
+class Trainer:
+    """Trains ``model`` on ``dataset.train`` following ``config``.
+
+    Args:
+        validate: ``validate(model) -> dict`` of validation metrics (must contain ``mrr``); None disables
+            validation and early stopping.
+        run_dir: where ``checkpoints/`` and ``trace.jsonl`` go (None: nothing is written).
+    """
+
+    def __init__(self, model: KGCModel, dataset: KGDataset, config: TrainingConfig, *,
+                 device: str | torch.device = "cpu", run_dir: str | Path | None = None,
+                 validate: Callable[[KGCModel], dict[str, float]] | None = None, progress: bool = False,
+                 step_loss: Callable[..., torch.Tensor] | None = None) -> None:
+        if config.training_mode not in TRAINING_MODES:
+            raise ConfigError(f"training_mode: unknown {config.training_mode!r}; known: {', '.join(TRAINING_MODES)}")
+        if config.epochs < 0 or config.batch_size < 1:
+            raise ConfigError("epochs must be ≥ 0 and batch_size ≥ 1")
+        self.model, self.dataset, self.config = model, dataset, config
+        self.device = torch.device(device)
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.validate, self.progress = validate, progress
+        self.trace = Trace(self.run_dir / "trace.jsonl" if self.run_dir else None)
+        self.optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, config.weight_decay)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.state = TrainState()
+        self.best_model_state: dict[str, torch.Tensor] | None = None
+        self.regularizer = _named("regularizer", lambda: regularizers.make(config.regularizer,
+                                                                          weight=config.regularizer_weight))
+        self.train_triples = dataset.train
+        self.step_loss = step_loss
+        if config.training_mode == "slcwa":
+            self.loss_fn = _named("loss", lambda: losses.make(
+                config.loss, margin=config.margin, adversarial_temperature=config.adversarial_temperature))
+            self.sampler = _named("negative_sampler", lambda: negative_samplers.make(
+                config.negative_sampler, num_entities=dataset.num_entities, num_negatives=config.num_negatives,
+                train=dataset.train, num_relations=dataset.num_relations))
+        elif config.training_mode == "1vsall":
+            self.queries = one_to_n_queries(dataset.train, dataset.num_relations)
+        else:
+            self.kvsall = KvsAllLabels(dataset.train, dataset.num_entities, dataset.num_relations)
+
+    # ---- checkpoints -----------------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.run_dir / "checkpoints" / LAST_CHECKPOINT if self.run_dir else None
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint_path is None:
+            return
+        atomic_torch_save({
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "state": asdict(self.state),
+            "best_model": self.best_model_state,
+        }, self.checkpoint_path)
+
+    def restore_checkpoint(self, path: str | Path | None = None) -> None:
+        ckpt = load_checkpoint(path or self.checkpoint_path)  # type: ignore[arg-type]
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.generator.set_state(ckpt["generator"])
+        self.state = TrainState(**ckpt["state"])
+        self.best_model_state = ckpt["best_model"]
+        self.trace.truncate_after_epoch(self.state.epoch)
+        self.trace.write("resume", epoch=self.state.epoch)
+
+    # ---- epochs ----------------------------------------------------------------------------------------------
+    def num_examples(self) -> int:
+        """Triples (sLCWA), queries (1vsAll: two per triple) or distinct queries (KvsAll) per epoch."""
+        mode = self.config.training_mode
+        if mode == "slcwa":
+            return self.train_triples.shape[0]
+        return self.queries[0].shape[0] if mode == "1vsall" else len(self.kvsall)
+
+    def _batch_loss(self, idx: torch.Tensor) -> torch.Tensor:
+        cfg, dev = self.config, self.device
+        if cfg.training_mode == "slcwa":
+            batch = self.train_triples[idx].to(dev)
+            if self.step_loss is not None:
+                return self.step_loss(self.model, batch, self.generator)
+            return slcwa_loss(self.model, batch, self.sampler, self.loss_fn, self.regularizer, self.generator)
+        if cfg.training_mode == "1vsall":
+            a, r, t = (x[idx].to(dev) for x in self.queries)
+            return one_vs_all_loss(self.model, a, r, t, self.regularizer)
+        return kvsall_loss(self.model, self.kvsall, idx, self.regularizer, cfg.label_smoothing)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        n = self.num_examples()
+        bs = self.config.batch_size
+        perm = torch.randperm(n, generator=self.generator)
+        num_batches = math.ceil(n / bs)
+        total, start = 0.0, time.perf_counter()
+        bar = tqdm(total=num_batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not self.progress,
+                   dynamic_ncols=True)
+        try:
+            for b in range(num_batches):
+                idx = perm[b * bs:(b + 1) * bs]
+                self.optimizer.zero_grad(set_to_none=True)
+                loss = self._batch_loss(idx)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    where = f"{self.checkpoint_path} (epoch {self.state.epoch})" if self.checkpoint_path and \
+                        self.checkpoint_path.exists() else "none written yet"
+                    raise TrainingDivergedError(
+                        f"the loss became {value} at epoch {epoch}, batch {b + 1}/{num_batches}; training stopped. "
+                        f"Last good checkpoint: {where}. Try a lower learning rate (lr={self.config.lr}) or "
+                        f"gradient clipping (--max-grad-norm).")
+                loss.backward()
+                if self.config.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+                self.optimizer.step()
+                self.model.apply_constraints()
+                total += value * idx.shape[0]
+                if self.progress:
+                    done = min(n, (b + 1) * bs)
+                    bar.set_postfix(loss=f"{value:.4f}", rate=f"{done / (time.perf_counter() - start):,.0f}/s")
+                    bar.update(1)
+        finally:
+            bar.close()
+        seconds = time.perf_counter() - start
+        return {"loss": total / n, "seconds": seconds, "examples_per_second": n / seconds}
+
+    def fit(self, resume: bool = False) -> TrainState:
+        """Train until ``epochs`` or early stopping; validation every ``eval_every`` epochs and at the end."""
+        cfg = self.config
+        if resume:
+            self.restore_checkpoint()
+        while self.state.epoch < cfg.epochs and not self.state.stopped_early:
+            epoch = self.state.epoch + 1
+            stats = self.train_epoch(epoch)
+            self.state.epoch = epoch
+            record = {"epoch": epoch, **{k: round(v, 6) for k, v in stats.items()}}
+            self.trace.write("epoch", **record)
+            if self.progress:
+                tqdm.write(f"epoch {epoch}: loss {stats['loss']:.5f}, {stats['seconds']:.1f}s, "
+                           f"{stats['examples_per_second']:,.0f} examples/s")
+            due = cfg.eval_every > 0 and epoch % cfg.eval_every == 0
+            if self.validate is not None and (due or epoch == cfg.epochs):
+                self._validation(epoch)
+            if self.state.epoch % max(1, cfg.checkpoint_every) == 0 or self.state.epoch == cfg.epochs \
+                    or self.state.stopped_early:
+                self.save_checkpoint()
+        if self.best_model_state is not None:
+            self.model.load_state_dict(self.best_model_state)
+        return self.state
+
+    def _validation(self, epoch: int) -> None:
+        assert self.validate is not None
+        metrics = self.validate(self.model)
+        mrr = metrics["mrr"]
+        self.trace.write("validation", epoch=epoch, **metrics)
+        self.state.history.append({"epoch": epoch, **metrics})
+        if self.progress:
+            tqdm.write(f"epoch {epoch}: validation MRR {mrr:.4f}")
+        if mrr > self.state.best_metric:
+            self.state.best_metric, self.state.best_epoch, self.state.bad_evaluations = mrr, epoch, 0
+            self.best_model_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        else:
+            self.state.bad_evaluations += 1
+            if self.config.patience and self.state.bad_evaluations >= self.config.patience:
+                self.state.stopped_early = True
+                self.trace.write("early_stop", epoch=epoch, best_epoch=self.state.best_epoch)
+
+
