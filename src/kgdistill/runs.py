@@ -1,0 +1,216 @@
+"""Run folders: every training run keeps its resolved config, id maps, trace, checkpoints, model and metrics.
+
+Layout (LibKGE-style, so any run can be resumed or re-evaluated)::
+
+    RUN_DIR/config.yaml        resolved configuration
+    RUN_DIR/meta.json          versions, git revision, seed, timing
+    RUN_DIR/entities.tsv       id <TAB> label <TAB> name
+    RUN_DIR/relations.tsv      id <TAB> label <TAB> text
+    RUN_DIR/trace.jsonl        one JSON record per epoch / validation / resume
+    RUN_DIR/checkpoints/last.pt
+    RUN_DIR/model.safetensors  final (best-on-validation) weights, with model.json
+    RUN_DIR/metrics.json       final metrics per split
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import kgdistill
+from kgdistill.config import RunConfig, load_yaml, save_yaml
+from kgdistill.data.datasets import load_dataset
+from kgdistill.data.triples import KGDataset
+from kgdistill.errors import ConfigError, RunFolderError
+from kgdistill.evaluate import DatasetEvaluator
+from kgdistill.models.base import KGCModel, load_model, save_model
+from kgdistill.models.embedding import EmbeddingModel
+from kgdistill.models.interactions import interactions
+from kgdistill.registry import UnknownNameError
+from kgdistill.training.loop import Trainer
+from kgdistill.training.memory import retain_freed_memory
+
+REQUIRED_FILES = ("config.yaml", "entities.tsv", "relations.tsv")
+
+
+@dataclass
+class Run:
+    """A run folder loaded in memory."""
+
+    path: Path
+    config: RunConfig
+    model: KGCModel
+    dataset: KGDataset | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def trace(self) -> list[dict[str, Any]]:
+        from kgdistill.training.trace import Trace
+
+        return Trace(self.path / "trace.jsonl").read()
+
+
+def resolve_config(config: RunConfig, dataset: KGDataset) -> RunConfig:
+    """Fill the defaults that depend on other choices, so that the saved config is complete."""
+    model_cfg = config.model
+    try:
+        canonical = interactions.canonical(model_cfg.model)
+    except UnknownNameError as err:
+        raise ConfigError(f"model: {err}") from None
+    reciprocal = model_cfg.reciprocal
+    if reciprocal is None:
+        reciprocal = config.training.training_mode != "slcwa"
+    constraint = model_cfg.entity_constraint or ("unit_norm" if canonical == "transe" else "none")
+    model_cfg = replace(model_cfg, model=canonical, reciprocal=reciprocal, entity_constraint=constraint)
+    output_dir = config.output_dir or str(Path("runs") / f"{dataset.name}-{canonical}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return replace(config, model=model_cfg, output_dir=output_dir)
+
+
+def build_model(config: RunConfig, dataset: KGDataset) -> KGCModel:
+    m = config.model
+    torch.manual_seed(config.training.seed)
+    try:
+        return EmbeddingModel(m.model, dataset.num_entities, dataset.num_relations, m.dim, reciprocal=bool(m.reciprocal),
+                              entity_constraint=m.entity_constraint, interaction_options=m.model_options,
+                              init_scale=m.init_scale)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"model {m.model!r}: {err}") from None
+
+
+def write_id_maps(dataset: KGDataset, folder: Path) -> None:
+    with open(folder / "entities.tsv", "w", encoding="utf-8") as f:
+        for i, label in enumerate(dataset.entities):
+            f.write(f"{i}\t{label}\t{dataset.entity_names.get(label, label)}\n")
+    with open(folder / "relations.tsv", "w", encoding="utf-8") as f:
+        for i, label in enumerate(dataset.relations):
+            f.write(f"{i}\t{label}\t{dataset.relation_texts.get(label, label)}\n")
+
+
+def read_id_map(path: Path) -> list[str]:
+    labels = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        parts = line.split("\t")
+        if len(parts) < 2 or parts[0] != str(len(labels)):
+            raise RunFolderError(f"{path}:{lineno}: expected '<id><TAB><label>' with consecutive ids")
+        labels.append(parts[1])
+    return labels
+
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _meta(config: RunConfig) -> dict[str, Any]:
+    return {"kgdistill": kgdistill.__version__, "torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "git_revision": _git_revision(), "seed": config.training.seed,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def evaluate_splits(model: KGCModel, evaluator: DatasetEvaluator, splits: list[str], progress: bool = False
+                    ) -> dict[str, Any]:
+    metrics: dict[str, Any] = {}
+    for split in splits:
+        start = time.perf_counter()
+        result = evaluator.evaluate(model, split, progress=progress)
+        metrics[split] = {**result.summary(), "seconds": round(time.perf_counter() - start, 3)}
+    return metrics
+
+
+def train(config: RunConfig, dataset: KGDataset | None = None, resume: bool = False) -> Run:
+    """Train a model as ``config`` says, writing a run folder; returns the loaded :class:`Run`."""
+    if dataset is None:
+        d = config.data
+        dataset = load_dataset(d.dataset, data_dir=d.data_dir, download=d.download, data_url=d.data_url)
+    config = resolve_config(config, dataset)
+    t = config.training
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    if t.retain_memory:
+        retain_freed_memory()
+    run_dir = Path(config.output_dir)  # type: ignore[arg-type]
+    if resume:
+        if not (run_dir / "checkpoints" / "last.pt").exists():
+            raise RunFolderError(f"{run_dir}: nothing to resume (no checkpoints/last.pt)")
+    elif (run_dir / "checkpoints" / "last.pt").exists():
+        raise RunFolderError(f"{run_dir}: already holds a run; use --resume to continue it or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_yaml(config, run_dir / "config.yaml")
+    write_id_maps(dataset, run_dir)
+    meta_path = run_dir / "meta.json"
+    meta = json.loads(meta_path.read_text()) if resume and meta_path.exists() else _meta(config)
+    model = build_model(config, dataset).to(config.device)
+    evaluator = DatasetEvaluator(dataset, config.evaluation.eval_batch_size, config.evaluation.filtered,
+                                 config.device)
+
+    def validate(m: KGCModel) -> dict[str, float]:
+        summary = evaluator.evaluate(m, "valid").summary()["both"]
+        return {k: float(v) for k, v in summary.items()}
+
+    trainer = Trainer(model, dataset, t, device=config.device, run_dir=run_dir, validate=validate,
+                      progress=config.progress)
+    start = time.perf_counter()
+    state = trainer.fit(resume=resume)
+    meta["train_seconds"] = round(meta.get("train_seconds", 0.0) + time.perf_counter() - start, 3)
+    meta.update(epochs_done=state.epoch, best_epoch=state.best_epoch, stopped_early=state.stopped_early,
+                finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    save_model(model, run_dir)
+    metrics = evaluate_splits(model, evaluator, list(config.evaluation.eval_splits), progress=config.progress)
+    metrics["num_parameters"] = model.num_parameters()
+    metrics["train_seconds"] = meta["train_seconds"]
+    _write_json(run_dir / "metrics.json", metrics)
+    _write_json(meta_path, meta)
+    return Run(run_dir, config, model, dataset, metrics)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.replace(path)
+
+
+def resume(run_dir: str | Path, epochs: int | None = None) -> Run:
+    """Continue an interrupted (or finished, with more ``epochs``) run from ``checkpoints/last.pt``."""
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    if epochs is not None:
+        config = replace(config, training=replace(config.training, epochs=epochs))
+    return train(replace(config, output_dir=str(run_dir)), resume=True)
+
+
+def read_run_config(run_dir: str | Path) -> RunConfig:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir}: not a run folder")
+    missing = [f for f in REQUIRED_FILES if not (run_dir / f).exists()]
+    if missing:
+        raise RunFolderError(f"{run_dir}: incomplete run folder, missing {', '.join(missing)}")
+    return load_yaml(run_dir / "config.yaml")
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu", with_dataset: bool = True) -> Run:
+    """Load a finished run: config, model (best weights) and, by default, its dataset with the run's id maps."""
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    model = load_model(run_dir, device=device)
+    dataset = None
+    if with_dataset:
+        d = config.data
+        dataset = load_dataset(d.dataset, data_dir=d.data_dir, download=False, data_url=d.data_url)
+        if read_id_map(run_dir / "entities.tsv") != dataset.entities or \
+                read_id_map(run_dir / "relations.tsv") != dataset.relations:
+            raise RunFolderError(f"{run_dir}: the dataset {d.dataset!r} found now has other ids than the run's "
+                                 f"entities.tsv / relations.tsv")
+    metrics_path = run_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    return Run(run_dir, replace(config, device=str(device)), model, dataset, metrics)
