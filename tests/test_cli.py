@@ -1,0 +1,92 @@
+"""The command line: every command runs, and bad input gives one clear message (exit 2), not a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kgdistill.cli import main
+
+TRAIN = ["train", "--dataset", "nations", "--model", "distmult", "--dim", "16", "--training-mode", "1vsall",
+         "--optimizer", "adagrad", "--lr", "0.1", "--epochs", "6", "--eval-every", "3", "--progress", "false"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main([*TRAIN, "--out", str(out)]) == 0
+    return out
+
+
+def test_train_writes_run_folder_and_prints_table(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics) >= {"valid", "test", "num_parameters"}
+    config = (run_dir / "config.yaml").read_text()
+    assert "reciprocal: true" in config and "model: distmult" in config  # resolved defaults are saved
+
+
+def test_evaluate_reproduces_metrics(run_dir: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "m.json"
+    assert main(["evaluate", str(run_dir), "--split", "test", "--per-relation", "--json", str(out)]) == 0
+    again = json.loads(out.read_text())
+    stored = json.loads((run_dir / "metrics.json").read_text())
+    assert again["test"]["both"]["mrr"] == pytest.approx(stored["test"]["both"]["mrr"])
+    assert "test_per_category" in again and len(again["test_per_relation"]) > 10
+    assert "per relation category" in capsys.readouterr().out
+
+
+def test_predict_by_name(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predict", str(run_dir), "--head", "usa", "--relation", "embassy", "-k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "(usa, embassy, ?)" in out and out.count("\n") >= 5
+    assert main(["predict", str(run_dir), "--tail", "china", "--relation", "embassy", "-k", "2"]) == 0
+
+
+def test_predict_unknown_name_suggests(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predict", str(run_dir), "--head", "usaa", "--relation", "embassy"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown entity 'usaa'" in err and "'usa'" in err and "Traceback" not in err
+
+
+def test_datasets_and_info(capsys: pytest.CaptureFixture[str], shared_data_dir: Path) -> None:
+    assert main(["datasets", "--data-dir", str(shared_data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "kinship" in out and "wn18rr" in out.lower()
+    assert main(["info", "umls"]) == 0
+    out = capsys.readouterr().out
+    assert "135" in out and "5,216" in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--dataset", "nationz"], "Did you mean 'nations'"),
+    (["train", "--dataset", "nations", "--model", "rotatee"], "Did you mean 'rotate'"),
+    (["train", "--dataset", "nations", "--epochs", "many"], "cannot read 'many' as int"),
+    (["train", "--dataset", "nations", "--set", "training.lrr=1"], "allowed keys in training"),
+    (["evaluate", "/nonexistent/run"], "not a run folder"),
+])
+def test_bad_input_is_one_clear_message(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_incomplete_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "config.yaml").write_text("data: {dataset: nations}\n")
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "incomplete run folder, missing entities.tsv, relations.tsv" in capsys.readouterr().err
+
+
+def test_malformed_data_file_names_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"{split}.tsv").write_text("a\tr\tb\n")
+    (tmp_path / "valid.tsv").write_text("a\tr\tb\nc\tr\n")
+    assert main(["info", str(tmp_path)]) == 2
+    assert f"{tmp_path / 'valid.tsv'}:2: expected 3 tab-separated fields" in capsys.readouterr().err
+
+
+def test_unknown_flag_exits_with_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--epohcs", "3"])
+    assert exc.value.code == 2
