@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import dataclasses
 from collections.abc import Callable, Sequence
@@ -71,23 +72,37 @@ def print_metrics(metrics: dict[str, Any], title: str = "") -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from kgdistill import runs
 
+    if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from kgdistill.distributed import launch_torchrun
+
+        return launch_torchrun(args.nproc, strip_nproc(args.argv))
     if args.resume:
         run = runs.resume(args.resume, epochs=int(args.cfg_epochs) if args.cfg_epochs else None)
     else:
         run = runs.train(config_from_args(args))
-    print_metrics(run.metrics, f"run folder: {run.path}")
+    if is_main_process():
+        print_metrics(run.metrics, f"run folder: {run.path}")
     return 0
+
+
+def is_main_process() -> bool:
+    """False on ranks other than 0 of a torchrun job (they stay silent)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 @command("evaluate")
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from kgdistill.distributed import init_distributed, launch_torchrun
     from kgdistill.evaluate import DatasetEvaluator
     from kgdistill.evaluation import relation_categories
     from kgdistill.runs import load_run
 
-    run = load_run(args.run_dir, device=args.device)
+    if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return launch_torchrun(args.nproc, strip_nproc(args.argv))
+    ctx = init_distributed(args.device)
+    run = load_run(args.run_dir, device=ctx.device)
     assert run.dataset is not None
-    evaluator = DatasetEvaluator(run.dataset, args.batch_size, filtered=not args.raw, device=args.device)
+    evaluator = DatasetEvaluator(run.dataset, args.batch_size, filtered=not args.raw, device=ctx.device, ctx=ctx)
     out: dict[str, Any] = {}
     for split in args.split:
         result = evaluator.evaluate(run.model, split)
@@ -96,6 +111,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             out[f"{split}_per_relation"] = result.per_relation(run.dataset.relations)
             cats = relation_categories(run.dataset.train, run.dataset.num_relations)
             out[f"{split}_per_category"] = result.per_category(cats)
+    if not ctx.is_main:
+        return 0
     print_metrics(out, f"run folder: {run.path}")
     for split in args.split:
         if args.per_relation:
@@ -161,6 +178,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_nproc_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nproc", type=int, default=None, metavar="N",
+                        help="run N processes on this machine (torchrun --standalone --nproc-per-node N)")
+
+
+def strip_nproc(argv: Sequence[str]) -> list[str]:
+    """``argv`` without ``--nproc N`` / ``--nproc=N`` (the relaunched processes must not relaunch)."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            out.append(item)
+    return out
+
+
 # ---- parser -----------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kgdistill", description="Train, distil, evaluate and serve KGC models.")
@@ -170,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(t)
     t.add_argument("--out", dest="cfg_output_dir", default=None, help="run folder (alias of --output-dir)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    add_nproc_flag(t)
 
     e = sub.add_parser("evaluate", help="re-evaluate a run folder (filtered ranking)")
     e.add_argument("run_dir")
@@ -179,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--per-relation", action="store_true", help="also per relation and per relation category")
     e.add_argument("--device", default="cpu")
     e.add_argument("--json", help="write the metrics to this JSON file")
+    add_nproc_flag(e)
 
     pr = sub.add_parser("predict", help="top-k tails (--head) or heads (--tail) of a relation, by name")
     pr.add_argument("run_dir")
@@ -224,19 +261,33 @@ def _plugin_parsers() -> list[Callable[[Any], None]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     if not args.command:
         parser.print_help()
         return 2
     try:
         return COMMANDS[args.command](args)
     except KGDistillError as err:
+        if os.environ.get("WORLD_SIZE", "1") != "1":
+            print(f"kgdistill {args.command}: rank {os.environ.get('RANK')}: error: {err}", file=sys.stderr)
+            return 2
         print(f"kgdistill {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"kgdistill {args.command}: interrupted; a training run continues with "
               f"`kgdistill train --resume RUN_DIR`", file=sys.stderr)
         return 130
+    finally:
+        _close_process_group()
+
+
+def _close_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

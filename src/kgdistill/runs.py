@@ -28,6 +28,7 @@ import kgdistill
 from kgdistill.config import RunConfig, load_yaml, save_yaml
 from kgdistill.data.datasets import load_dataset
 from kgdistill.data.triples import KGDataset
+from kgdistill.distributed import DistContext, barrier, init_distributed
 from kgdistill.errors import ConfigError, RunFolderError
 from kgdistill.evaluate import DatasetEvaluator
 from kgdistill.models.base import KGCModel, load_model, save_model
@@ -127,8 +128,15 @@ def evaluate_splits(model: KGCModel, evaluator: DatasetEvaluator, splits: list[s
     return metrics
 
 
-def train(config: RunConfig, dataset: KGDataset | None = None, resume: bool = False) -> Run:
-    """Train a model as ``config`` says, writing a run folder; returns the loaded :class:`Run`."""
+def train(config: RunConfig, dataset: KGDataset | None = None, resume: bool = False,
+          ctx: DistContext | None = None) -> Run:
+    """Train a model as ``config`` says, writing a run folder; returns the loaded :class:`Run`.
+
+    Under ``torchrun`` (or with a multi-process ``ctx``) training is data-parallel over triples with the same
+    global batch, evaluation is sharded over the ranks, and only rank 0 writes the run folder.
+    """
+    ctx = ctx or init_distributed(config.device)
+    config = replace(config, device=ctx.device)
     if dataset is None:
         d = config.data
         dataset = load_dataset(d.dataset, data_dir=d.data_dir, download=d.download, data_url=d.data_url)
@@ -144,32 +152,38 @@ def train(config: RunConfig, dataset: KGDataset | None = None, resume: bool = Fa
             raise RunFolderError(f"{run_dir}: nothing to resume (no checkpoints/last.pt)")
     elif (run_dir / "checkpoints" / "last.pt").exists():
         raise RunFolderError(f"{run_dir}: already holds a run; use --resume to continue it or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_yaml(config, run_dir / "config.yaml")
-    write_id_maps(dataset, run_dir)
+    barrier(ctx)  # every rank has checked the folder before rank 0 writes into it
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(config, run_dir / "config.yaml")
+        write_id_maps(dataset, run_dir)
     meta_path = run_dir / "meta.json"
     meta = json.loads(meta_path.read_text()) if resume and meta_path.exists() else _meta(config)
+    meta["processes"] = ctx.world_size
     model = build_model(config, dataset).to(config.device)
     evaluator = DatasetEvaluator(dataset, config.evaluation.eval_batch_size, config.evaluation.filtered,
-                                 config.device)
+                                 config.device, ctx=ctx)
 
     def validate(m: KGCModel) -> dict[str, float]:
         summary = evaluator.evaluate(m, "valid").summary()["both"]
         return {k: float(v) for k, v in summary.items()}
 
     trainer = Trainer(model, dataset, t, device=config.device, run_dir=run_dir, validate=validate,
-                      progress=config.progress)
+                      progress=config.progress and ctx.is_main, ctx=ctx)
     start = time.perf_counter()
     state = trainer.fit(resume=resume)
     meta["train_seconds"] = round(meta.get("train_seconds", 0.0) + time.perf_counter() - start, 3)
     meta.update(epochs_done=state.epoch, best_epoch=state.best_epoch, stopped_early=state.stopped_early,
                 finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    save_model(model, run_dir)
-    metrics = evaluate_splits(model, evaluator, list(config.evaluation.eval_splits), progress=config.progress)
+    metrics = evaluate_splits(model, evaluator, list(config.evaluation.eval_splits),
+                              progress=config.progress and ctx.is_main)
     metrics["num_parameters"] = model.num_parameters()
     metrics["train_seconds"] = meta["train_seconds"]
-    _write_json(run_dir / "metrics.json", metrics)
-    _write_json(meta_path, meta)
+    if ctx.is_main:
+        save_model(model, run_dir)
+        _write_json(run_dir / "metrics.json", metrics)
+        _write_json(meta_path, meta)
+    barrier(ctx)
     return Run(run_dir, config, model, dataset, metrics)
 
 

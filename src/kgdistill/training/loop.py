@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kgdistill.config import TrainingConfig
+from kgdistill.distributed import DistContext, all_gather_objects, shard_bounds
 from kgdistill.data.triples import KGDataset
 from kgdistill.errors import ConfigError, TrainingDivergedError
 from kgdistill.losses import losses, regularizers
@@ -57,13 +58,15 @@ class Trainer:
     Args:
         validate: ``validate(model) -> dict`` of validation metrics (must contain ``mrr``); None disables
             validation and early stopping.
+        step_loss: ``step_loss(model, batch, generator) -> loss`` replaces the built-in step: ``batch`` is
+            ``triples[B, 3]`` in sLCWA and ``queries[B, 3]`` (anchor, relation, target) in 1vsAll.
         run_dir: where ``checkpoints/`` and ``trace.jsonl`` go (None: nothing is written).
     """
 
     def __init__(self, model: KGCModel, dataset: KGDataset, config: TrainingConfig, *,
                  device: str | torch.device = "cpu", run_dir: str | Path | None = None,
                  validate: Callable[[KGCModel], dict[str, float]] | None = None, progress: bool = False,
-                 step_loss: Callable[..., torch.Tensor] | None = None) -> None:
+                 step_loss: Callable[..., torch.Tensor] | None = None, ctx: DistContext | None = None) -> None:
         if config.training_mode not in TRAINING_MODES:
             raise ConfigError(f"training_mode: unknown {config.training_mode!r}; known: {', '.join(TRAINING_MODES)}")
         if config.epochs < 0 or config.batch_size < 1:
@@ -72,9 +75,13 @@ class Trainer:
         self.device = torch.device(device)
         self.run_dir = Path(run_dir) if run_dir else None
         self.validate, self.progress = validate, progress
-        self.trace = Trace(self.run_dir / "trace.jsonl" if self.run_dir else None)
+        self.ctx = ctx or DistContext(device=str(device))
+        self.trace = Trace(self.run_dir / "trace.jsonl" if self.run_dir and self.ctx.is_main else None)
         self.optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, config.weight_decay)
+        # one seeded generator draws the (global) batch order; negatives come from a per-rank generator
         self.generator = torch.Generator().manual_seed(config.seed)
+        self.sample_generator = self.generator if not self.ctx.enabled else \
+            torch.Generator().manual_seed(config.seed + 7919 * (self.ctx.rank + 1))
         self.state = TrainState()
         self.best_model_state: dict[str, torch.Tensor] | None = None
         self.regularizer = _named("regularizer", lambda: regularizers.make(config.regularizer,
@@ -98,12 +105,14 @@ class Trainer:
         return self.run_dir / "checkpoints" / LAST_CHECKPOINT if self.run_dir else None
 
     def save_checkpoint(self) -> None:
-        if self.checkpoint_path is None:
+        sample_states = all_gather_objects(self.sample_generator.get_state(), self.ctx)  # collective: every rank
+        if self.checkpoint_path is None or not self.ctx.is_main:
             return
         atomic_torch_save({
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
+            "sample_generators": sample_states,
             "state": asdict(self.state),
             "best_model": self.best_model_state,
         }, self.checkpoint_path)
@@ -113,6 +122,13 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.generator.set_state(ckpt["generator"])
+        if self.ctx.enabled:
+            states = ckpt.get("sample_generators") or []
+            if len(states) != self.ctx.world_size:
+                raise TrainingDivergedError(
+                    f"{self.checkpoint_path}: written by {len(states)} process(es), resumed with "
+                    f"{self.ctx.world_size}; resume with the same number of processes")
+            self.sample_generator.set_state(states[self.ctx.rank])
         self.state = TrainState(**ckpt["state"])
         self.best_model_state = ckpt["best_model"]
         self.trace.truncate_after_epoch(self.state.epoch)
@@ -131,15 +147,30 @@ class Trainer:
         if cfg.training_mode == "slcwa":
             batch = self.train_triples[idx].to(dev)
             if self.step_loss is not None:
-                return self.step_loss(self.model, batch, self.generator)
-            return slcwa_loss(self.model, batch, self.sampler, self.loss_fn, self.regularizer, self.generator)
+                return self.step_loss(self.model, batch, self.sample_generator)
+            return slcwa_loss(self.model, batch, self.sampler, self.loss_fn, self.regularizer,
+                              self.sample_generator)
         if cfg.training_mode == "1vsall":
             a, r, t = (x[idx].to(dev) for x in self.queries)
+            if self.step_loss is not None:  # custom 1-N step: queries[B, 3] = (anchor, relation (≥ R: inverse), target)
+                return self.step_loss(self.model, torch.stack([a, r, t], dim=1), self.generator)
             return one_vs_all_loss(self.model, a, r, t, self.regularizer)
         return kvsall_loss(self.model, self.kvsall, idx, self.regularizer, cfg.label_smoothing)
 
+    def _step_module(self) -> torch.nn.Module | None:
+        """In a multi-process run: the model behind DistributedDataParallel, whose forward is one batch loss."""
+        if not self.ctx.enabled:
+            return None
+        if getattr(self, "_ddp", None) is None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self._ddp = DistributedDataParallel(_BatchLoss(self), device_ids=None if self.device.type == "cpu"
+                                                else [self.device])
+        return self._ddp
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
+        ddp = self._step_module()
         n = self.num_examples()
         bs = self.config.batch_size
         perm = torch.randperm(n, generator=self.generator)
@@ -150,8 +181,11 @@ class Trainer:
         try:
             for b in range(num_batches):
                 idx = perm[b * bs:(b + 1) * bs]
+                if self.ctx.enabled and idx.shape[0] >= self.ctx.world_size:  # this rank's share of the batch
+                    lo, hi = shard_bounds(idx.shape[0], self.ctx.rank, self.ctx.world_size)
+                    idx = idx[lo:hi]
                 self.optimizer.zero_grad(set_to_none=True)
-                loss = self._batch_loss(idx)
+                loss = ddp(idx) if ddp is not None else self._batch_loss(idx)
                 value = float(loss.detach())
                 if not math.isfinite(value):
                     where = f"{self.checkpoint_path} (epoch {self.state.epoch})" if self.checkpoint_path and \
@@ -173,6 +207,8 @@ class Trainer:
         finally:
             bar.close()
         seconds = time.perf_counter() - start
+        if self.ctx.enabled:  # each rank summed loss × examples over its shares: the sum over ranks covers all n
+            total = sum(all_gather_objects(total, self.ctx))
         return {"loss": total / n, "seconds": seconds, "examples_per_second": n / seconds}
 
     def fit(self, resume: bool = False) -> TrainState:
@@ -217,3 +253,18 @@ class Trainer:
                 self.trace.write("early_stop", epoch=epoch, best_epoch=self.state.best_epoch)
 
 
+
+
+class _BatchLoss(torch.nn.Module):
+    """``forward(idx) -> loss`` over the trainer's model, so DistributedDataParallel can wrap one training step.
+
+    Only ``model`` is a submodule: a distillation teacher used inside the step stays outside DDP.
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        super().__init__()
+        self.model = trainer.model
+        self._trainer = [trainer]  # a list, so the trainer is not registered as a submodule
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self._trainer[0]._batch_loss(idx)
