@@ -80,3 +80,32 @@ def test_two_process_slcwa_run_resumes(tmp_path: Path) -> None:
     assert epochs == [1, 2, 3, 4]
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
     assert len(ckpt["sample_generators"]) == 2 and ckpt["state"]["epoch"] == 4
+
+
+FAILING_RANK_SCRIPT = '''
+import os, sys
+from kgdistill.cli import main
+from kgdistill.errors import KGDistillError
+from kgdistill.training import loop
+
+original = loop.Trainer.train_epoch
+
+def train_epoch(self, epoch):
+    if epoch == 2 and os.environ["RANK"] == "1":
+        raise KGDistillError("simulated failure on this rank")
+    return original(self, epoch)
+
+loop.Trainer.train_epoch = train_epoch
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+def test_a_failing_rank_stops_the_job_with_a_clear_message(tmp_path: Path) -> None:
+    script = tmp_path / "fail.py"
+    script.write_text(FAILING_RANK_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script),
+           *TRAIN, "--epochs", "4", "--out", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode != 0
+    assert "rank 1: error: simulated failure on this rank" in proc.stderr
