@@ -1,0 +1,58 @@
+"""``distill(method, teacher_dir, out, **options)``: run a method, write its run folders and a summary table."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kgdistill.distill.method import make_config, methods, teacher_row
+from kgdistill.distill.stage import SUMMARY_COLUMNS, StageResult
+from kgdistill.runs import load_run
+from kgdistill.tables import format_table
+
+
+@dataclass
+class DistillReport:
+    """Results of one ``distill`` call: the stages, the summary rows (teacher first) and the output folder."""
+
+    method: str
+    out: Path
+    config: Any
+    results: list[StageResult]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def table(self) -> str:
+        columns = list(SUMMARY_COLUMNS)
+        if any("chain train s" in r for r in self.rows):
+            columns.append("chain train s")
+        return format_table(self.rows, columns)
+
+
+def distill(method: str, teacher_dir: str | Path, out: str | Path, *, device: str = "cpu", progress: bool = False,
+            num_threads: int | None = None, with_teacher_row: bool = True, **options: Any) -> DistillReport:
+    """Distil the teacher run in ``teacher_dir`` with ``method`` (options: the method's config fields).
+
+    Every stage writes a run folder under ``out``; ``out/summary.json`` and ``out/summary.md`` hold the table.
+    """
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    config = make_config(method, options)
+    name = methods.canonical(method)
+    teacher = load_run(teacher_dir, device=device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    results = methods.get(name)().run(teacher, config, out, device=device, progress=progress)
+    rows = [teacher_row(teacher)] if with_teacher_row else []
+    rows += [r.row for r in results]
+    report = DistillReport(name, out, config, results, rows)
+    summary = {"method": name, "teacher": str(teacher_dir), "seconds": round(time.perf_counter() - start, 3),
+               "rows": rows, "run_folders": [str(r.path) for r in results]}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.md").write_text(report.table() + "\n")
+    return report

@@ -1,0 +1,60 @@
+"""``kgdistill distill``: one flag per option of any method's config (help from the config fields).
+
+Picked up by :func:`kgdistill.cli._plugin_parsers`; an option that the chosen method does not have is an error
+naming the method's options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kgdistill.distill.method import methods
+
+
+def _method_fields() -> dict[str, dataclasses.Field]:
+    out: dict[str, dataclasses.Field] = {}
+    for name in methods.names():
+        for f in dataclasses.fields(methods.get(name).Config):
+            out.setdefault(f.name, f)
+    return out
+
+
+def register(subparsers: Any, command: Callable) -> None:
+    p = subparsers.add_parser("distill", help="distil a teacher run into smaller students (kd, dualde, iterde, "
+                                              "metasd, iterde-metasd, scratch); one run folder per stage")
+    p.add_argument("--method", required=True, help=f"one of: {', '.join(methods.names())}")
+    p.add_argument("--teacher", required=True, metavar="RUN_DIR", help="run folder of the trained teacher")
+    p.add_argument("--out", default=None, help="output folder (default: runs/distill-<method>-<time>)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--progress", default="false", help="show progress bars (true/false)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    group = p.add_argument_group("method options (None: the teacher run's value)")
+    for name, f in _method_fields().items():
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        kwargs: dict[str, Any] = {"nargs": "+"} if name == "dims" else {}
+        group.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", default=None, metavar="VALUE",
+                           help=f"{f.metadata.get('help', '')} (default: {default})", **kwargs)
+    command("distill")(run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from kgdistill.config import coerce
+    from kgdistill.distill.api import distill
+
+    options: dict[str, Any] = {}
+    for key, value in vars(args).items():
+        if key.startswith("opt_") and value is not None:
+            if key == "opt_dims":
+                value = [d for v in value for d in str(v).split(",") if d]
+            options[key[4:]] = value
+    out = args.out or f"runs/distill-{args.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    progress = coerce("progress", args.progress, bool)
+    report = distill(args.method, args.teacher, out, device=args.device, progress=progress,
+                     num_threads=args.threads, **options)
+    print(f"method {report.method}: run folders under {report.out}")
+    print(report.table())
+    return 0

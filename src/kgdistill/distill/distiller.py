@@ -1,0 +1,248 @@
+"""The distiller core: a frozen (or trainable) teacher, a student, named weighted loss terms with schedules.
+
+One :class:`Distiller` is one training stage. It plugs into the foundation's :class:`~kgdistill.training.loop.Trainer`
+as its ``step_loss``: the trainer keeps owning batching, the optimiser, validation, early stopping, checkpoints and
+the trace; the distiller computes, per batch, the student's and the teacher's scores on the same candidates
+(positive + sampled negatives in sLCWA, all entities in 1-N) and combines ``hard + Σ_i w_i(epoch) · term_i``.
+Teacher scores are computed in eval mode under ``torch.no_grad()`` unless the stage trains the teacher too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from kgdistill.distill.schedules import ConstantSchedule, WeightSchedule
+from kgdistill.models.base import KGCModel
+from kgdistill.models.embedding import EmbeddingModel
+from kgdistill.training.steps import negative_sampling_scores, score_queries
+
+
+def freeze(model: KGCModel) -> KGCModel:
+    """Put ``model`` in eval mode with ``requires_grad=False`` everywhere (a frozen teacher)."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@dataclass
+class Scores:
+    """Scores of one model on a batch's candidates.
+
+    sLCWA: ``pos[B]``, ``neg[B, N]``; 1-N: ``pos`` is the target's score ``[B]`` and ``all[B, E]`` every entity's.
+    ``heads``/``tails``: entity rows of the positive triples ``[B, D]`` and ``neg_heads``/``neg_tails`` of the
+    corrupted ones ``[B, N, D]`` (sLCWA, embedding models; used by structure terms); ``rows`` feed regularisers.
+    """
+
+    pos: Tensor
+    neg: Tensor | None = None
+    all: Tensor | None = None
+    rows: list = field(default_factory=list)
+    heads: Tensor | None = None
+    tails: Tensor | None = None
+    neg_heads: Tensor | None = None
+    neg_tails: Tensor | None = None
+
+    @property
+    def candidates(self) -> Tensor:
+        """``[B, 1 + N]`` (positive first) in sLCWA, ``[B, E]`` in 1-N."""
+        if self.all is not None:
+            return self.all
+        assert self.neg is not None
+        return torch.cat([self.pos[:, None], self.neg], dim=1)
+
+
+def slcwa_scores(model: KGCModel, batch: Tensor, neg_ids: Tensor, corrupt_head: Tensor | None, num_head: int,
+                 with_rows: bool = False) -> Scores:
+    """Scores of positives and negatives (the foundation's fast path), optionally with the entity rows."""
+    pos, neg, rows = negative_sampling_scores(model, batch, neg_ids, corrupt_head, num_head)
+    out = Scores(pos=pos, neg=neg, rows=rows)
+    if with_rows and isinstance(model, EmbeddingModel):
+        h, t = model.entity_rows(batch[:, 0]), model.entity_rows(batch[:, 2])
+        cand = model.entity_rows(neg_ids)
+        if corrupt_head is None:
+            corrupt_head = torch.zeros_like(neg_ids, dtype=torch.bool)
+            corrupt_head[:, :num_head] = True
+        ch = corrupt_head[..., None]
+        out.heads, out.tails = h, t
+        out.neg_heads = torch.where(ch, cand, h[:, None, :].expand_as(cand))
+        out.neg_tails = torch.where(ch, t[:, None, :].expand_as(cand), cand)
+    return out
+
+
+def query_scores(model: KGCModel, queries: Tensor) -> Scores:
+    """1-N scores of ``queries[B, 3]`` = (anchor, relation (≥ R: inverse), target): all entities ``[B, E]``."""
+    scores = score_queries(model, queries[:, 0], queries[:, 1])
+    rows: list = []
+    if isinstance(model, EmbeddingModel):
+        inter = model.interaction
+        rows = [(model.entity_rows(queries[:, 0]), inter.entity_kind),
+                (model.relation_rows(queries[:, 1]), inter.relation_kind),
+                (model.entity_rows(queries[:, 2]), inter.entity_kind)]
+    return Scores(pos=scores.gather(1, queries[:, 2:3]).squeeze(1), all=scores, rows=rows)
+
+
+TermFn = Callable[["StepContext"], Tensor]
+
+
+@dataclass
+class LossTerm:
+    """A named loss term ``fn(ctx) -> scalar`` with a base weight shaped by a schedule (constant by default)."""
+
+    name: str
+    fn: TermFn
+    schedule: WeightSchedule = field(default_factory=ConstantSchedule)
+
+
+@dataclass
+class StepContext:
+    """What a loss term sees: the batch, both models' scores on the same candidates, the epoch."""
+
+    batch: Tensor
+    student: Scores
+    teacher: Scores
+    epoch: int
+    num_epochs: int
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class DistillModel(KGCModel):
+    """The module a stage trains: the student (which it scores with), plus trainable extras.
+
+    ``teacher`` is registered as a submodule only when it is trained in this stage (DualDE's second stage), so that
+    the trainer's optimiser and checkpoints cover it; a frozen teacher stays outside (never in the optimiser, the
+    checkpoints or DDP). ``extras`` holds small trainable modules (e.g. DualDE's soft-label evaluation module).
+    """
+
+    def __init__(self, student: KGCModel, teacher: KGCModel | None = None,
+                 extras: dict[str, nn.Module] | None = None) -> None:
+        super().__init__()
+        self.student = student
+        self.teacher = teacher
+        self.extras = nn.ModuleDict(extras or {})
+        self.num_entities, self.num_relations = student.num_entities, student.num_relations
+
+    def score_hrt(self, hrt: Tensor) -> Tensor:
+        return self.student.score_hrt(hrt)
+
+    def score_t(self, h: Tensor, r: Tensor, candidates: Tensor | None = None) -> Tensor:
+        return self.student.score_t(h, r, candidates)
+
+    def score_h(self, r: Tensor, t: Tensor, candidates: Tensor | None = None) -> Tensor:
+        return self.student.score_h(r, t, candidates)
+
+    def apply_constraints(self) -> None:
+        self.student.apply_constraints()
+        if self.teacher is not None:
+            self.teacher.apply_constraints()
+
+
+class Distiller:
+    """``hard + Σ_i w_i · term_i`` per batch, as a ``Trainer`` step.
+
+    Args:
+        student: the model trained with the hard loss.
+        teacher: the teacher (frozen unless ``train_teacher``).
+        terms: soft loss terms; each weight comes from its schedule at the current epoch (a float, no gradient).
+        hard_weight: weight of the student's usual loss (the trainer's configured loss); 0 disables it (the
+            student's regulariser, if configured, always applies).
+        teacher_terms: extra terms evaluated when ``train_teacher`` (DualDE stage 2's teacher losses).
+        with_rows: also gather the entity rows of positives and negatives (structure terms).
+    """
+
+    def __init__(self, student: KGCModel, teacher: KGCModel, terms: list[LossTerm], *, hard_weight: float = 1.0,
+                 train_teacher: bool = False, with_rows: bool = False,
+                 extras: dict[str, Any] | None = None) -> None:
+        self.student, self.teacher, self.terms = student, teacher, terms
+        self.hard_weight, self.train_teacher, self.with_rows = hard_weight, train_teacher, with_rows
+        self.extras = extras if extras is not None else {}
+        self.trainer: Any = None
+        self.epoch_sums: dict[str, float] = {}
+        self.epoch_batches = 0
+        self._epoch_seen = 0
+        if not train_teacher:
+            freeze(teacher)
+
+    def bind(self, trainer: Any) -> Distiller:
+        """Attach the trainer whose sampler, loss, regulariser, epoch counter and trace the steps use."""
+        self.trainer = trainer
+        return self
+
+    # ---- per-batch -------------------------------------------------------------------------------------------
+    def _scores(self, model: KGCModel, batch: Tensor, sample: tuple | None) -> Scores:
+        if sample is None:
+            return query_scores(model, batch)
+        neg_ids, corrupt_head, num_head = sample
+        return slcwa_scores(model, batch, neg_ids, corrupt_head, num_head, with_rows=self.with_rows)
+
+    def hard_loss(self, scores: Scores, batch: Tensor) -> Tensor:
+        """The model's usual loss: the trainer's sLCWA loss, or cross-entropy over all entities in 1-N."""
+        if scores.all is not None:
+            return torch.nn.functional.cross_entropy(scores.all, batch[:, 2])
+        assert scores.neg is not None
+        return self.trainer.loss_fn(scores.pos, scores.neg)
+
+    def regularization(self, scores: Scores) -> Tensor | None:
+        reg = self.trainer.regularizer
+        return reg(scores.rows) if scores.rows and reg.weight else None
+
+    def __call__(self, model: KGCModel, batch: Tensor, generator: torch.Generator) -> Tensor:
+        tr = self.trainer
+        assert tr is not None, "Distiller.bind(trainer) first"
+        epoch, num_epochs = tr.state.epoch + 1, tr.config.epochs
+        self._start_epoch(epoch)
+        sample = None
+        if tr.config.training_mode == "slcwa":
+            neg_ids, corrupt_head = tr.sampler.sample(batch, generator)
+            sample = (neg_ids, corrupt_head, tr.sampler.num_head_negatives)
+        student = self._scores(self.student, batch, sample)
+        if self.train_teacher:
+            self.teacher.train()
+            teacher = self._scores(self.teacher, batch, sample)
+        else:
+            self.teacher.eval()
+            with torch.no_grad():
+                teacher = self._scores(self.teacher, batch, sample)
+        ctx = StepContext(batch, student, teacher, epoch, num_epochs, self.extras)
+        values = {t.name: t.fn(ctx) for t in self.terms}
+        hard = self.hard_loss(student, batch) if self.hard_weight else student.pos.new_zeros(())
+        total = self.hard_weight * hard
+        reg = self.regularization(student)
+        if reg is not None:
+            total = total + reg
+        soft_sum = float(sum(float(v.detach()) for v in values.values())) if values else 0.0
+        logged = {"hard": float(hard.detach())}
+        for term in self.terms:
+            w = term.schedule.weight(epoch, num_epochs, soft=soft_sum, hard=logged["hard"])
+            total = total + w * values[term.name]
+            logged[term.name] = float(values[term.name].detach())
+            logged[f"w_{term.name}"] = w
+        self._accumulate(logged)
+        return total
+
+    # ---- epoch records in the trace ---------------------------------------------------------------------------
+    def _start_epoch(self, epoch: int) -> None:
+        if epoch != self._epoch_seen:
+            self.flush()
+            self._epoch_seen = epoch
+
+    def _accumulate(self, logged: dict[str, float]) -> None:
+        for k, v in logged.items():
+            self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v
+        self.epoch_batches += 1
+
+    def flush(self) -> None:
+        """Write the mean of every term and weight over the last epoch's batches to the trace (``distill``)."""
+        if self.epoch_batches and self.trainer is not None:
+            means = {k: round(v / self.epoch_batches, 6) for k, v in self.epoch_sums.items()}
+            self.trainer.trace.write("distill", epoch=self._epoch_seen, **means)
+        self.epoch_sums, self.epoch_batches = {}, 0
+
+
+__all__ = ["freeze", "Scores", "slcwa_scores", "query_scores", "LossTerm", "StepContext", "DistillModel",
+           "Distiller"]

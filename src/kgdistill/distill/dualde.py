@@ -1,0 +1,143 @@
+"""DualDE (Zhu et al., WSDM 2022): dual-influence distillation with soft-label evaluation, two stages.
+
+Soft label distance (eq. 4, 5, 7): ``d = SmoothL1(σ(f_S), σ(f_T))`` plus, when ``structure`` (the paper's default;
+the release comments it out), ``SmoothL1(cos(h_S, t_S), cos(h_T, t_T)) + SmoothL1(|h_S|/|t_S|, |h_T|/|t_T|)`` for
+the positive and each corrupted triple. A soft-label evaluation module ``p = σ(a (f_T + b))`` (a = 1, b = 0 at
+start; eq. 8/9) mixes soft and hard labels (eq. 10); its weight is detached and the module learns by calibration
+against the hard labels (see :func:`kgdistill.distill.terms.soft_label_calibration`); negatives use their own
+weight and are combined with self-adversarial weights.
+
+Stage 1: teacher frozen, student + evaluation module trained. Stage 2: teacher unfrozen, symmetric loss
+``L_S(student | teacher labels) + L_T(teacher | student labels)`` at a tenth of the learning rate (paper: 1e-4 then
+1e-5), each side with its own evaluation module. Both stages early-stop on validation MRR of the student.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from kgdistill.config import opt
+from kgdistill.distill import terms
+from kgdistill.distill.distiller import DistillModel, Distiller, LossTerm, Scores, StepContext
+from kgdistill.distill.method import CommonConfig, Method, methods, stage_training, teacher_model
+from kgdistill.distill.stage import StageResult, make_student, run_stage
+from kgdistill.losses import adversarial_weights
+from kgdistill.runs import Run
+
+
+class SoftLabelEvaluator(nn.Module):
+    """``p = σ(a · (f + b))`` with learnable scalars ``a`` (1 at start) and ``b`` (0 at start); DualDE eq. 8/9."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.ones(()))
+        self.b = nn.Parameter(torch.zeros(()))
+
+
+@dataclass(frozen=True)
+class DualDEConfig(CommonConfig):
+    structure: bool = opt(True, "add the structure distance of eq. 5 to the score distance (paper: on)")
+    stage2: bool = opt(True, "run stage 2 (teacher unfrozen, symmetric loss)")
+    stage2_epochs: int | None = opt(None, "epochs of stage 2 (default: those of stage 1)")
+    stage2_lr_factor: float = opt(0.1, "stage-2 learning rate = factor × stage-1 lr (paper: 1e-5 / 1e-4)")
+    adversarial_alpha: float = opt(1.0, "self-adversarial temperature combining the negatives' losses")
+
+
+def _distance(student: Scores, teacher: Scores, structure: bool) -> tuple[Tensor, Tensor]:
+    """Soft-label distances of the positives ``[B]`` and negatives ``[B, N]`` (eq. 7); ``teacher`` is the label."""
+    assert student.neg is not None and teacher.neg is not None
+    d_pos = terms.dualde_score_distance(student.pos, teacher.pos.detach())
+    d_neg = terms.dualde_score_distance(student.neg, teacher.neg.detach())
+    if structure and student.heads is not None and teacher.heads is not None:
+        d_pos = d_pos + terms.dualde_structure_distance(student.heads, student.tails, teacher.heads.detach(),
+                                                        teacher.tails.detach())
+        d_neg = d_neg + terms.dualde_structure_distance(student.neg_heads, student.neg_tails,
+                                                        teacher.neg_heads.detach(), teacher.neg_tails.detach())
+    return d_pos, d_neg
+
+
+def soft_label_loss(learner: Scores, provider: Scores, evaluator: SoftLabelEvaluator, structure: bool,
+                    alpha: float) -> Tensor:
+    """Eq. 10 for ``learner`` with soft labels from ``provider`` weighted by ``evaluator`` (weights detached)."""
+    assert learner.neg is not None and provider.neg is not None
+    d_pos, d_neg = _distance(learner, provider, structure)
+    p_pos = terms.soft_label_weight(provider.pos.detach(), evaluator.a, evaluator.b)
+    p_neg = terms.soft_label_weight(provider.neg.detach(), evaluator.a, evaluator.b)
+    w = adversarial_weights(learner.neg, alpha)
+    return terms.dualde_soft_label_loss(d_pos, d_neg, learner.pos, learner.neg, p_pos, p_neg, w)
+
+
+def stage_terms(config: DualDEConfig, ev_t: SoftLabelEvaluator, ev_s: SoftLabelEvaluator | None,
+                regularize_teacher: bool) -> list[LossTerm]:
+    a = config.adversarial_alpha
+    out = [LossTerm("soft_student", lambda c: soft_label_loss(c.student, c.teacher, ev_t, config.structure, a)),
+           LossTerm("calibration_t", lambda c: terms.soft_label_calibration(c.teacher.pos, c.teacher.neg,
+                                                                            ev_t.a, ev_t.b))]
+    if ev_s is not None:  # stage 2: the teacher learns from the student's labels
+        out += [LossTerm("soft_teacher", lambda c: soft_label_loss(c.teacher, c.student, ev_s, config.structure, a)),
+                LossTerm("calibration_s", lambda c: terms.soft_label_calibration(c.student.pos, c.student.neg,
+                                                                                 ev_s.a, ev_s.b))]
+        if regularize_teacher:
+            out.append(LossTerm("reg_teacher", _teacher_reg))
+    return out
+
+
+def _teacher_reg(ctx: StepContext) -> Tensor:
+    reg = ctx.extras["regularizer"]
+    return reg(ctx.teacher.rows) if ctx.teacher.rows else ctx.teacher.pos.new_zeros(())
+
+
+@methods.register("dualde")
+class DualDE(Method):
+    name = "dualde"
+    Config = DualDEConfig
+
+    def run(self, teacher: Run, config: DualDEConfig, out: Path, *, device: str = "cpu",
+            progress: bool = False) -> list[StageResult]:
+        t_model = teacher_model(teacher)
+        assert teacher.dataset is not None
+        dim = config.dims[-1]
+        student = make_student(t_model, dim, config.seed).to(device)
+        training = stage_training(teacher, config, mode="slcwa")
+        if training.training_mode != "slcwa":
+            from kgdistill.errors import ConfigError
+
+            raise ConfigError("dualde: the soft-label evaluation (eq. 10) needs sampled negatives: training_mode "
+                              "must be slcwa")
+        ev_t = SoftLabelEvaluator().to(device)
+        d1 = Distiller(student, t_model, stage_terms(config, ev_t, None, False), hard_weight=0.0, with_rows=True)
+        common = dict(dataset=teacher.dataset, base_config=teacher.config, method=self.name, method_config=config,
+                      teacher_dir=str(teacher.path), device=device, progress=progress)
+        name1 = f"dualde-{dim}-stage1"
+        results = [run_stage(name1, run_dir=Path(out) / name1, model=DistillModel(student, extras={"eval_t": ev_t}),
+                             student=student, training=training, step_loss=d1, on_trainer=d1.bind,
+                             **common)]  # type: ignore[arg-type]
+        if not config.stage2:
+            return results
+        trained_teacher = copy.deepcopy(t_model)  # the loaded teacher stays untouched
+        for p in trained_teacher.parameters():
+            p.requires_grad_(True)
+        ev_s = SoftLabelEvaluator().to(device)
+        extras: dict = {}
+        d2 = Distiller(student, trained_teacher, stage_terms(config, ev_t, ev_s, True), hard_weight=0.0,
+                       train_teacher=True, with_rows=True, extras=extras)
+        training2 = replace(training, lr=training.lr * config.stage2_lr_factor,
+                            epochs=config.stage2_epochs or training.epochs)
+
+        def bind(trainer: object) -> None:
+            d2.bind(trainer)
+            extras["regularizer"] = trainer.regularizer  # type: ignore[attr-defined]
+
+        name2 = f"dualde-{dim}-stage2"
+        model2 = DistillModel(student, teacher=trained_teacher, extras={"eval_t": ev_t, "eval_s": ev_s})
+        results.append(run_stage(name2, run_dir=Path(out) / name2, model=model2, student=student,
+                                 training=training2, step_loss=d2, on_trainer=bind, **common))  # type: ignore
+        total = sum(r.metrics["train_seconds"] for r in results)
+        results[-1].row["chain train s"] = round(total, 3)
+        results[-1].metrics["chain_train_seconds"] = round(total, 3)
+        return results

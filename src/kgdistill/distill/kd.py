@@ -1,0 +1,86 @@
+"""One-shot soft-label KD (Hinton et al., 2015) for KGE, and the from-scratch baseline of every table.
+
+``kd``: ``L = hard_weight · L_hard + soft_weight · L_soft`` with ``L_soft`` the temperature KL between the
+teacher's and the student's distributions over each query's candidates (the positive and its negatives in sLCWA,
+all entities in 1-N), or a Huber loss on the raw scores (``kd_loss=huber``).
+``scratch``: the student trained with its hard loss only, same config and epochs (the reference row).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from kgdistill.config import opt
+from kgdistill.distill import terms
+from kgdistill.distill.distiller import DistillModel, Distiller, LossTerm, StepContext
+from kgdistill.distill.method import CommonConfig, Method, methods, stage_training, teacher_model
+from kgdistill.distill.schedules import make_schedule
+from kgdistill.distill.stage import StageResult, make_student, run_stage
+from kgdistill.errors import ConfigError
+from kgdistill.runs import Run
+
+KD_LOSSES = ("kl", "huber")
+
+
+@dataclass(frozen=True)
+class KDConfig(CommonConfig):
+    kd_loss: str = opt("kl", "soft loss: kl (temperature KL over the candidates) | huber (SmoothL1 on raw scores)")
+    temperature: float = opt(2.0, "KL temperature T (the loss is scaled by T², Hinton et al.)")
+    soft_weight: float = opt(1.0, "weight of the soft loss")
+    hard_weight: float = opt(1.0, "weight of the hard loss")
+    schedule: str = opt("constant", "soft weight schedule: constant | linear | step | swda")
+
+
+def kd_term(config: KDConfig) -> LossTerm:
+    if config.kd_loss not in KD_LOSSES:
+        raise ConfigError(f"kd_loss: unknown {config.kd_loss!r}; known: {', '.join(KD_LOSSES)}")
+    if config.kd_loss == "kl":
+        def fn(ctx: StepContext) -> object:
+            return terms.kl_with_temperature(ctx.student.candidates, ctx.teacher.candidates, config.temperature)
+    else:
+        def fn(ctx: StepContext) -> object:
+            return terms.huber_scores(ctx.student.candidates, ctx.teacher.candidates)
+    return LossTerm(f"soft_{config.kd_loss}", fn, make_schedule(config.schedule, config.soft_weight))  # type: ignore
+
+
+@methods.register("kd")
+class KD(Method):
+    name = "kd"
+    Config = KDConfig
+
+    def run(self, teacher: Run, config: KDConfig, out: Path, *, device: str = "cpu",
+            progress: bool = False) -> list[StageResult]:
+        t_model = teacher_model(teacher)
+        assert teacher.dataset is not None
+        dim = config.dims[-1]
+        student = make_student(t_model, dim, config.seed).to(device)
+        distiller = Distiller(student, t_model, [kd_term(config)], hard_weight=config.hard_weight)
+        result = run_stage(f"kd-{dim}", run_dir=Path(out) / f"kd-{dim}", model=DistillModel(student),
+                           student=student, dataset=teacher.dataset, base_config=teacher.config,
+                           training=stage_training(teacher, config), step_loss=distiller, method=self.name,
+                           method_config=config, teacher_dir=str(teacher.path), device=device, progress=progress,
+                           on_trainer=distiller.bind)
+        return [result]
+
+
+@methods.register("scratch", "from_scratch")
+class Scratch(Method):
+    """The student trained from scratch with the teacher's recipe (hard loss only): the baseline row."""
+
+    name = "scratch"
+    Config = CommonConfig
+
+    def run(self, teacher: Run, config: CommonConfig, out: Path, *, device: str = "cpu",
+            progress: bool = False) -> list[StageResult]:
+        t_model = teacher_model(teacher)
+        assert teacher.dataset is not None
+        results = []
+        for dim in config.dims:
+            student = make_student(t_model, dim, config.seed).to(device)
+            results.append(run_stage(f"scratch-{dim}", run_dir=Path(out) / f"scratch-{dim}", model=student,
+                                     student=student, dataset=teacher.dataset, base_config=teacher.config,
+                                     training=stage_training(teacher, config), step_loss=None, method=self.name,
+                                     method_config=config, teacher_dir=str(teacher.path), device=device,
+                                     progress=progress))
+        return results

@@ -1,0 +1,250 @@
+"""MetaSD (Li et al., Findings of EMNLP 2022): self-distillation with meta learning into a pruned model.
+
+The dense source model ``T`` and the pruned student ``S = T ⊙ M`` share parameters; ``M`` is recomputed every epoch
+by global magnitude pruning over the entity and relation tables (fixed sparsity, or a cubic ramp). Training is 1-N
+(cross-entropy over all entities). Per batch:
+
+1. (optional) one supervised step on the dense model (the trainer's optimiser);
+2. lookahead ``S' = S - η · ∇_S (CE(S) + reg(S) + KD(S | T))`` built with ``torch.func.functional_call`` and
+   ``create_graph=True`` (T not detached inside KD);
+3. the cross-entropy of ``S'`` on a batch of the *quiz set* updates ``T`` through that second-order path
+   (its own Adagrad, lr 1e-4); the quiz set is a seeded random held-out fraction of the training triples, never
+   in the supervised loss;
+4. mutual learning: ``CE(T) + CE(S) + reg + KD(T | S.detach()) + KD(S | T.detach())`` (+ optional relation
+   prediction), returned to the trainer for one step.
+
+``KD(x | y) = 3 KL(y || x) + KL(x || y)`` on ``softmax(· / 3)``. Checkpoints are selected on validation MRR of the
+pruned branch only. The pruned model is exported in sparse form (bitmap + values) and its true non-zero count and
+bytes on disk are reported.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from kgdistill.config import opt
+from kgdistill.data.triples import KGDataset
+from kgdistill.distill import terms
+from kgdistill.distill.method import CommonConfig, Method, methods, stage_training, teacher_model
+from kgdistill.distill.pruning import PrunedModel, export_sparse
+from kgdistill.distill.schedules import sparsity_at
+from kgdistill.distill.stage import StageResult, make_student, run_stage
+from kgdistill.errors import ConfigError
+from kgdistill.models.base import KGCModel, save_model
+from kgdistill.models.embedding import EmbeddingModel
+from kgdistill.runs import Run
+from kgdistill.training.optim import make_optimizer
+
+
+@dataclass(frozen=True)
+class MetaSDConfig(CommonConfig):
+    dims: list = opt([], "dimension of the dense source model (default: the teacher's)")
+    init: str = opt("teacher", "teacher: start the dense model from the teacher run's weights | scratch")
+    sparsity: float = opt(0.9, "fraction of entity + relation entries pruned (released default 0.9)")
+    sparsity_ramp_epochs: int = opt(0, "0: fixed sparsity; N: cubic ramp reaching the sparsity at epoch N")
+    quiz_fraction: float = opt(0.02, "held-out fraction of training triples forming the quiz set (seeded)")
+    lookahead_lr: float = opt(0.1, "η of the lookahead S' = S - η ∇")
+    teacher_lr: float = opt(1e-4, "learning rate of the meta (quiz) update of the dense model (Adagrad)")
+    kd_temperature: float = opt(3.0, "temperature of the distillation KL")
+    kl_forward: float = opt(3.0, "weight of KL(target || learner)")
+    kl_reverse: float = opt(1.0, "weight of KL(learner || target)")
+    relation_weight: float = opt(0.0, "weight of the relation-prediction CE (release: 4; 0 = off)")
+    supervised_step: bool = opt(True, "step 1: a supervised step on the dense model before the meta step")
+    meta_every: int = opt(1, "meta (quiz) update every N batches")
+
+
+def split_quiz(train: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Seeded random split of ``train[n, 3]`` into ``(supervised, quiz)``; the quiz holds ``ceil(fraction·n)``."""
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"quiz_fraction must be in (0, 1), got {fraction}")
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(train.shape[0], generator=gen)
+    k = max(1, int(-(-fraction * train.shape[0] // 1)))
+    return train[perm[k:]], train[perm[:k]]
+
+
+def queries_of(triples: Tensor, num_relations: int) -> Tensor:
+    """Both 1-N queries of every triple: ``[2n, 3]`` = (anchor, relation (≥ R: inverse), target)."""
+    h, r, t = triples[:, 0], triples[:, 1], triples[:, 2]
+    return torch.stack([torch.cat([h, t]), torch.cat([r, r + num_relations]), torch.cat([t, h])], dim=1)
+
+
+class MetaSDStep:
+    """The per-batch MetaSD update as a trainer ``step_loss`` on 1-N queries ``[B, 3]``."""
+
+    def __init__(self, model: PrunedModel, config: MetaSDConfig, quiz: Tensor, device: str = "cpu") -> None:
+        self.model, self.config = model, config
+        self.quiz_queries = queries_of(quiz, model.num_relations).to(device)
+        self.meta_optimizer = make_optimizer("adagrad", model.base.parameters(), config.teacher_lr)
+        self.quiz_generator = torch.Generator().manual_seed(config.seed + 1)
+        self.trainer: Any = None
+        self.epoch = 0
+        self.batches = 0
+        self.supervised_seen: list[Tensor] = []  # filled only when ``record_batches`` (tests)
+        self.quiz_seen: list[Tensor] = []
+        self.record_batches = False
+        self.last_flip = 0.0
+
+    def bind(self, trainer: Any) -> MetaSDStep:
+        self.trainer = trainer
+        return self
+
+    # ---- pieces --------------------------------------------------------------------------------------------------
+    def kd(self, learner: Tensor, target: Tensor) -> Tensor:
+        c = self.config
+        return terms.symmetric_kl(learner, target, c.kd_temperature, c.kl_forward, c.kl_reverse)
+
+    def reg(self, params: dict[str, Tensor], q: Tensor) -> Tensor:
+        reg = self.trainer.regularizer
+        if not reg.weight:
+            return params["entity"].new_zeros(())
+        base = self.model.base
+        inter = base.interaction
+        rows = [(F.embedding(q[:, 0], params["entity"]), inter.entity_kind),
+                (F.embedding(q[:, 1], params["relation"]), inter.relation_kind),
+                (F.embedding(q[:, 2], params["entity"]), inter.entity_kind)]
+        return reg(rows)
+
+    def relation_ce(self, params: dict[str, Tensor], q: Tensor) -> Tensor:
+        """Relation prediction ``CE(score(a, ·, target), r)`` over all relation rows (auxiliary loss)."""
+        base = self.model.base
+        a, t = F.embedding(q[:, 0], params["entity"]), F.embedding(q[:, 2], params["entity"])
+        scores = base.interaction(a[:, None, :], params["relation"][None, :, :], t[:, None, :])
+        labels = q[:, 1] if base.reciprocal else q[:, 1] % base.num_relations
+        return F.cross_entropy(scores[:, : (2 if base.reciprocal else 1) * base.num_relations], labels)
+
+    def scores(self, params: dict[str, Tensor], q: Tensor) -> Tensor:
+        return self.model.call(params, "queries", q[:, 0], q[:, 1])
+
+    def supervised(self, params: dict[str, Tensor], q: Tensor) -> tuple[Tensor, Tensor]:
+        s = self.scores(params, q)
+        loss = F.cross_entropy(s, q[:, 2]) + self.reg(params, q)
+        if self.config.relation_weight:
+            loss = loss + self.config.relation_weight * self.relation_ce(params, q)
+        return loss, s
+
+    def dense_params(self) -> dict[str, Tensor]:
+        return {"entity": self.model.base.entity, "relation": self.model.base.relation}
+
+    # ---- the step --------------------------------------------------------------------------------------------
+    def __call__(self, model: KGCModel, q: Tensor, generator: torch.Generator) -> Tensor:
+        tr, c, pm = self.trainer, self.config, self.model
+        epoch = tr.state.epoch + 1
+        if epoch != self.epoch:  # a new epoch: recompute the mask
+            self.epoch = epoch
+            self.last_flip = pm.update_masks(sparsity_at(epoch, c.sparsity, c.sparsity_ramp_epochs))
+            tr.trace.write("mask", epoch=epoch, sparsity=sparsity_at(epoch, c.sparsity, c.sparsity_ramp_epochs),
+                           flipped=round(self.last_flip, 6))
+        if self.record_batches:
+            self.supervised_seen.append(q.detach().cpu())
+        if c.supervised_step:  # (1)
+            loss, _ = self.supervised(self.dense_params(), q)
+            tr.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            tr.optimizer.step()
+            pm.apply_constraints()
+            tr.optimizer.zero_grad(set_to_none=True)
+        if self.batches % max(1, c.meta_every) == 0:
+            self.meta_step(q)
+        self.batches += 1
+        # (4) mutual learning between the dense and the pruned branch
+        dense = self.dense_params()
+        t_loss, t_scores = self.supervised(dense, q)
+        s_loss, s_scores = self.supervised(pm.masked_params(dense), q)
+        return t_loss + s_loss + self.kd(t_scores, s_scores.detach()) + self.kd(s_scores, t_scores.detach())
+
+    def meta_step(self, q: Tensor) -> None:
+        """(2) + (3): the lookahead student on the batch, its quiz loss updates the dense (teacher) parameters."""
+        pm, c = self.model, self.config
+        dense = self.dense_params()
+        masked = pm.masked_params(dense)
+        s_loss, s_scores = self.supervised(masked, q)
+        t_scores = self.scores(dense, q)
+        inner = s_loss + self.kd(s_scores, t_scores)
+        grads = torch.autograd.grad(inner, list(masked.values()), create_graph=True)
+        masks = pm.masks()
+        fast = {k: (v - c.lookahead_lr * g) * masks[k] for (k, v), g in zip(masked.items(), grads)}
+        n = self.quiz_queries.shape[0]
+        idx = torch.randint(n, (min(n, q.shape[0]),), generator=self.quiz_generator).to(q.device)
+        quiz = self.quiz_queries[idx]
+        if self.record_batches:
+            self.quiz_seen.append(quiz.detach().cpu())
+        quiz_loss = F.cross_entropy(self.scores(fast, quiz), quiz[:, 2])
+        meta_grads = torch.autograd.grad(quiz_loss, list(dense.values()))
+        params = list(dense.values())
+        saved = [p.grad for p in params]
+        for p, g in zip(params, meta_grads):
+            p.grad = g
+        self.meta_optimizer.step()
+        for p, g in zip(params, saved):
+            p.grad = g
+        pm.apply_constraints()
+
+
+def run_metasd(teacher: Run, config: MetaSDConfig, out: Path, *, base: EmbeddingModel | None = None,
+               name: str | None = None, device: str = "cpu", progress: bool = False,
+               method: str = "metasd") -> StageResult:
+    """Train MetaSD from ``base`` (default: the teacher's weights or a fresh model, per ``config.init``)."""
+    t_model = teacher_model(teacher)
+    dataset = teacher.dataset
+    assert dataset is not None
+    if base is None:
+        if config.init == "teacher":
+            base = copy.deepcopy(t_model)
+            if config.dims and int(config.dims[-1]) != t_model.dim:
+                raise ConfigError("metasd: init=teacher keeps the teacher's dim; use init=scratch for another dim")
+        elif config.init == "scratch":
+            base = make_student(t_model, int(config.dims[-1]) if config.dims else t_model.dim, config.seed)
+        else:
+            raise ConfigError(f"metasd: init must be 'teacher' or 'scratch', got {config.init!r}")
+    base = base.to(device)
+    for p in base.parameters():
+        p.requires_grad_(True)
+    model = PrunedModel(base).to(device)
+    supervised, quiz = split_quiz(dataset.train, config.quiz_fraction, config.seed)
+    train_ds = KGDataset(dataset.name, dataset.entities, dataset.relations, {**dataset.splits, "train": supervised})
+    step = MetaSDStep(model, config, quiz, device)
+    training = stage_training(teacher, config, mode="1vsall")
+    if training.training_mode != "1vsall":
+        raise ConfigError("metasd: trains 1-N (cross-entropy over all entities): training_mode must be 1vsall")
+    stage_name = name or f"metasd-{base.dim}-s{config.sparsity:g}"
+    holder: dict[str, Any] = {}
+
+    def after_fit(trainer: Any) -> dict[str, Any]:
+        pruned = model.pruned_copy()
+        holder["pruned"] = pruned
+        run_dir = Path(out) / stage_name
+        sparse_path = export_sparse(pruned, run_dir / "sparse")
+        save_model(base, run_dir / "dense")
+        from kgdistill.evaluate import DatasetEvaluator
+
+        ev = DatasetEvaluator(dataset, teacher.config.evaluation.eval_batch_size, device=device)
+        dense_test = ev.evaluate(base, "test").summary()["both"]
+        return {"_bytes_file": sparse_path, "dense_test": dense_test, "dense_bytes": (run_dir / "dense" /
+                "model.safetensors").stat().st_size, "sparsity": config.sparsity,
+                "quiz_triples": int(quiz.shape[0]), "supervised_triples": int(supervised.shape[0])}
+
+    # the run folder's model is the pruned copy: evaluate/predict read model.safetensors (zeros where pruned)
+    result = run_stage(stage_name, run_dir=Path(out) / stage_name, model=model, student=base, dataset=dataset,
+                       base_config=teacher.config, training=training, step_loss=step, method=method,
+                       method_config=config, teacher_dir=str(teacher.path), device=device, progress=progress,
+                       train_dataset=train_ds, on_trainer=step.bind, after_fit=after_fit,
+                       final_model=lambda: holder["pruned"])
+    return result
+
+
+@methods.register("metasd")
+class MetaSD(Method):
+    name = "metasd"
+    Config = MetaSDConfig
+
+    def run(self, teacher: Run, config: MetaSDConfig, out: Path, *, device: str = "cpu",
+            progress: bool = False) -> list[StageResult]:
+        return [run_metasd(teacher, config, out, device=device, progress=progress)]

@@ -1,0 +1,134 @@
+"""Distillation methods by name: a frozen config dataclass per method and a ``run`` that writes one folder a stage.
+
+Training options left at ``None`` are inherited from the teacher run's training config (its optimiser, learning
+rate, batch size, negatives, loss and regulariser were tuned for that model and dataset), so that a student differs
+from its teacher only in what the method changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+from kgdistill.config import TrainingConfig, opt
+from kgdistill.errors import ConfigError
+from kgdistill.models.embedding import EmbeddingModel
+from kgdistill.registry import Registry
+from kgdistill.runs import Run
+from kgdistill.distill.stage import StageResult, summary_row
+
+methods: Registry[type[Method]] = Registry("distillation method")
+
+
+@dataclass(frozen=True)
+class CommonConfig:
+    """Options shared by every method (None = the teacher run's value)."""
+
+    dims: list = opt([32], "student dimension(s); IterDE: the chain (default: halving from the teacher's dim)")
+    epochs: int | None = opt(None, "epochs per stage / step")
+    batch_size: int | None = opt(None, "training batch size")
+    optimizer: str | None = opt(None, "optimiser: adam | adagrad | sgd | adamw")
+    lr: float | None = opt(None, "learning rate")
+    training_mode: str | None = opt(None, "slcwa | 1vsall (default: the method's, else the teacher's)")
+    num_negatives: int | None = opt(None, "negatives per positive (sLCWA)")
+    loss: str | None = opt(None, "hard loss in sLCWA: nssa | margin | softplus")
+    margin: float | None = opt(None, "margin of the hard loss")
+    adversarial_temperature: float | None = opt(None, "self-adversarial temperature of the hard loss")
+    regularizer: str | None = opt(None, "regulariser of the student: none | l2 | n3 | dura")
+    regularizer_weight: float | None = opt(None, "regulariser weight")
+    seed: int = opt(42, "seed of the student's initialisation, batches and negatives")
+    eval_every: int | None = opt(None, "validation every N epochs")
+    patience: int | None = opt(None, "early stopping patience (validations)")
+
+
+TRAINING_OVERRIDES = ("epochs", "batch_size", "optimizer", "lr", "training_mode", "num_negatives", "loss", "margin",
+                      "adversarial_temperature", "regularizer", "regularizer_weight", "eval_every", "patience")
+
+#: sLCWA hard losses used when the teacher was trained 1-N (its config has no tuned sLCWA loss): the IterDE
+#: release's self-adversarial softplus for bilinear models, self-adversarial margin loss for distance models.
+SLCWA_PRESETS: dict[str, dict[str, Any]] = {
+    "transe": {"loss": "nssa", "margin": 6.0, "adversarial_temperature": 1.0},
+    "rotate": {"loss": "nssa", "margin": 6.0, "adversarial_temperature": 1.0},
+}
+SLCWA_DEFAULT = {"loss": "softplus", "margin": 0.0, "adversarial_temperature": 1.0}
+
+
+def stage_training(teacher: Run, config: CommonConfig, mode: str | None = None, **fixed: Any) -> TrainingConfig:
+    """The teacher's training config with the method's choices (``mode``, ``fixed``) and the user's overrides."""
+    base = teacher.config.training
+    chosen_mode = config.training_mode or mode or base.training_mode
+    changes: dict[str, Any] = {"training_mode": chosen_mode, "seed": config.seed, "checkpoint_every": 1}
+    if chosen_mode == "slcwa" and base.training_mode != "slcwa":
+        interaction = getattr(teacher.model, "interaction_name", "")
+        changes.update(SLCWA_PRESETS.get(interaction, SLCWA_DEFAULT))
+    changes.update(fixed)
+    for name in TRAINING_OVERRIDES:
+        value = getattr(config, name)
+        if value is not None:
+            changes[name] = value
+    if changes["training_mode"] not in ("slcwa", "1vsall"):
+        raise ConfigError(f"training_mode: distillation supports slcwa and 1vsall, got {changes['training_mode']!r}")
+    return replace(base, **changes)
+
+
+def teacher_model(teacher: Run) -> EmbeddingModel:
+    if not isinstance(teacher.model, EmbeddingModel):
+        raise ConfigError(f"{teacher.path}: the teacher must be an embedding model (got {type(teacher.model).__name__})")
+    return teacher.model
+
+
+def teacher_row(teacher: Run) -> dict[str, Any]:
+    """The teacher's summary row (from its metrics; size and throughput measured now)."""
+    from kgdistill.distill.stage import scoring_throughput
+    from kgdistill.models.base import MODEL_WEIGHTS
+
+    metrics = dict(teacher.metrics)
+    metrics["num_nonzero"] = teacher.model.num_parameters(nonzero=True)
+    metrics["num_parameters"] = teacher.model.num_parameters()
+    metrics["bytes_on_disk"] = (teacher.path / MODEL_WEIGHTS).stat().st_size
+    assert teacher.dataset is not None
+    metrics["queries_per_second"] = round(scoring_throughput(teacher.model, teacher.dataset), 1)
+    metrics.setdefault("epochs_done", teacher.config.training.epochs)
+    return summary_row("teacher", teacher.model, metrics)
+
+
+class Method:
+    """A distillation method: ``run(teacher, config, out) -> [StageResult]`` (one result per stage / step)."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type] = CommonConfig
+
+    def run(self, teacher: Run, config: Any, out: Path, *, device: str = "cpu",
+            progress: bool = False) -> list[StageResult]:
+        raise NotImplementedError
+
+
+def make_config(method: str, options: dict[str, Any]) -> Any:
+    """The frozen config of ``method`` from ``{field: value}`` (values coerced; unknown fields named)."""
+    import typing
+
+    from kgdistill.config import coerce
+    from kgdistill.registry import suggest
+
+    cls = methods.get(method).Config
+    names = [f.name for f in fields(cls)]
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in options.items():
+        key = key.replace("-", "_")
+        if key not in names:
+            raise ConfigError(f"{methods.canonical(method)}: unknown option {key!r}; options of this method: "
+                              f"{', '.join(names)}.{suggest(key, names)}")
+        kwargs[key] = coerce(key, value, hints[key])
+    if "dims" in kwargs:
+        try:
+            kwargs["dims"] = [int(d) for d in kwargs["dims"]]
+        except (TypeError, ValueError):
+            raise ConfigError(f"dims: expected integers, got {kwargs['dims']!r}") from None
+        if not kwargs["dims"] or min(kwargs["dims"]) < 1:
+            raise ConfigError(f"dims: expected positive integers, got {kwargs['dims']!r}")
+    return cls(**kwargs)
+
+
+__all__ = ["methods", "Method", "CommonConfig", "stage_training", "teacher_model", "teacher_row", "make_config"]
