@@ -1,0 +1,163 @@
+"""The distiller core, MetaSD's meta step and quiz split, an end-to-end distillation and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from kgdistill import runs
+from kgdistill.cli import main
+from kgdistill.config import DataConfig, EvaluationConfig, ModelConfig, RunConfig, TrainingConfig
+from kgdistill.data.triples import KGDataset
+from kgdistill.distill import distill, terms
+from kgdistill.distill.distiller import DistillModel, Distiller, LossTerm
+from kgdistill.distill.metasd import MetaSDConfig, MetaSDStep, queries_of, split_quiz
+from kgdistill.distill.pruning import PrunedModel
+from kgdistill.distill.schedules import make_schedule
+from kgdistill.distill.stage import make_student
+from kgdistill.models.embedding import EmbeddingModel
+from kgdistill.training.loop import Trainer
+
+
+def _trainer(model, dataset: KGDataset, step, **cfg) -> Trainer:
+    config = TrainingConfig(**{"epochs": 1, "batch_size": 16, "eval_every": 0, "patience": 0,
+                               "adversarial_temperature": 0.0, **cfg})
+    return Trainer(model, dataset, config, step_loss=step)
+
+
+def test_distiller_combines_weighted_terms_and_freezes_teacher(tiny_kg: KGDataset) -> None:
+    torch.manual_seed(0)
+    teacher = EmbeddingModel("distmult", tiny_kg.num_entities, tiny_kg.num_relations, 16)
+    student = make_student(teacher, 4, seed=1)
+    const = LossTerm("const", lambda ctx: torch.tensor(2.0), make_schedule("constant", 0.25))
+    huber = LossTerm("huber", lambda ctx: terms.huber_scores(ctx.student.candidates, ctx.teacher.candidates))
+    d = Distiller(student, teacher, [const, huber])
+    tr = _trainer(DistillModel(student), tiny_kg, d, num_negatives=4)
+    d.bind(tr)
+    batch = tiny_kg.train[:8]
+    gen = torch.Generator().manual_seed(3)
+    total = d(tr.model, batch, gen)
+    assert all(not p.requires_grad for p in teacher.parameters()) and not teacher.training
+    # recompute by hand with the same negatives
+    neg, _ = tr.sampler.sample(batch, torch.Generator().manual_seed(3))
+    from kgdistill.training.steps import negative_sampling_scores
+
+    sp, sn, _ = negative_sampling_scores(student, batch, neg, None, tr.sampler.num_head_negatives)
+    tp, tn, _ = negative_sampling_scores(teacher, batch, neg, None, tr.sampler.num_head_negatives)
+    expected = tr.loss_fn(sp, sn) + 0.25 * 2.0 + terms.huber_scores(torch.cat([sp[:, None], sn], 1),
+                                                                   torch.cat([tp[:, None], tn], 1))
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+    total.backward()
+    assert student.entity.grad is not None and teacher.entity.grad is None
+
+
+def _metasd_parts(tiny_kg: KGDataset, **cfg):
+    torch.manual_seed(0)
+    base = EmbeddingModel("complex", tiny_kg.num_entities, tiny_kg.num_relations, 8, reciprocal=True)
+    model = PrunedModel(base)
+    config = MetaSDConfig(**{"sparsity": 0.5, "quiz_fraction": 0.2, "seed": 5, **cfg})
+    supervised, quiz = split_quiz(tiny_kg.train, config.quiz_fraction, config.seed)
+    train_ds = KGDataset("tiny", tiny_kg.entities, tiny_kg.relations, {**tiny_kg.splits, "train": supervised})
+    step = MetaSDStep(model, config, quiz)
+    tr = Trainer(model, train_ds, TrainingConfig(training_mode="1vsall", epochs=3, batch_size=16, optimizer="adagrad",
+                                                 lr=0.1, eval_every=0, patience=0), step_loss=step)
+    step.bind(tr)
+    return model, step, tr, supervised, quiz
+
+
+def test_meta_step_updates_teacher_through_lookahead(tiny_kg: KGDataset) -> None:
+    model, step, tr, supervised, _ = _metasd_parts(tiny_kg)
+    model.update_masks(0.5)
+    before = model.base.entity.detach().clone()
+    q = queries_of(supervised[:8], tiny_kg.num_relations)
+    step.meta_step(q)
+    assert not torch.equal(before, model.base.entity.detach())  # the quiz loss moved the dense (teacher) tables
+    assert model.base.entity.grad is None  # the meta step leaves no gradient behind for the trainer's step
+    # the second-order path: with the KD term the quiz gradient differs from a plain first-order one
+    dense = step.dense_params()
+    masked = model.masked_params(dense)
+    s_loss, s = step.supervised(masked, q)
+    inner = s_loss + step.kd(s, step.scores(dense, q))
+    g = torch.autograd.grad(inner, list(masked.values()), create_graph=True)
+    assert g[0].requires_grad  # the lookahead keeps the graph (create_graph)
+
+
+def test_quiz_never_in_supervised_loss_and_mask_changes(tiny_kg: KGDataset) -> None:
+    model, step, tr, supervised, quiz = _metasd_parts(tiny_kg)
+    step.record_batches = True
+    tr.run_dir = None
+    masks = []
+    for epoch in range(1, 4):
+        tr.train_epoch(epoch)
+        tr.state.epoch = epoch
+        masks.append(model.entity_mask.clone())
+    key = lambda t: {tuple(x) for x in t.tolist()}  # noqa: E731
+    quiz_q, sup_q = key(queries_of(quiz, tiny_kg.num_relations)), key(queries_of(supervised, tiny_kg.num_relations))
+    assert key(torch.cat(step.supervised_seen)) <= sup_q
+    assert not key(torch.cat(step.supervised_seen)) & quiz_q
+    assert key(torch.cat(step.quiz_seen)) <= quiz_q
+    assert len(quiz) == math.ceil(0.2 * len(tiny_kg.train)) and not key(quiz) & key(supervised)  # disjoint
+    n = model.entity_mask.numel() + model.relation_mask.numel()
+    assert int(model.entity_mask.sum() + model.relation_mask.sum()) == n - round(0.5 * n)  # exact sparsity
+    assert any(not torch.equal(masks[0], m) for m in masks[1:])  # recomputed every epoch, and it moves
+
+
+@pytest.fixture(scope="module")
+def kinship_teacher(tmp_path_factory) -> Path:
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("distill") / "teacher"
+    cfg = RunConfig(data=DataConfig(dataset="kinship"), model=ModelConfig(model="complex", dim=32),
+                    training=TrainingConfig(training_mode="1vsall", optimizer="adagrad", lr=0.1, regularizer="n3",
+                                            regularizer_weight=0.01, epochs=30, batch_size=256, eval_every=0,
+                                            patience=0),
+                    evaluation=EvaluationConfig(eval_splits=["test"]), output_dir=str(out), progress=False)
+    runs.train(cfg)
+    return out
+
+
+def test_iterde_student_beats_scratch_student(kinship_teacher: Path, tmp_path: Path) -> None:
+    """Seeded, mean over 3 seeds: an 8-dim sLCWA student distilled from a 32-dim 1-N teacher (5 epochs) vs the same
+    student trained from scratch for the same 5 epochs (measured: ~0.48 vs ~0.34 MRR)."""
+    common = dict(dims=[8], epochs=5, training_mode="slcwa", num_negatives=32, eval_every=0, with_teacher_row=False)
+    scratch, iterde = [], []
+    for seed in (1, 2, 3):
+        scratch.append(distill("scratch", kinship_teacher, tmp_path / f"s{seed}", seed=seed, **common).rows[-1]["MRR"])
+        iterde.append(distill("iterde", kinship_teacher, tmp_path / f"i{seed}", seed=seed, **common).rows[-1]["MRR"])
+    assert sum(iterde) / 3 > sum(scratch) / 3 + 0.05, (iterde, scratch)
+
+
+def test_cli_distill_all_methods(tmp_path: Path, capsys) -> None:
+    teacher = tmp_path / "teacher"
+    assert main(["train", "--dataset", "nations", "--model", "complex", "--dim", "8", "--training-mode", "1vsall",
+                 "--optimizer", "adagrad", "--lr", "0.1", "--epochs", "2", "--eval-every", "0", "--out",
+                 str(teacher), "--progress", "false"]) == 0
+    out = tmp_path / "iterde"
+    assert main(["distill", "--method", "iterde", "--teacher", str(teacher), "--dims", "4,2", "--epochs", "1",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "iterde-8-4" in printed and "iterde-4-2" in printed and "queries/s" in printed
+    for stage in ("iterde-8-4", "iterde-4-2"):
+        folder = out / stage
+        for name in ("config.yaml", "distill.yaml", "entities.tsv", "relations.tsv", "trace.jsonl", "metrics.json",
+                     "model.safetensors", "model.json", "checkpoints/last.pt"):
+            assert (folder / name).exists(), name
+    assert main(["evaluate", str(out / "iterde-4-2")]) == 0
+    assert runs.load_run(out / "iterde-4-2").model.dim == 2
+    for method, extra in (("kd", ["--dims", "4"]), ("dualde", ["--dims", "4", "--num-negatives", "4"]),
+                          ("metasd", ["--sparsity", "0.8"]), ("iterde-metasd", ["--dims", "4"]),
+                          ("scratch", ["--dims", "4"])):
+        assert main(["distill", "--method", method, "--teacher", str(teacher), "--epochs", "1", "--out",
+                     str(tmp_path / method), *extra]) == 0, method
+    summary = json.loads((tmp_path / "metasd" / "summary.json").read_text())
+    pruned = summary["rows"][-1]
+    assert pruned["nonzero"] == pruned["params"] - round(0.8 * pruned["params"])
+    assert pruned["bytes"] < 0.5 * summary["rows"][0]["bytes"]
+    assert (tmp_path / "metasd" / "metasd-8-s0.8" / "sparse" / "model.sparse.safetensors").exists()
+    # an option the method does not have is a clear error (exit code 2)
+    assert main(["distill", "--method", "kd", "--teacher", str(teacher), "--sparsity", "0.5", "--out",
+                 str(tmp_path / "bad")]) == 2
+    assert "options of this method" in capsys.readouterr().err
