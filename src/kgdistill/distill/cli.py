@@ -15,11 +15,22 @@ from typing import Any
 from kgdistill.distill.method import methods
 
 
-def _method_fields() -> dict[str, dataclasses.Field]:
-    out: dict[str, dataclasses.Field] = {}
+def _default(f: dataclasses.Field) -> Any:
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+
+
+def _method_fields() -> dict[str, tuple[dataclasses.Field, str]]:
+    """``name -> (field, shown default)``; a default that differs between methods is listed per method."""
+    found: dict[str, list[tuple[str, dataclasses.Field]]] = {}
     for name in methods.names():
         for f in dataclasses.fields(methods.get(name).Config):
-            out.setdefault(f.name, f)
+            found.setdefault(f.name, []).append((name, f))
+    out = {}
+    for key, items in found.items():
+        defaults = {m: _default(f) for m, f in items}
+        same = len({str(d) for d in defaults.values()}) == 1
+        shown = str(_default(items[0][1])) if same else "; ".join(f"{m}: {d}" for m, d in defaults.items())
+        out[key] = (items[0][1], shown)
     return out
 
 
@@ -33,11 +44,10 @@ def register(subparsers: Any, command: Callable) -> None:
     p.add_argument("--progress", default="false", help="show progress bars (true/false)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     group = p.add_argument_group("method options (None: the teacher run's value)")
-    for name, f in _method_fields().items():
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    for name, (f, shown) in _method_fields().items():
         kwargs: dict[str, Any] = {"nargs": "+"} if name == "dims" else {}
         group.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", default=None, metavar="VALUE",
-                           help=f"{f.metadata.get('help', '')} (default: {default})", **kwargs)
+                           help=f"{f.metadata.get('help', '')} (default: {shown})".replace("%", "%%"), **kwargs)
     command("distill")(run)
 
 
