@@ -1,0 +1,201 @@
+"""The HTTP prediction service (FastAPI): top-k tails / heads by names, triple scores, health and metadata.
+
+Endpoints (an OpenAPI description is served at ``/openapi.json``, interactive docs at ``/docs``)::
+
+    POST /predict/tail  {"head": str, "relation": str, "k": int = 10, "filter_known": bool = false}
+    POST /predict/head  {"tail": str, "relation": str, "k": int = 10, "filter_known": bool = false}
+    POST /score         {"triples": [{"head": str, "relation": str, "tail": str}, ...]}
+    GET  /health        GET /metadata
+
+Entities and relations are given by label or readable name (case-insensitive). Bad input is answered with a 4xx
+and ``{"detail": message}``: 400 malformed JSON, 413 body over the limit, 422 unknown names (with close matches),
+k out of range, missing / extra / mistyped fields, too many triples. Queries are batched across concurrent
+requests (:mod:`kgdistill.serve.batching`).
+"""
+
+# no "from __future__ import annotations": FastAPI resolves the request models defined inside create_app
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from kgdistill.errors import KGDistillError
+from kgdistill.export import Artifact, load_artifact
+from kgdistill.predict import UnknownEntityError
+from kgdistill.serve.batching import BatchScorer, TopK
+from kgdistill.serve.limits import BodySizeLimit
+
+NAME = Field(min_length=1, max_length=512)
+
+
+class Prediction(BaseModel):
+    rank: int
+    entity: str = Field(description="entity label (the dataset's id)")
+    name: str = Field(description="readable name")
+    score: float
+    known: bool = Field(description="the triple is in the known triples (train ∪ valid ∪ test)")
+
+
+class PredictResponse(BaseModel):
+    query: dict[str, Any]
+    predictions: list[Prediction]
+
+
+class ScoreResponse(BaseModel):
+    scores: list[float]
+
+
+class Triple(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    head: str = NAME
+    relation: str = NAME
+    tail: str = NAME
+
+
+class HTTPError(Exception):
+    """An error answered with ``status`` and ``{"detail": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": message, **extra})
+
+
+def _describe(errors: list[dict[str, Any]]) -> tuple[int, str, list[dict[str, Any]]]:
+    """Pydantic / FastAPI validation errors → (status, one readable message, JSON-safe error list)."""
+    clean = [{"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": e.get("type")}
+             for e in errors]
+    for e in errors:
+        if e.get("type") == "json_invalid":
+            reason = (e.get("ctx") or {}).get("error", "invalid JSON")
+            pos = e.get("loc", ("body", "?"))[-1]
+            return 400, f"malformed JSON body: {reason} (at character {pos})", clean
+    parts = []
+    for e in clean:
+        where = ".".join(x for x in e["loc"] if x != "body") or "body"
+        parts.append(f"{where}: {e['msg']}")
+    return 422, "invalid request: " + "; ".join(parts), clean
+
+
+def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait_ms: float = 0.0,
+               max_k: int = 1000, max_triples: int = 1000, max_body_bytes: int = 1 << 20) -> FastAPI:
+    """Build the service for an artifact (a loaded :class:`Artifact` or a path to one).
+
+    Args:
+        max_batch, max_wait_ms: dynamic batching (see :class:`~kgdistill.serve.batching.BatchScorer`).
+        max_k: largest k accepted (also capped at the number of entities).
+        max_triples: most triples in one ``/score`` request.
+        max_body_bytes: larger request bodies are refused with 413.
+    """
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    art.model.eval()
+    _ = art.filter_index, art.find_entity(""), art.find_relation("")  # build the lookup indexes before serving
+    k_limit = max(1, min(max_k, art.num_entities))
+    scorer = BatchScorer(art, max_batch=max_batch, max_wait_ms=max_wait_ms)
+
+    class TailQuery(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        head: str = Field(min_length=1, max_length=512, description="head entity: label or name")
+        relation: str = Field(min_length=1, max_length=512, description="relation: label or text")
+        k: int = Field(10, ge=1, le=k_limit, strict=True, description=f"number of answers, 1 … {k_limit}")
+        filter_known: bool = Field(False, strict=True, description="leave out answers that are known triples")
+
+    class HeadQuery(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        tail: str = Field(min_length=1, max_length=512, description="tail entity: label or name")
+        relation: str = Field(min_length=1, max_length=512, description="relation: label or text")
+        k: int = Field(10, ge=1, le=k_limit, strict=True, description=f"number of answers, 1 … {k_limit}")
+        filter_known: bool = Field(False, strict=True, description="leave out answers that are known triples")
+
+    class ScoreRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        triples: list[Triple] = Field(min_length=1, max_length=max_triples,
+                                      description=f"1 … {max_triples} triples of labels or names")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        scorer.close()
+
+    summary = art.summary()
+    app = FastAPI(title="kgdistill prediction service", lifespan=lifespan,
+                  description=f"Link prediction with a {summary['model']} model "
+                              f"({summary['interaction'] or ''} dim {summary['dim']}, {summary['dtype']}) over "
+                              f"{art.num_entities:,} entities and {art.num_relations:,} relations.")
+    app.state.artifact, app.state.scorer = art, scorer
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, message, errors = _describe(list(exc.errors()))
+        return _error(status, message, errors=errors)
+
+    @app.exception_handler(HTTPError)
+    async def on_http_error(request: Request, exc: HTTPError) -> JSONResponse:
+        return _error(exc.status, exc.message)
+
+    @app.exception_handler(Exception)
+    async def on_crash(request: Request, exc: Exception) -> JSONResponse:  # the request fails, not the server
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    async def resolve(kind: str, name: str) -> int:
+        found = art.find_entity(name) if kind == "entity" else art.find_relation(name)
+        if found is not None:
+            return found
+        try:  # close-match suggestions scan the vocabulary: off the event loop
+            return await run_in_threadpool(art.entity_id if kind == "entity" else art.relation_id, name)
+        except UnknownEntityError as err:
+            raise HTTPError(422, str(err)) from None
+        except KGDistillError as err:
+            raise HTTPError(400, str(err)) from None
+
+    def answers(top: TopK) -> list[Prediction]:
+        return [Prediction(rank=i + 1, entity=art.entities[e], name=art.entity_names[e], score=s, known=kn)
+                for i, (e, s, kn) in enumerate(zip(top.ids, top.scores, top.known))]
+
+    async def run_query(side: str, anchor_name: str, relation_name: str, k: int, filter_known: bool
+                        ) -> PredictResponse:
+        anchor, rel = await resolve("entity", anchor_name), await resolve("relation", relation_name)
+        top = await asyncio.wrap_future(scorer.predict(side, anchor, rel, k, filter_known))
+        key = "head" if side == "tail" else "tail"
+        query = {key: art.entities[anchor], "relation": art.relations[rel], "side": side, "k": k,
+                 "filter_known": filter_known}
+        return PredictResponse(query=query, predictions=answers(top))
+
+    @app.post("/predict/tail", response_model=PredictResponse, summary="top-k tails of (head, relation, ?)")
+    async def predict_tail(q: TailQuery) -> PredictResponse:
+        return await run_query("tail", q.head, q.relation, q.k, q.filter_known)
+
+    @app.post("/predict/head", response_model=PredictResponse, summary="top-k heads of (?, relation, tail)")
+    async def predict_head(q: HeadQuery) -> PredictResponse:
+        return await run_query("head", q.tail, q.relation, q.k, q.filter_known)
+
+    @app.post("/score", response_model=ScoreResponse, summary="scores of triples (higher = more plausible)")
+    async def score(req: ScoreRequest) -> ScoreResponse:
+        ids = [[await resolve("entity", t.head), await resolve("relation", t.relation), await resolve("entity", t.tail)]
+               for t in req.triples]
+        scores = await asyncio.wrap_future(scorer.score(torch.tensor(ids, dtype=torch.long)))
+        return ScoreResponse(scores=scores)
+
+    @app.get("/health", summary="liveness")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "entities": art.num_entities, "relations": art.num_relations}
+
+    @app.get("/metadata", summary="model, dimensions, parameters, metrics, limits")
+    async def metadata() -> dict[str, Any]:
+        return {**summary, "limits": {"max_k": k_limit, "max_triples": max_triples, "max_body_bytes": max_body_bytes,
+                                      "max_batch": max_batch},
+                "batching": scorer.stats.as_dict()}
+
+    return app

@@ -1,0 +1,196 @@
+"""The HTTP service answered over real HTTP on 127.0.0.1 (uvicorn on a thread, one CLI run in a subprocess):
+good requests agree with the library, every kind of bad request gets a clear 4xx, concurrent requests are right."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from kgdistill import runs
+from kgdistill.config import DataConfig, EvaluationConfig, ModelConfig, RunConfig, TrainingConfig
+from kgdistill.export import Artifact, export_run, load_artifact
+from kgdistill.serve import ServerThread, create_app
+
+MAX_BODY = 20_000
+MAX_TRIPLES = 50
+
+
+@pytest.fixture(scope="module")
+def artifact_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("serve")
+    config = RunConfig(data=DataConfig(dataset="nations"), model=ModelConfig(model="complex", dim=8),
+                       training=TrainingConfig(training_mode="1vsall", optimizer="adagrad", lr=0.1, epochs=3,
+                                               batch_size=256, eval_every=0, num_threads=1),
+                       evaluation=EvaluationConfig(eval_splits=["test"]), output_dir=str(tmp / "run"),
+                       progress=False)
+    return export_run(runs.train(config).path, tmp / "model.safetensors", "int8")
+
+
+@pytest.fixture(scope="module")
+def art(artifact_path: Path) -> Artifact:
+    return load_artifact(artifact_path)
+
+
+@pytest.fixture(scope="module")
+def client(art: Artifact) -> Iterator[httpx.Client]:
+    app = create_app(art, max_body_bytes=MAX_BODY, max_triples=MAX_TRIPLES, max_batch=16)
+    with ServerThread(app, host="127.0.0.1") as server, httpx.Client(base_url=server.url, timeout=10) as c:
+        yield c
+
+
+def test_health_metadata_openapi(client: httpx.Client, art: Artifact) -> None:
+    assert client.get("/health").json() == {"status": "ok", "entities": 14, "relations": 55}
+    meta = client.get("/metadata").json()
+    assert meta["model"] == "embedding" and meta["interaction"] == "complex" and meta["dim"] == 8
+    assert meta["dtype"] == "int8" and meta["parameters"]["total"] == art.model.num_parameters()
+    assert meta["metrics"]["test"]["both"]["mrr"] == art.meta["metrics"]["test"]["both"]["mrr"]
+    assert meta["limits"]["max_k"] == 14 and meta["known_triples"] == 1992
+    spec = client.get("/openapi.json").json()
+    assert {"/predict/tail", "/predict/head", "/score", "/health", "/metadata"} <= set(spec["paths"])
+    assert client.get("/docs").status_code == 200
+
+
+def test_predictions_agree_with_the_library(client: httpx.Client, art: Artifact) -> None:
+    r = client.post("/predict/tail", json={"head": "usa", "relation": "ngo", "k": 5})
+    assert r.status_code == 200
+    expected = art.predict("ngo", head="usa", k=5)
+    got = r.json()["predictions"]
+    assert [p["entity"] for p in got] == [p.label for p in expected]
+    assert [p["score"] for p in got] == pytest.approx([p.score for p in expected], abs=1e-5)
+    assert [p["known"] for p in got] == [p.known for p in expected]
+    assert r.json()["query"] == {"head": "usa", "relation": "ngo", "side": "tail", "k": 5, "filter_known": False}
+
+    r = client.post("/predict/head", json={"tail": "USA", "relation": "ngo", "k": 14, "filter_known": True})
+    expected = art.predict("ngo", tail="usa", k=14, exclude_known=True)
+    got = r.json()["predictions"]
+    assert [p["entity"] for p in got] == [p.label for p in expected] and not any(p["known"] for p in got)
+    assert 0 < len(got) < 14  # the known heads were left out
+
+
+def test_score_endpoint(client: httpx.Client, art: Artifact) -> None:
+    triples = [{"head": "usa", "relation": "ngo", "tail": "china"}, {"head": "uk", "relation": "embassy",
+                                                                     "tail": "usa"}]
+    r = client.post("/score", json={"triples": triples})
+    ids = torch.tensor([[art.entity_id(t["head"]), art.relation_id(t["relation"]), art.entity_id(t["tail"])]
+                        for t in triples])
+    with torch.inference_mode():
+        expected = art.model.score_hrt(ids).tolist()
+    assert r.status_code == 200 and r.json()["scores"] == pytest.approx(expected, abs=1e-5)
+
+
+BAD_JSON_REQUESTS = [
+    ("/predict/tail", {"head": "usaa", "relation": "ngo"}, 422, "unknown entity 'usaa'"),
+    ("/predict/tail", {"head": "usaa", "relation": "ngo"}, 422, "Close matches: 'usa'"),
+    ("/predict/head", {"tail": "usa", "relation": "ngoo"}, 422, "unknown relation 'ngoo'"),
+    ("/predict/tail", {"head": "usa", "relation": "ngo", "k": 0}, 422, "k: Input should be greater than or equal"),
+    ("/predict/tail", {"head": "usa", "relation": "ngo", "k": 15}, 422, "k: Input should be less than or equal to 14"),
+    ("/predict/tail", {"head": "usa", "relation": "ngo", "k": "3"}, 422, "k: Input should be a valid integer"),
+    ("/predict/tail", {"head": "usa", "relation": "ngo", "k": 2.5}, 422, "k: Input should be a valid integer"),
+    ("/predict/tail", {"relation": "ngo"}, 422, "head: Field required"),
+    ("/predict/tail", {"head": "usa", "relation": "ngo", "side": "x"}, 422, "side: Extra inputs are not permitted"),
+    ("/predict/tail", {"head": "", "relation": "ngo"}, 422, "head: String should have at least 1 character"),
+    ("/predict/tail", {"head": 3, "relation": "ngo"}, 422, "head: Input should be a valid string"),
+    ("/predict/tail", ["usa", "ngo"], 422, "Input should be a valid dictionary"),
+    ("/score", {"triples": []}, 422, "triples: List should have at least 1 item"),
+    ("/score", {"triples": [{"head": "usa", "relation": "ngo", "tail": "x"}] * (MAX_TRIPLES + 1)}, 422,
+     f"at most {MAX_TRIPLES} items"),
+    ("/score", {"triples": [{"head": "usa", "relation": "ngo", "tail": "chinaa"}]}, 422, "unknown entity 'chinaa'"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "message"), BAD_JSON_REQUESTS)
+def test_bad_requests_get_a_clear_4xx(client: httpx.Client, path: str, body: object, status: int,
+                                      message: str) -> None:
+    r = client.post(path, json=body)
+    assert r.status_code == status, r.text
+    assert message in r.json()["detail"]
+
+
+def test_malformed_oversized_and_misrouted_requests(client: httpx.Client) -> None:
+    r = client.post("/predict/tail", content=b'{"head": "usa", ', headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["detail"].startswith("malformed JSON body")
+    r = client.post("/predict/tail", content=b"\xff\xfe", headers={"content-type": "application/json"})
+    assert r.status_code in (400, 422) and r.json()["detail"]
+    big = json.dumps({"head": "usa", "relation": "ngo", "pad": "x" * MAX_BODY}).encode()
+    r = client.post("/predict/tail", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "too large" in r.json()["detail"]
+    chunks = (b"x" * 4096 for _ in range(2 * MAX_BODY // 4096))  # chunked: no Content-Length header
+    r = client.post("/score", content=chunks, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert client.get("/predict/tail").status_code == 405
+    assert client.post("/predict/sideways", json={}).status_code == 404
+    deep = b"[" * 100_00 + b"]" * 100_00
+    r = client.post("/score", content=deep, headers={"content-type": "application/json"})
+    assert 400 <= r.status_code < 500
+    assert client.get("/health").status_code == 200  # the server survived all of it
+
+
+def test_concurrent_requests_are_answered_correctly(client: httpx.Client, art: Artifact) -> None:
+    names = art.entities
+    queries = [("tail" if i % 2 else "head", names[i % len(names)], art.relations[(7 * i) % len(art.relations)],
+                1 + i % 14) for i in range(160)]
+
+    def expected(q: tuple[str, str, str, int]) -> list[str]:
+        side, anchor, rel, k = q
+        preds = art.predict(rel, head=anchor, k=k) if side == "tail" else art.predict(rel, tail=anchor, k=k)
+        return [p.label for p in preds]
+
+    def ask(q: tuple[str, str, str, int]) -> list[str]:
+        side, anchor, rel, k = q
+        key = "head" if side == "tail" else "tail"
+        r = client.post(f"/predict/{side}", json={key: anchor, "relation": rel, "k": k})
+        r.raise_for_status()
+        return [p["entity"] for p in r.json()["predictions"]]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(ask, queries, timeout=120))
+    mismatches = [q for q, a in zip(queries, answers) if a != expected(q)]
+    # a tie of two scores may order differently in a batch than alone; nothing else may differ
+    assert len(mismatches) <= 2, mismatches
+    stats = client.get("/metadata").json()["batching"]
+    assert stats["queries"] >= len(queries) and stats["largest_batch"] <= 16
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_cli_serve_in_a_subprocess(artifact_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "kgdistill.cli", "serve", str(artifact_path), "--host", "127.0.0.1",
+                             "--port", str(port), "--threads", "1", "--log-level", "warning"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            assert time.monotonic() < deadline, "the server did not come up in 60 s"
+            time.sleep(0.2)
+        r = httpx.post(f"http://127.0.0.1:{port}/predict/tail", json={"head": "usa", "relation": "ngo", "k": 3})
+        assert r.status_code == 200 and len(r.json()["predictions"]) == 3
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
