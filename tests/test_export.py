@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from kgdistill.data.datasets import load_dataset
 from kgdistill.errors import KGDistillError
 from kgdistill.export import ArtifactError, decode_tensor, encode_tensor, export_run, load_artifact, read_metadata
 from kgdistill.models.base import KGCModel, load_model, model_classes, save_model
+from kgdistill.registry import normalize_name
 
 
 def train_tiny(out: Path, model: str = "distmult", dim: int = 16, epochs: int = 4) -> Path:
@@ -217,11 +219,16 @@ class GenericModel(KGCModel):
         return self.score_t(hrt[:, 0], hrt[:, 1]).gather(1, hrt[:, 2:]).squeeze(1)
 
 
-if "test-generic" not in model_classes:
+@pytest.fixture
+def generic_class() -> Iterator[type[GenericModel]]:
+    """Registers :class:`GenericModel` for one test only (a registry meta-test must not see it)."""
     model_classes.register("test-generic")(GenericModel)
+    yield GenericModel
+    model_classes._items.pop("test-generic", None)
+    model_classes._canonical.pop(normalize_name("test-generic"), None)
 
 
-def test_generic_exporter_fallback(run_dir: Path, tmp_path: Path) -> None:
+def test_generic_exporter_fallback(run_dir: Path, tmp_path: Path, generic_class: type[GenericModel]) -> None:
     copy = tmp_path / "generic"
     shutil.copytree(run_dir, copy)
     model = GenericModel(14, 55)
