@@ -1,0 +1,90 @@
+"""``kgdistill text-train`` and ``kgdistill text-distill``: the CLI of text bi-encoders (a plugin of kgdistill.cli).
+
+Importing this module registers the ``biencoder`` model class, so ``kgdistill evaluate`` / ``predict`` load text
+runs once it is in the plugin list.
+
+    kgdistill text-train --dataset umls --plm minilm-l6 --epochs 3 --out runs/umls-simkgc
+    kgdistill text-distill --method pmd --teacher runs/umls-simkgc --grades 6,3 --mask-rates 0.2,0 --out runs/pmd
+    kgdistill text-distill --method patient --teacher runs/umls-simkgc --layers 1,4 --out runs/pkd
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from kgdistill.text import biencoder as _biencoder  # noqa: F401  (registers the model class)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from kgdistill.cli import config_from_args
+    from kgdistill.text.config import TextRunConfig
+
+    return config_from_args(args, base=TextRunConfig())  # type: ignore[arg-type]
+
+
+def _print(run: Any) -> None:
+    from kgdistill.cli import print_metrics
+
+    extra = {k: run.metrics.get(k) for k in ("encoder_layers", "num_parameters", "entity_encoding_per_s")}
+    print_metrics(run.metrics, f"run folder: {run.path}  {extra}")
+
+
+def cmd_text_train(args: argparse.Namespace) -> int:
+    from kgdistill.text.trainer import resume_text, train_text
+
+    if args.resume:
+        run = resume_text(args.resume, epochs=int(args.cfg_epochs) if args.cfg_epochs else None)
+    else:
+        run = train_text(_config(args))
+    _print(run)
+    return 0
+
+
+def cmd_text_distill(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from kgdistill.errors import ConfigError
+    from kgdistill.text.pmd import run_pmd
+    from kgdistill.text.trainer import train_text
+
+    config = _config(args)
+    if config.distill.teacher is None:
+        raise ConfigError("text-distill needs --teacher RUN_DIR")
+    if args.grades:
+        if config.distill.method != "pmd":
+            raise ConfigError("--grades is the PMD chain: use it with --method pmd")
+        rates = [float(x) for x in (args.mask_rates or "").split(",") if x.strip()]
+        root = config.output_dir or "runs/pmd"
+        runs = run_pmd(config.distill.teacher, [int(x) for x in args.grades.split(",") if x.strip()], rates,
+                       replace(config, output_dir=None), root, pre_distill=not args.no_pre_distill)
+        for run in runs:
+            _print(run)
+        print(f"summary: {root}/pmd_summary.json")
+        return 0
+    if args.mask_rates:
+        config = replace(config, distill=replace(config.distill, mask_rate=float(args.mask_rates.split(",")[0])))
+    _print(train_text(config))
+    return 0
+
+
+def register(subparsers: Any, command: Callable[[str], Callable[[Any], Any]]) -> None:
+    """Add ``text-train`` and ``text-distill`` to the ``kgdistill`` parser (``command`` registers handlers)."""
+    from kgdistill.cli import add_config_flags
+    from kgdistill.text.config import TextRunConfig
+
+    t = subparsers.add_parser("text-train", help="train a text bi-encoder (SimKGC); writes a run folder")
+    add_config_flags(t, TextRunConfig)
+    t.add_argument("--out", dest="cfg_output_dir", default=None, help="run folder (alias of --output-dir)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the text run in RUN_DIR from its last checkpoint")
+    command("text-train")(cmd_text_train)
+
+    d = subparsers.add_parser("text-distill", help="compress a text bi-encoder: pmd | hrkd | logit | patient | none")
+    add_config_flags(d, TextRunConfig)
+    d.add_argument("--out", dest="cfg_output_dir", default=None, help="run folder (PMD chain: root folder)")
+    d.add_argument("--grades", default=None, help="PMD chain: student layer counts, e.g. 6,4,2 (pre-distillation "
+                                                  "at the teacher's size is added when missing)")
+    d.add_argument("--mask-rates", default=None, help="PMD: one mask rate per stage, e.g. 0.2,0.1,0")
+    d.add_argument("--no-pre-distill", action="store_true", help="PMD chain without the same-size first stage")
+    command("text-distill")(cmd_text_distill)

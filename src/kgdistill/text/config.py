@@ -1,0 +1,93 @@
+"""Frozen configurations of text runs (saved as ``text_config.yaml`` with every run; field help in metadata).
+
+Field names are unique across sections, so each is also a CLI flag (``--mask-rate 0.1``) and a flat override key.
+Loss weights of every distillation method follow one rule: ``(1 - alpha - beta) · CE + alpha · logit term +
+beta · feature term`` (a method without a feature term ignores ``beta``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kgdistill.config import (DataConfig, EvaluationConfig, ModelConfig, RunConfig, TrainingConfig, opt)
+
+
+@dataclass(frozen=True)
+class TextModelConfig:
+    plm: str = opt("minilm-l6", "PLM: minilm-l6 | mpnet | a local folder | tiny:layers=4,hidden=32 (random, tests)")
+    max_length: int = opt(50, "tokens per input (SimKGC: 50)")
+    pooling: str = opt("mean", "mean | cls")
+    init_temperature: float = opt(0.05, "initial InfoNCE temperature τ")
+    learn_temperature: bool = opt(True, "learn τ (as log 1/τ)")
+    additive_margin: float = opt(0.02, "additive margin γ subtracted from positive logits while training")
+    neighbour_names: int = opt(0, "pad short entity texts with up to N neighbour names (SimKGC: 10; 0 = off)")
+    neighbour_min_words: int = opt(20, "descriptions shorter than this many words get neighbour names")
+    rerank_hops: int = opt(0, "test-time re-ranking: boost entities within N hops of the anchor (SimKGC WN18RR: 5)")
+    rerank_weight: float = opt(0.05, "score added by re-ranking")
+    encode_batch_size: int = opt(128, "entities / queries per encoding batch at evaluation")
+    plm_layers: list = opt([], "keep only these PLM layers for a model trained without a teacher (e.g. 0,2,4)")
+
+
+@dataclass(frozen=True)
+class TextTrainingConfig:
+    epochs: int = opt(3, "epochs over train triples and their inverses")
+    batch_size: int = opt(32, "queries per batch (in-batch negatives)")
+    lr: float = opt(5e-5, "AdamW learning rate")
+    weight_decay: float = opt(1e-4, "AdamW weight decay")
+    warmup_steps: int = opt(100, "linear warm-up steps, then linear decay to 0")
+    max_grad_norm: float = opt(10.0, "gradient clipping norm")
+    pre_batch: int = opt(0, "pre-batch negatives: number of earlier batches queued (SimKGC: 2; 0 = off)")
+    pre_batch_weight: float = opt(0.5, "weight of pre-batch logits")
+    self_negatives: bool = opt(True, "add the head itself as a negative")
+    steps_per_epoch: int | None = opt(None, "cap on steps per epoch (None = all triples)")
+    seed: int = opt(42, "random seed (initialisation, shuffling, masks)")
+    eval_every: int = opt(1, "validate every N epochs and keep the best (0 = only the last)")
+    checkpoint_every: int = opt(1, "write checkpoints/last.pt every N epochs")
+    num_threads: int | None = opt(None, "torch CPU threads")
+    log_every: int = opt(50, "trace the loss every N steps")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    method: str = opt("none", "none (plain training) | logit | patient | pmd | hrkd")
+    teacher: str | None = opt(None, "teacher run folder (needed by every method but none; with none: the student "
+                                    "is initialised from it, i.e. the no-KD baseline)")
+    layers: list = opt([], "teacher layers kept by the student (default: evenly spaced, --student-layers N)")
+    student_layers: int | None = opt(None, "number of student layers (when --layers is not given)")
+    student_init: str = opt("teacher", "teacher (copy the teacher's layers) | pretrained (the PLM's, as PMD's code)")
+    alpha: float = opt(0.1, "weight of the logit / score distillation term")
+    beta: float = opt(0.1, "weight of the feature term (MGFD, patient hidden states, HRKD layer terms)")
+    mask_rate: float = opt(0.2, "PMD: fraction of tokens masked (never [CLS] / [SEP])")
+    mgfd_variant: str = opt("input-mask", "PMD feature term: input-mask (PMD code) | feature-generator (MGD style)")
+    kd_temperature: float = opt(1.0, "temperature of logit KD / HRKD soft CE")
+    hrkd_domains: str = opt("relation", "HRKD domains: relation (one per relation) | prefix (first path segment) "
+                                        "| clusters:K (relations hashed into K groups by their text)")
+    hrkd_meta_every: int = opt(10, "HRKD: one meta step on held-out triples every N steps")
+    hrkd_meta_lr: float = opt(1e-3, "HRKD: learning rate of the domain-relational graph")
+    hrkd_holdout: float = opt(0.05, "HRKD: fraction of training triples held out for the meta step")
+    hrkd_heads: int = opt(4, "HRKD: graph attention heads")
+    hrkd_proto_dim: int = opt(64, "HRKD: prototype projection size")
+
+
+@dataclass(frozen=True)
+class TextRunConfig:
+    data: DataConfig = field(default_factory=lambda: DataConfig(dataset="umls"))
+    model: TextModelConfig = field(default_factory=TextModelConfig)
+    training: TextTrainingConfig = field(default_factory=TextTrainingConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    device: str = opt("cpu", "cpu | cuda | cuda:N")
+    output_dir: str | None = opt(None, "run folder (default: runs/<dataset>-text-<time>)")
+    progress: bool = opt(False, "show progress bars")
+
+
+def as_run_config(cfg: TextRunConfig, hidden_size: int) -> RunConfig:
+    """The ``config.yaml`` of a text run: a valid :class:`RunConfig` so ``load_run`` / ``evaluate`` / ``predict``
+    work unchanged (``model.model = "biencoder"``); the full text config is in ``text_config.yaml``."""
+    t = cfg.training
+    return RunConfig(data=cfg.data, model=ModelConfig(model="biencoder", dim=hidden_size),
+                     training=TrainingConfig(training_mode="slcwa", epochs=t.epochs, batch_size=t.batch_size,
+                                             optimizer="adamw", lr=t.lr, weight_decay=t.weight_decay, seed=t.seed,
+                                             eval_every=t.eval_every, patience=0, max_grad_norm=t.max_grad_norm,
+                                             num_threads=t.num_threads, num_negatives=0),
+                     evaluation=cfg.evaluation, device=cfg.device, output_dir=cfg.output_dir, progress=cfg.progress)

@@ -1,0 +1,271 @@
+"""Training and distillation of text bi-encoders into run folders (same layout as embedding runs).
+
+``train_text(config)`` builds the model (from a PLM, or a layer-selected student of a teacher run), trains it with
+the configured objective (plain SimKGC, logit KD, patient KD, PMD, HRKD), validates each ``eval_every`` epochs
+keeping the best weights (validation MRR), writes ``config.yaml`` (a :class:`~kgdistill.config.RunConfig`, so
+``kgdistill evaluate`` / ``predict`` / ``runs.load_run`` work), ``text_config.yaml`` (the full text config),
+``entities.tsv``, ``relations.tsv``, ``meta.json``, ``trace.jsonl``, ``checkpoints/last.pt`` (atomic, resumable),
+``model.safetensors`` + ``model.json`` (with the entity-embedding cache) and ``metrics.json``.
+AdamW, linear warm-up then linear decay, gradient clipping (SimKGC's optimisation).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kgdistill.config import from_dict, load_yaml, save_yaml
+from kgdistill.data.datasets import load_dataset
+from kgdistill.data.triples import KGDataset
+from kgdistill.errors import ConfigError, RunFolderError, TrainingDivergedError
+from kgdistill.evaluate import DatasetEvaluator
+from kgdistill.models.base import save_model
+from kgdistill.registry import UnknownNameError
+from kgdistill.runs import Run, _meta, _write_json, evaluate_splits, write_id_maps
+from kgdistill.text import hrkd as _hrkd  # noqa: F401  (registers the method)
+from kgdistill.text import kd_baselines as _kd  # noqa: F401
+from kgdistill.text import pmd as _pmd  # noqa: F401
+from kgdistill.text.biencoder import BiEncoder
+from kgdistill.text.config import DistillConfig, TextModelConfig, TextRunConfig, TextTrainingConfig, as_run_config
+from kgdistill.text.objective import Objective, objectives
+from kgdistill.text.students import default_layers, layer_state, make_student
+from kgdistill.text.textdata import (KnownTails, entity_base_texts, make_batch, relation_texts_of, with_inverses)
+from kgdistill.training.checkpoint import atomic_torch_save, load_checkpoint
+from kgdistill.training.trace import Trace
+
+TEXT_CONFIG = "text_config.yaml"
+__all__ = ["DistillConfig", "TextModelConfig", "TextRunConfig", "TextTrainingConfig", "build_text_model",
+           "load_text_config", "train_text"]
+
+
+def load_text_config(path: str | Path) -> TextRunConfig:
+    return load_yaml(path, TextRunConfig)  # type: ignore[arg-type]
+
+
+def _model_options(m: TextModelConfig) -> dict[str, Any]:
+    return dict(max_length=m.max_length, pooling=m.pooling, init_temperature=m.init_temperature,
+                learn_temperature=m.learn_temperature, additive_margin=m.additive_margin,
+                neighbour_names=m.neighbour_names, neighbour_min_words=m.neighbour_min_words,
+                rerank_hops=m.rerank_hops, rerank_weight=m.rerank_weight, encode_batch_size=m.encode_batch_size)
+
+
+def _uniform_map(student_layers: int, teacher_layers: int) -> list[int]:
+    return [round((i + 1) * teacher_layers / student_layers) - 1 for i in range(student_layers)]
+
+
+def build_text_model(config: TextRunConfig, dataset: KGDataset, attn_implementation: str = "sdpa"
+                     ) -> tuple[BiEncoder, BiEncoder | None, list[int]]:
+    """``(student, teacher or None, layer map student→teacher)`` as ``config`` says."""
+    d, m = config.distill, config.model
+    try:
+        method = objectives.get(d.method)
+    except UnknownNameError as err:
+        raise ConfigError(f"distill.method: {err}") from None
+    torch.manual_seed(config.training.seed)
+    if d.teacher is None:
+        if method.needs_teacher:
+            raise ConfigError(f"method {d.method!r} needs a teacher run folder (--teacher RUN_DIR)")
+        names, texts = entity_base_texts(dataset)
+        model = BiEncoder.from_plm(m.plm, names, texts, relation_texts_of(dataset), dataset.train,
+                                   attn_implementation=attn_implementation, seed=config.training.seed,
+                                   **_model_options(m))
+        if m.plm_layers:
+            keep = [int(x) for x in m.plm_layers]
+            small = BiEncoder(**model.with_args(plm_config={**model.config()["plm_config"],
+                                                             "num_hidden_layers": len(keep)}))
+            small.hr_encoder.load_state_dict(layer_state(model.hr_encoder.state_dict(), keep))
+            small.tail_encoder.load_state_dict(layer_state(model.tail_encoder.state_dict(), keep))
+            small.train_triples.copy_(model.train_triples)
+            model = small
+        return model, None, []
+    from kgdistill.runs import load_run
+
+    teacher = load_run(d.teacher, with_dataset=False).model
+    if not isinstance(teacher, BiEncoder):
+        raise ConfigError(f"{d.teacher}: the teacher must be a text bi-encoder run (found {type(teacher).__name__})")
+    if teacher.num_entities != dataset.num_entities or teacher.num_relations != dataset.num_relations:
+        raise ConfigError(f"{d.teacher}: the teacher was trained on another graph ({teacher.num_entities} entities, "
+                          f"{teacher.num_relations} relations; this dataset: {dataset.num_entities}, "
+                          f"{dataset.num_relations})")
+    if attn_implementation != teacher.config()["attn_implementation"]:
+        t2 = BiEncoder(**teacher.with_args(attn_implementation=attn_implementation))
+        t2.load_state_dict(teacher.state_dict())
+        teacher = t2
+    layers = [int(x) for x in d.layers] if d.layers else default_layers(
+        teacher.num_layers, int(d.student_layers or teacher.num_layers))
+    student = make_student(teacher, layers, d.student_init, attn_implementation=attn_implementation,
+                           **_model_options(m))
+    layer_map = layers if d.student_init == "teacher" else _uniform_map(len(layers), teacher.num_layers)
+    return student, (teacher if method.needs_teacher else None), layer_map
+
+
+def _lr_lambda(warmup: int, total: int):  # type: ignore[no-untyped-def]
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return f
+
+
+def _split_holdout(train: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed + 101)
+    perm = torch.randperm(train.shape[0], generator=g)
+    n_hold = max(1, int(round(fraction * train.shape[0])))
+    return train[perm[n_hold:]], train[perm[:n_hold]]
+
+
+def train_text(config: TextRunConfig, dataset: KGDataset | None = None, resume: bool = False) -> Run:
+    """Train (or distil) a text bi-encoder as ``config`` says; returns the loaded :class:`~kgdistill.runs.Run`."""
+    if dataset is None:
+        dd = config.data
+        dataset = load_dataset(dd.dataset, data_dir=dd.data_dir, download=dd.download, data_url=dd.data_url)
+    t, d = config.training, config.distill
+    if config.output_dir is None:
+        config = replace(config, output_dir=str(Path("runs") / f"{dataset.name}-text-{d.method}-"
+                                                               f"{time.strftime('%Y%m%d-%H%M%S')}"))
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    run_dir = Path(config.output_dir)  # type: ignore[arg-type]
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    if resume and not ckpt_path.exists():
+        raise RunFolderError(f"{run_dir}: nothing to resume (no checkpoints/last.pt)")
+    if not resume and ckpt_path.exists():
+        raise RunFolderError(f"{run_dir}: already holds a run; resume it or choose another output folder")
+    device = torch.device(config.device)
+    attn = "eager" if objectives.get(d.method) is _hrkd.HRKDObjective else "sdpa"
+    student, teacher, layer_map = build_text_model(config, dataset, attn)
+    student.to(device)
+    if teacher is not None:
+        teacher.to(device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_yaml(as_run_config(config, student.hidden_size), run_dir / "config.yaml")
+    save_yaml(config, run_dir / TEXT_CONFIG)
+    write_id_maps(dataset, run_dir)
+    meta_path = run_dir / "meta.json"
+    trace = Trace(run_dir / "trace.jsonl")
+
+    train = dataset.train
+    holdout = None
+    if getattr(objectives.get(d.method), "uses_holdout", False):
+        train, holdout = _split_holdout(train, d.hrkd_holdout, t.seed)
+    examples = with_inverses(train, dataset.num_relations)
+    known = KnownTails(with_inverses(dataset.train, dataset.num_relations), dataset.num_entities,
+                       dataset.num_relations)
+    method_cls = objectives.get(d.method)
+    kwargs: dict[str, Any] = {"holdout": holdout, "relation_labels": list(dataset.relations)} \
+        if holdout is not None else {}
+    objective: Objective = method_cls(student, teacher, config, known, layer_map, **kwargs)
+    params = [p for p in student.parameters() if p.requires_grad]
+    for mod in objective.modules():
+        params += [p for p in mod.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    n_batches = (examples.shape[0] + t.batch_size - 1) // t.batch_size
+    steps_per_epoch = min(n_batches, t.steps_per_epoch) if t.steps_per_epoch else n_batches
+    total = max(1, steps_per_epoch * t.epochs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(min(t.warmup_steps, total // 2), total))
+    evaluator = DatasetEvaluator(dataset, config.evaluation.eval_batch_size, config.evaluation.filtered, device)
+
+    epoch, step, best, best_state, train_seconds = 0, 0, float("-inf"), None, 0.0
+    if resume:
+        ck = load_checkpoint(ckpt_path)
+        student.load_state_dict(ck["model"], strict=False)
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        objective.load_state_dict(ck["objective"])
+        epoch, step, best, best_state = ck["epoch"], ck["step"], ck["best"], ck["best_state"]
+        train_seconds = ck.get("train_seconds", 0.0)
+        trace.truncate_after_epoch(epoch)
+        trace.write("resume", epoch=epoch, step=step)
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else _meta(as_run_config(config, 0))
+    else:
+        meta = _meta(as_run_config(config, 0))
+        meta.update(method=d.method, teacher=d.teacher, layers=layer_map if teacher is not None else None,
+                    student_layers=student.num_layers)
+        trace.write("start", method=d.method, layers=student.num_layers, parameters=student.num_parameters(),
+                    steps_per_epoch=steps_per_epoch, examples=int(examples.shape[0]))
+    _write_json(meta_path, meta)
+
+    while epoch < t.epochs:
+        start = time.perf_counter()
+        student.train()
+        g = torch.Generator().manual_seed(t.seed * 1000 + epoch)
+        perm = torch.randperm(examples.shape[0], generator=g)
+        sums: dict[str, float] = {}
+        for b in range(steps_per_epoch):
+            idx = perm[b * t.batch_size:(b + 1) * t.batch_size]
+            batch = make_batch(student.tokenizer, student.entity_texts, student.relation_texts, examples[idx],
+                               student.max_length, t.self_negatives).to(device)
+            loss, logs = objective.loss(batch, step)
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(f"loss is {float(loss)} at epoch {epoch + 1}, step {step}; the last "
+                                            f"checkpoint is kept in {ckpt_path}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            logs.update(objective.after_step(batch, step))
+            step += 1
+            for k, v in {"loss": float(loss.detach()), **logs}.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if t.log_every and step % t.log_every == 0:
+                trace.write("step", epoch=epoch + 1, step=step, loss=float(loss.detach()), **logs,
+                            lr=scheduler.get_last_lr()[0], inv_t=float(student.inv_t.detach()))
+        epoch += 1
+        seconds = time.perf_counter() - start
+        train_seconds += seconds
+        record: dict[str, Any] = {k: v / steps_per_epoch for k, v in sums.items()}
+        do_eval = (t.eval_every and epoch % t.eval_every == 0) or epoch == t.epochs
+        if do_eval:
+            summary = evaluator.evaluate(student, "valid").summary()["both"]
+            record["valid"] = {k: float(v) for k, v in summary.items()}
+            if summary["mrr"] > best:
+                best = float(summary["mrr"])
+                best_state = {k: v.detach().to("cpu").clone() for k, v in student.state_dict().items()
+                              if k != "entity_cache"}
+                record["best"] = True
+        trace.write("epoch", epoch=epoch, seconds=round(seconds, 3), **record)
+        if t.checkpoint_every and (epoch % t.checkpoint_every == 0 or epoch == t.epochs):
+            atomic_torch_save({"model": {k: v for k, v in student.state_dict().items() if k != "entity_cache"},
+                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                               "objective": objective.state_dict(), "epoch": epoch, "step": step, "best": best,
+                               "best_state": best_state, "train_seconds": train_seconds}, ckpt_path)
+
+    if best_state is not None:
+        student.load_state_dict(best_state, strict=False)
+    student.eval()
+    enc_start = time.perf_counter()
+    student.refresh_cache()
+    enc_seconds = time.perf_counter() - enc_start
+    save_model(student, run_dir)
+    metrics = evaluate_splits(student, evaluator, list(config.evaluation.eval_splits), progress=config.progress)
+    metrics.update(num_parameters=student.num_parameters(), encoder_parameters=student.encoder_parameters(),
+                   encoder_layers=student.num_layers, train_seconds=round(train_seconds, 3),
+                   entity_encoding_per_s=round(student.num_entities / max(enc_seconds, 1e-9), 2),
+                   best_valid_mrr=best, method=d.method, device=str(device), threads=torch.get_num_threads())
+    _write_json(run_dir / "metrics.json", metrics)
+    meta.update(train_seconds=round(train_seconds, 3), epochs_done=epoch, steps=step,
+                finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    _write_json(meta_path, meta)
+    if teacher is not None:
+        del teacher
+    return Run(run_dir, as_run_config(config, student.hidden_size), student, dataset, metrics)
+
+
+def resume_text(run_dir: str | Path, epochs: int | None = None) -> Run:
+    """Continue an interrupted text run from ``checkpoints/last.pt``."""
+    run_dir = Path(run_dir)
+    config = load_text_config(run_dir / TEXT_CONFIG)
+    if epochs is not None:
+        config = replace(config, training=replace(config.training, epochs=epochs))
+    return train_text(replace(config, output_dir=str(run_dir)), resume=True)
+
+
+def config_from_mapping(data: dict[str, Any]) -> TextRunConfig:
+    return from_dict(TextRunConfig, data)
+

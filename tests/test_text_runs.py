@@ -1,0 +1,171 @@
+"""End-to-end tests of text runs on a umls subset with a tiny random BERT: learning, run folders, predict/evaluate,
+resume, every distillation method, the PMD chain, HRKD's trained graph, the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from kgdistill.config import DataConfig, EvaluationConfig  # noqa: E402
+from kgdistill.data.datasets import load_dataset  # noqa: E402
+from kgdistill.text.config import DistillConfig, TextModelConfig, TextRunConfig, TextTrainingConfig  # noqa: E402
+from kgdistill.text.trainer import train_text  # noqa: E402
+
+TINY = "tiny:layers=3,hidden=48,heads=2,intermediate=96"
+
+
+@pytest.fixture(scope="module")
+def umls_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """umls with its full training graph and text, but only 40 valid / 40 test triples (fast evaluation)."""
+    src = Path(str(load_dataset("umls").source)) if load_dataset("umls").source.startswith("/") else None
+    import importlib.resources
+
+    bundled = Path(str(importlib.resources.files("kgdistill.data").joinpath("bundled", "umls")))
+    folder = tmp_path_factory.mktemp("umls_small")
+    for name in ("train.tsv", "entity2text.tsv", "entity2description.tsv", "relation2text.tsv"):
+        shutil.copy(bundled / name, folder / name)
+    for split in ("valid", "test"):
+        lines = (bundled / f"{split}.tsv").read_text().splitlines()[:40]
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    del src
+    return folder
+
+
+def base_config(folder: Path, out: Path, steps: int = 3, **training: object) -> TextRunConfig:
+    return TextRunConfig(
+        data=DataConfig(dataset=str(folder)),
+        model=TextModelConfig(plm=TINY, max_length=20),
+        training=TextTrainingConfig(epochs=1, batch_size=48, lr=2e-3, warmup_steps=5, steps_per_epoch=steps,
+                                    self_negatives=False, log_every=1, num_threads=1, **training),  # type: ignore
+        evaluation=EvaluationConfig(eval_splits=["test"]), output_dir=str(out))
+
+
+@pytest.fixture(scope="module")
+def teacher_run(umls_small: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("runs") / "teacher"
+    return train_text(base_config(umls_small, out, steps=60))
+
+
+def test_end_to_end_learns(teacher_run, umls_small: Path) -> None:  # type: ignore[no-untyped-def]
+    from kgdistill.evaluate import evaluate
+    from kgdistill.text.trainer import build_text_model
+
+    mrr = teacher_run.metrics["test"]["both"]["mrr"]
+    ds = load_dataset(str(umls_small))
+    untrained, _, _ = build_text_model(base_config(umls_small, Path("unused")), ds)
+    random_mrr = evaluate(untrained.eval(), ds, "test").summary()["both"]["mrr"]
+    assert mrr > 0.12 and mrr > 2 * random_mrr, (mrr, random_mrr)
+    trace = teacher_run.trace()
+    losses = [r["loss"] for r in trace if r["event"] == "step"]
+    assert sum(losses[-10:]) < sum(losses[:10])
+
+
+def test_run_folder_load_predict_evaluate(teacher_run, capsys) -> None:  # type: ignore[no-untyped-def]
+    from kgdistill import cli
+    from kgdistill.predict import predict
+    from kgdistill.runs import load_run
+
+    path = teacher_run.path
+    for name in ("config.yaml", "text_config.yaml", "entities.tsv", "relations.tsv", "trace.jsonl",
+                 "checkpoints/last.pt", "model.safetensors", "model.json", "metrics.json", "meta.json"):
+        assert (path / name).exists(), name
+    run = load_run(path)
+    assert run.model.entity_cache.shape[0] == run.dataset.num_entities  # cached encodings reloaded
+    preds = predict(run.model, run.dataset, "affects", head="alga", k=5)
+    assert len(preds) == 5 and preds[0].rank == 1
+    assert cli.main(["predict", str(path), "--head", "alga", "--relation", "affects", "-k", "3"]) == 0
+    assert cli.main(["evaluate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "mrr" in out
+    m = json.loads((path / "metrics.json").read_text())
+    assert m["encoder_layers"] == 3 and m["entity_encoding_per_s"] > 0
+
+
+def test_resume_continues(umls_small: Path, tmp_path: Path) -> None:
+    from kgdistill.text.trainer import resume_text
+
+    cfg = base_config(umls_small, tmp_path / "r", steps=2)
+    train_text(cfg)
+    run = resume_text(tmp_path / "r", epochs=2)
+    epochs = [r["epoch"] for r in run.trace() if r["event"] == "epoch"]
+    assert epochs == [1, 2] and any(r["event"] == "resume" for r in run.trace())
+
+
+@pytest.mark.parametrize("method,variant", [("none", "input-mask"), ("logit", "input-mask"),
+                                            ("patient", "input-mask"), ("pmd", "input-mask"),
+                                            ("pmd", "feature-generator"), ("hrkd", "input-mask")])
+def test_distillation_methods(teacher_run, umls_small: Path, tmp_path: Path, method: str, variant: str) -> None:  # type: ignore[no-untyped-def]
+    cfg = base_config(umls_small, tmp_path / method, steps=3)
+    cfg = replace(cfg, distill=DistillConfig(method=method, teacher=str(teacher_run.path), layers=[0, 2],
+                                             mgfd_variant=variant, hrkd_meta_every=2, mask_rate=0.2))
+    run = train_text(cfg)
+    assert run.metrics["encoder_layers"] == 2
+    assert run.metrics["num_parameters"] < teacher_run.metrics["num_parameters"]
+    steps = [r for r in run.trace() if r["event"] == "step"]
+    assert len(steps) == 3 and all(torch.isfinite(torch.tensor(r["loss"])) for r in steps)
+    if method != "none":
+        assert "logit" in steps[0]
+    if method in ("patient", "pmd", "hrkd"):
+        assert "feature" in steps[0] and steps[0]["feature"] >= 0
+    if method == "hrkd":
+        assert any("meta_val_ce" in r for r in steps)
+    # the student starts from the teacher's layers 0 and 2
+    assert run.model.num_layers == 2
+
+
+def test_hrkd_domain_graph_is_trained(teacher_run) -> None:  # type: ignore[no-untyped-def]
+    from kgdistill.text.hrkd import HRKDObjective
+    from kgdistill.text.students import make_student
+    from kgdistill.text.textdata import KnownTails, make_batch, with_inverses
+
+    teacher = teacher_run.model
+    ds = teacher_run.dataset
+    from kgdistill.text.biencoder import BiEncoder
+
+    teacher = BiEncoder(**teacher.with_args(attn_implementation="eager"))
+    teacher.load_state_dict(teacher_run.model.state_dict())
+    student = make_student(teacher, [0, 2])
+    cfg = TextRunConfig(distill=DistillConfig(method="hrkd", hrkd_meta_every=1, hrkd_meta_lr=1e-2),
+                        training=TextTrainingConfig(lr=1e-3))
+    examples = with_inverses(ds.train, ds.num_relations)
+    known = KnownTails(examples, ds.num_entities, ds.num_relations)
+    obj = HRKDObjective(student, teacher, cfg, known, [0, 2], holdout=ds.train[:64])
+    before = [p.detach().clone() for p in obj.meta.parameters()]
+    batch = make_batch(student.tokenizer, student.entity_texts, student.relation_texts, examples[:16], 20)
+    loss, logs = obj.loss(batch, 0)
+    assert torch.isfinite(loss) and {"ce", "logit", "feature"} <= set(logs)
+    w = obj.weights(obj.forward(student, batch, output_hidden_states=True), obj.domains(batch))
+    assert w.shape == (2, ds.num_relations) and torch.allclose(w.sum(-1), torch.ones(2))
+    obj.after_step(batch, 0)
+    changed = [not torch.equal(a, b) for a, b in zip(before, obj.meta.parameters())]
+    assert sum(changed) >= len(changed) // 2  # the meta step moved the domain-relational graph
+
+
+def test_cli_text_train_and_pmd_chain(umls_small: Path, teacher_run, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from kgdistill import cli
+    from kgdistill.text.cli import register
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    register(sub, cli.command)
+    common = ["--plm", TINY, "--max-length", "16", "--steps-per-epoch", "2", "--epochs", "1", "--batch-size", "32",
+              "--self-negatives", "false", "--dataset", str(umls_small), "--set", "evaluation.eval_splits=[test]"]
+    args = parser.parse_args(["text-train", *common, "--out", str(tmp_path / "t")])
+    assert cli.COMMANDS["text-train"](args) == 0
+    args = parser.parse_args(["text-distill", "--method", "pmd", "--teacher", str(teacher_run.path), "--grades",
+                              "2,1", "--mask-rates", "0.2,0.1,0", *common, "--out", str(tmp_path / "pmd")])
+    assert cli.COMMANDS["text-distill"](args) == 0
+    summary = json.loads((tmp_path / "pmd" / "pmd_summary.json").read_text())
+    assert [s["layers"] for s in summary] == [3, 2, 1]
+    assert [s["mask_rate"] for s in summary] == [0.2, 0.1, 0.0]
+    assert summary[1]["teacher"] == summary[0]["run"]  # each grade learns from the previous one
+    assert "run folder" in capsys.readouterr().out
