@@ -1,0 +1,158 @@
+"""Text KGC compression benchmark: teacher → PMD grades, and no-KD / logit KD / patient KD / HRKD at the lowest grade.
+
+Every run uses the same harness (``kgdistill.text.train_text``), the same budget (steps × batch) and the same filtered
+evaluator. Results: ``<out>/results.json`` and a Markdown table ``<out>/results.md`` (MRR, H@1/3/10 on test, both
+directions; parameters; entity-encoding throughput).
+
+CPU (this repository's benchmark, 1 thread)::
+
+    python benchmarks/text_pmd.py --dataset umls --out runs/bench-text-umls --threads 1
+    python benchmarks/text_pmd.py --dataset wn18rr --subgraph 3000 --out runs/bench-text-wn --threads 1
+
+Smoke (seconds, tiny random BERT): ``--plm tiny:layers=4,hidden=32 --grades 4,2 --mask-rates 0.2,0 --steps 3``.
+The paper's chain on a GPU: ``benchmarks/text_pmd_paper.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+
+def _floats(s: str) -> list[float]:
+    return [float(x) for x in s.split(",") if x.strip()]
+
+
+def _ints(s: str) -> list[int]:
+    return [int(x) for x in s.split(",") if x.strip()]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="umls")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--subgraph", type=int, default=0, help="keep a BFS subgraph of N entities (0 = whole graph)")
+    p.add_argument("--plm", default="minilm-l6")
+    p.add_argument("--grades", default="6,3", help="PMD grades after the teacher (pre-distillation added)")
+    p.add_argument("--mask-rates", default="0.2,0", help="one per stage, pre-distillation first")
+    p.add_argument("--baselines", default="none,logit,patient,hrkd", help="methods run at the lowest grade")
+    p.add_argument("--student-init", default="teacher", choices=["teacher", "pretrained"])
+    p.add_argument("--teacher-steps", type=int, default=300)
+    p.add_argument("--steps", type=int, default=200, help="steps per student run")
+    p.add_argument("--epochs", type=int, default=1, help="epochs (each capped at --steps / --teacher-steps)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--student-lr", type=float, default=None, help="student learning rate (default: --lr)")
+    p.add_argument("--max-length", type=int, default=48)
+    p.add_argument("--self-negatives", type=int, default=0)
+    p.add_argument("--pre-batch", type=int, default=0)
+    p.add_argument("--neighbour-names", type=int, default=0)
+    p.add_argument("--rerank-hops", type=int, default=0)
+    p.add_argument("--alpha", type=float, default=0.1)
+    p.add_argument("--beta", type=float, default=0.1)
+    p.add_argument("--mgfd-variant", default="input-mask")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", default="runs/bench-text")
+    p.add_argument("--teacher", default=None, help="reuse a trained teacher run folder")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    torch.set_num_threads(a.threads)
+    from kgdistill.config import DataConfig, EvaluationConfig
+    from kgdistill.data.datasets import load_dataset
+    from kgdistill.text.config import DistillConfig, TextModelConfig, TextRunConfig, TextTrainingConfig
+    from kgdistill.text.pmd import run_pmd
+    from kgdistill.text.students import default_layers
+    from kgdistill.text.trainer import train_text
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset_ref = a.dataset
+    if a.subgraph:
+        from kgdistill.text.subgraph import write_subgraph
+
+        full = load_dataset(a.dataset, data_dir=a.data_dir)
+        folder = out / f"{full.name}-sub{a.subgraph}"
+        if not (folder / "train.tsv").exists():
+            write_subgraph(full, folder, a.subgraph, seed=a.seed)
+        dataset_ref = str(folder.resolve())
+    ds = load_dataset(dataset_ref, data_dir=a.data_dir)
+    stats = {k: v for k, v in ds.statistics().items() if isinstance(v, int)}
+    print("dataset", dataset_ref, stats, flush=True)
+    base = TextRunConfig(
+        data=DataConfig(dataset=dataset_ref, data_dir=a.data_dir),
+        model=TextModelConfig(plm=a.plm, max_length=a.max_length, neighbour_names=a.neighbour_names,
+                              rerank_hops=a.rerank_hops),
+        training=TextTrainingConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, warmup_steps=20,
+                                    self_negatives=bool(a.self_negatives), pre_batch=a.pre_batch,
+                                    steps_per_epoch=a.teacher_steps, seed=a.seed, num_threads=a.threads,
+                                    log_every=25),
+        evaluation=EvaluationConfig(eval_batch_size=256, eval_splits=["test"]), device=a.device)
+    results: list[dict] = []
+
+    def record(name: str, run, seconds: float) -> None:  # type: ignore[no-untyped-def]
+        m = run.metrics
+        row = {"model": name, "layers": m["encoder_layers"], "parameters": m["num_parameters"],
+               **{k: m["test"]["both"][k] for k in ("mrr", "hits@1", "hits@3", "hits@10")},
+               "entities_per_s": m["entity_encoding_per_s"], "train_seconds": m["train_seconds"],
+               "wall_seconds": round(seconds, 1), "run": str(run.path)}
+        results.append(row)
+        (out / "results.json").write_text(json.dumps({"args": vars(a), "dataset": stats, "results": results},
+                                                     indent=2))
+        print(json.dumps(row), flush=True)
+
+    start = time.perf_counter()
+    if a.teacher:
+        from kgdistill.runs import load_run
+
+        teacher_dir = a.teacher
+        record("teacher", load_run(teacher_dir, with_dataset=False), 0.0)
+    else:
+        teacher_dir = str(out / "teacher")
+        record("teacher", train_text(replace(base, output_dir=teacher_dir), ds), time.perf_counter() - start)
+    student_base = replace(base, training=replace(base.training, steps_per_epoch=a.steps,
+                                                  lr=a.student_lr or a.lr),
+                           distill=DistillConfig(alpha=a.alpha, beta=a.beta, mgfd_variant=a.mgfd_variant,
+                                                 student_init=a.student_init))
+    grades, rates = _ints(a.grades), _floats(a.mask_rates)
+    start = time.perf_counter()
+    runs = run_pmd(teacher_dir, grades, rates, student_base, out / "pmd")
+    for r in runs:
+        record(f"PMD{r.metrics['encoder_layers']}", r, (time.perf_counter() - start) / len(runs))
+    from kgdistill.runs import load_run
+
+    teacher_layers = load_run(teacher_dir, with_dataset=False).model.num_layers
+    lowest = grades[-1]
+    layers = default_layers(teacher_layers, lowest)
+    for method in [m for m in a.baselines.split(",") if m]:
+        start = time.perf_counter()
+        cfg = replace(student_base, output_dir=str(out / f"{method}-L{lowest}"),
+                      distill=replace(student_base.distill, method=method, teacher=teacher_dir, layers=layers))
+        record(f"{method}-L{lowest}", train_text(cfg, ds), time.perf_counter() - start)
+    write_table(out, results)
+    return 0
+
+
+def write_table(out: Path, results: list[dict]) -> None:
+    cols = ["model", "layers", "parameters", "mrr", "hits@1", "hits@3", "hits@10", "entities_per_s", "train_seconds"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in results:
+        cells = [f"{r[c]:.3f}" if isinstance(r[c], float) and c not in ("entities_per_s", "train_seconds")
+                 else f"{r[c]:,}" if isinstance(r[c], int) else str(r[c]) for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
