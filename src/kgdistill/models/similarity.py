@@ -9,13 +9,21 @@ Every embedding interaction of kgdistill is written as ``sim(query(h, r), t)`` f
 * per-query candidates: ``q[n, D]`` and ``e[n, k, D]`` → ``[n, k]``.
 
 Higher is better: distances are returned negated.
+
+Fast paths (CPU, float32; see :mod:`kgdistill.kernels`): the L1 and complex-L1 all-entity scores without autograd,
+per-query candidates, and :meth:`Similarity.corruption_scores` (negative samples scored straight from the entity
+table and their ids, with a backward that never builds ``B × N × D``) run compiled kernels when available. Every
+fast path computes the plain broadcast formula of :meth:`Similarity.pairwise` (tests compare values and gradients);
+``KGDISTILL_KERNELS=0`` or :func:`kgdistill.kernels.disabled` selects the PyTorch code.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from kgdistill import kernels
 from kgdistill.registry import Registry
 
 similarities: Registry[type[Similarity]] = Registry("similarity")
@@ -28,6 +36,8 @@ class Similarity:
     """Base class: subclasses implement :meth:`pairwise` (broadcast) and may override :meth:`all_pairs`."""
 
     name = "base"
+    #: kernel of :mod:`kgdistill.kernels` computing this similarity (None: PyTorch only)
+    kernel: str | None = None
 
     def pairwise(self, q: Tensor, e: Tensor) -> Tensor:
         """Broadcast ``q[..., D]`` against ``e[..., D]`` → ``[...]``."""
@@ -49,12 +59,44 @@ class Similarity:
         """Dispatch on the candidate shape: ``e[k, D]`` shared or ``e[n, k, D]`` per query → ``[n, k]``."""
         return self.all_pairs(q, e) if e.dim() == 2 else self.per_query(q, e)
 
+    def corruption_scores(self, q_head: Tensor, q_tail: Tensor, table: Tensor, ids: Tensor, num_head: int = 0,
+                          corrupt_head: Tensor | None = None, link: kernels.GradientLink | None = None) -> Tensor:
+        """Scores ``[B, N]`` of corrupted triples, candidates ``table[ids[b, j]]``.
+
+        Column ``j`` of row ``b`` corrupts the head, and is compared with ``q_head[b]``, where ``corrupt_head[b, j]``
+        (or, when ``corrupt_head`` is None, where ``j < num_head``); it corrupts the tail, compared with
+        ``q_tail[b]``, otherwise. Equals ``per_query`` on the gathered rows, with its gradients; the kernel path
+        gives ``table`` a dense gradient and never materialises the ``B × N × D`` candidate rows; ``link`` (see
+        :class:`kgdistill.kernels.GradientLink`) merges that gradient with the one of the anchor rows' gather.
+        """
+        if self.kernel is not None and kernels.enabled():
+            fast = kernels.corruption_scores(self.kernel, q_head, q_tail, table, ids, num_head, corrupt_head, link)
+            if fast is not None:
+                return fast
+        if corrupt_head is None:
+            neg_h = self.per_query(q_head, F.embedding(ids[:, :num_head], table))
+            neg_t = self.per_query(q_tail, F.embedding(ids[:, num_head:], table))
+            return torch.cat([neg_h, neg_t], dim=1)
+        cand = F.embedding(ids, table)
+        return torch.where(corrupt_head, self.per_query(q_head, cand), self.per_query(q_tail, cand))
+
+    def _per_query_kernel(self, q: Tensor, e: Tensor) -> Tensor | None:
+        """``per_query`` through the corruption kernel (the candidates as a table, identity ids), or None."""
+        if self.kernel is None or not kernels.enabled() or e.dim() != 3 or q.dim() != 2:
+            return None
+        n, k, d = e.shape
+        if q.shape != (n, d) or not n * k:
+            return None
+        ids = torch.arange(n * k, device=e.device).view(n, k)
+        return kernels.corruption_scores(self.kernel, q, q, e.reshape(n * k, d), ids)
+
 
 @similarities.register("dot")
 class Dot(Similarity):
     """Inner product ``<q, e>`` (DistMult, ComplEx, SimplE after the query is formed)."""
 
     name = "dot"
+    kernel = "dot"
 
     def pairwise(self, q: Tensor, e: Tensor) -> Tensor:
         return (q * e).sum(-1)
@@ -71,6 +113,7 @@ class NegativeL2(Similarity):
     """``-||q - e||_2`` (TransE-L2; RotatE with the complex L2 norm, as in PyKEEN)."""
 
     name = "l2"
+    kernel = "l2"
 
     def pairwise(self, q: Tensor, e: Tensor) -> Tensor:
         return -torch.linalg.vector_norm(q - e, ord=2, dim=-1)
@@ -83,6 +126,9 @@ class NegativeL2(Similarity):
         return -sq.clamp_min_(0.0).sqrt_()
 
     def per_query(self, q: Tensor, e: Tensor) -> Tensor:
+        fast = self._per_query_kernel(q, e)
+        if fast is not None:
+            return fast
         return -torch.cdist(q[:, None, :], e, p=2.0).squeeze(1)
 
 
@@ -91,14 +137,21 @@ class NegativeL1(Similarity):
     """``-||q - e||_1`` (TransE-L1, the TransE paper's and PyKEEN's default)."""
 
     name = "l1"
+    kernel = "l1"
 
     def pairwise(self, q: Tensor, e: Tensor) -> Tensor:
         return -(q - e).abs().sum(-1)
 
     def all_pairs(self, q: Tensor, e: Tensor) -> Tensor:
+        fast = kernels.all_pairs("l1", q, e) if kernels.enabled() else None
+        if fast is not None:
+            return fast
         return -torch.cdist(q, e, p=1.0)
 
     def per_query(self, q: Tensor, e: Tensor) -> Tensor:
+        fast = self._per_query_kernel(q, e)
+        if fast is not None:
+            return fast
         return -torch.cdist(q[:, None, :], e, p=1.0).squeeze(1)
 
 
@@ -107,9 +160,22 @@ class NegativeComplexL1(Similarity):
     """``-Σ_d |q_d - e_d|`` over complex coordinates stored as ``[re | im]`` halves (RotatE paper's distance)."""
 
     name = "complex_l1"
+    kernel = "complex_l1"
 
     def pairwise(self, q: Tensor, e: Tensor) -> Tensor:
         d = q.shape[-1] // 2
         diff = q - e
         re, im = diff[..., :d], diff[..., d:]
         return -torch.sqrt(re * re + im * im + 1e-12).sum(-1)
+
+    def all_pairs(self, q: Tensor, e: Tensor) -> Tensor:
+        fast = kernels.all_pairs("complex_l1", q, e) if kernels.enabled() else None
+        if fast is not None:
+            return fast
+        return super().all_pairs(q, e)
+
+    def per_query(self, q: Tensor, e: Tensor) -> Tensor:
+        fast = self._per_query_kernel(q, e)
+        if fast is not None:
+            return fast
+        return super().per_query(q, e)

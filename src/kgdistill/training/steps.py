@@ -8,10 +8,28 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from kgdistill import kernels
 from kgdistill.losses import Loss, Regularizer, bce_kvsall, cross_entropy_1vsall
 from kgdistill.models.base import KGCModel
 from kgdistill.models.embedding import EmbeddingModel
 from kgdistill.training.negatives import NegativeSampler
+
+
+def _scores_from_table(model: KGCModel) -> bool:
+    """True when the model's entity rows are plain lookups in ``model.entity`` (so negatives may be scored from the
+    table and their ids directly)."""
+    return isinstance(model, EmbeddingModel) and type(model).entity_rows is EmbeddingModel.entity_rows
+
+
+def _gradient_link(model: EmbeddingModel, neg_ids: Tensor) -> kernels.GradientLink | None:
+    """A link that merges the table gradients of the anchor rows and of the negatives (one dense ``E × D`` tensor
+    per step instead of two plus a sum), when the corruption kernel will run; the gradient values are the same."""
+    table = model.entity
+    if (model.interaction.similarity.kernel is None or neg_ids.numel() == 0 or not table.requires_grad
+            or not torch.is_grad_enabled() or table.device.type != "cpu" or table.dtype != torch.float32
+            or not table.is_contiguous() or not kernels.available()):
+        return None
+    return kernels.GradientLink(table)
 
 
 def negative_sampling_scores(model: KGCModel, batch: Tensor, neg_ids: Tensor,
@@ -19,12 +37,21 @@ def negative_sampling_scores(model: KGCModel, batch: Tensor, neg_ids: Tensor,
     """Scores of positives ``[B]`` and corruptions ``[B, N]``, and the rows used (for regularisers).
 
     Fixed layout (``corrupt_head`` None): columns ``[:num_head]`` replace the head, the rest the tail. Embedding
-    models score all corruptions against one query vector per side, without a ``B × N × 3`` id tensor.
+    models score all corruptions against one query vector per side, without a ``B × N × 3`` id tensor, and (when
+    the entity rows are plain table lookups) straight from the table and the ids with
+    :meth:`~kgdistill.models.similarity.Similarity.corruption_scores`.
     """
     h, r, t = batch[:, 0], batch[:, 1], batch[:, 2]
     if isinstance(model, EmbeddingModel):
         inter = model.interaction
-        h_rows, r_rows, t_rows = model.entity_rows(h), model.relation_rows(r), model.entity_rows(t)
+        from_table = _scores_from_table(model)
+        link = _gradient_link(model, neg_ids) if from_table else None
+        if link is not None:
+            ht_rows = kernels.gather_rows(model.entity, torch.stack([h, t]), link)
+            h_rows, t_rows = ht_rows[0], ht_rows[1]
+        else:
+            h_rows, t_rows = model.entity_rows(h), model.entity_rows(t)
+        r_rows = model.relation_rows(r)
         q_tail = inter.tail_query(h_rows, r_rows)
         pos = inter.similarity.pairwise(q_tail, t_rows)
         rows = [(h_rows, inter.entity_kind), (r_rows, inter.relation_kind), (t_rows, inter.entity_kind)]
@@ -33,6 +60,9 @@ def negative_sampling_scores(model: KGCModel, batch: Tensor, neg_ids: Tensor,
         else:
             q_head = inter.head_query(r_rows, t_rows)
         sim = inter.similarity
+        if from_table:
+            neg = sim.corruption_scores(q_head, q_tail, model.entity, neg_ids, num_head, corrupt_head, link)
+            return pos, neg, rows
         if corrupt_head is None:
             neg_h = sim.per_query(q_head, model.entity_rows(neg_ids[:, :num_head]))
             neg_t = sim.per_query(q_tail, model.entity_rows(neg_ids[:, num_head:]))

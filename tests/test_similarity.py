@@ -1,0 +1,286 @@
+"""Every fast path of the similarities equals the plain broadcast formula, values and gradients.
+
+Fast paths: the compiled kernels of :mod:`kgdistill.kernels` (all-pairs L1 / complex L1 without autograd, per-query
+candidates, corruption scores from the table and ids, the fused Adam step) and the matrix-product paths of dot / L2.
+The reference is always ``Similarity.pairwise`` on broadcast tensors (or ``torch.optim.Adam``), computed with the
+kernels switched off.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kgdistill import kernels
+from kgdistill.losses import SelfAdversarialLoss
+from kgdistill.models.embedding import EmbeddingModel
+from kgdistill.models.similarity import similarities
+from kgdistill.training.optim import Adam, make_optimizer
+from kgdistill.training.steps import negative_sampling_scores
+
+SIMS = ["dot", "l1", "l2", "complex_l1"]
+DIMS = [6, 32, 37 * 2, 256]  # below / at / off / well above the 16-lane vector width
+TOL = {"rtol": 1e-5, "atol": 2e-5}
+
+
+def _sim(name: str):
+    return similarities.get(name)()
+
+
+def _leaf(*shape: int, seed: int, scale: float = 1.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=g) * scale).requires_grad_(True)
+
+
+def _reference(fn, *inputs: torch.Tensor, grad_out: torch.Tensor):
+    """Value and input gradients of ``fn`` with the kernels off."""
+    with kernels.disabled():
+        out = fn(*inputs)
+        grads = torch.autograd.grad(out, inputs, grad_out)
+    return out.detach(), grads
+
+
+def _fast(fn, *inputs: torch.Tensor, grad_out: torch.Tensor):
+    out = fn(*inputs)
+    if not out.requires_grad:
+        return out.detach(), None
+    return out.detach(), torch.autograd.grad(out, inputs, grad_out)
+
+
+def test_kernels_build_here() -> None:
+    """The compiled kernels must be available where tests run (gcc is), so that the fast paths are what is tested."""
+    if os.environ.get("KGDISTILL_KERNELS", "1").lower() in ("0", "off", "false", "no"):
+        pytest.skip("kernels switched off by KGDISTILL_KERNELS")
+    assert kernels.available(), kernels.load_error()
+
+
+# ---- shared candidates e[k, D] -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", SIMS)
+@pytest.mark.parametrize("dim", DIMS)
+def test_all_pairs_equals_broadcast(name: str, dim: int) -> None:
+    sim = _sim(name)
+    q, e = _leaf(13, dim, seed=1), _leaf(29, dim, seed=2)
+    g = torch.randn(13, 29, generator=torch.Generator().manual_seed(3))
+    expected, expected_grads = _reference(lambda a, b: sim.pairwise(a[:, None, :], b[None, :, :]), q, e, grad_out=g)
+    # with autograd (training, e.g. 1vsAll)
+    value, grads = _fast(sim.all_pairs, q, e, grad_out=g)
+    torch.testing.assert_close(value, expected, **TOL)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, **TOL)
+    # without autograd (evaluation: the L1 / complex-L1 kernels, the L2 matrix product)
+    with torch.no_grad():
+        torch.testing.assert_close(sim.all_pairs(q, e), expected, **TOL)
+    with torch.inference_mode():
+        torch.testing.assert_close(sim.candidates(q.detach(), e.detach()), expected, **TOL)
+
+
+@pytest.mark.parametrize("name", ["l1", "complex_l1"])
+def test_all_pairs_kernel_tiles_and_strides(name: str) -> None:
+    """Query / entity counts around the kernel's 4 × 6 tiles and 48-row blocks, and non-contiguous rows."""
+    sim = _sim(name)
+    for n, k in [(1, 1), (3, 5), (4, 6), (5, 7), (9, 49), (17, 100)]:
+        q = torch.randn(n, 2 * 40)[:, ::2]  # row stride 80, column stride 2
+        e = torch.randn(k, 48)[:, 4:44]  # row stride 48
+        with torch.no_grad():
+            got = sim.all_pairs(q, e)
+        torch.testing.assert_close(got, sim.pairwise(q[:, None, :], e[None, :, :]), **TOL)
+
+
+def test_all_pairs_kernel_is_used_without_grad() -> None:
+    if not kernels.available():
+        pytest.skip("kernels unavailable")
+    q, e = torch.randn(5, 16), torch.randn(7, 16)
+    assert kernels.all_pairs("l1", q, e) is not None
+    assert kernels.all_pairs("l1", q.requires_grad_(), e) is None  # autograd needed: PyTorch path
+    assert kernels.all_pairs("l1", q.double(), e.double()) is None
+    assert kernels.all_pairs("l2", q, e) is None  # a matrix product already
+
+
+# ---- per-query candidates e[n, k, D] -------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", SIMS)
+@pytest.mark.parametrize("dim", DIMS)
+def test_per_query_equals_broadcast(name: str, dim: int) -> None:
+    sim = _sim(name)
+    q, e = _leaf(11, dim, seed=4), _leaf(11, 9, dim, seed=5)
+    g = torch.randn(11, 9, generator=torch.Generator().manual_seed(6))
+    expected, expected_grads = _reference(lambda a, b: sim.pairwise(a[:, None, :], b), q, e, grad_out=g)
+    value, grads = _fast(sim.per_query, q, e, grad_out=g)
+    torch.testing.assert_close(value, expected, **TOL)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, **TOL)
+    with torch.no_grad():
+        torch.testing.assert_close(sim.candidates(q, e), expected, **TOL)
+
+
+@pytest.mark.parametrize("name", ["l1", "l2", "complex_l1"])
+def test_per_query_ties_and_zero_distance(name: str) -> None:
+    """Candidates equal to the query (distance 0) and coordinates that tie: the gradient conventions of torch
+    (sign(0) = 0 for |x|, a zero gradient for a zero L2 norm) are kept."""
+    sim = _sim(name)
+    q = torch.tensor([[0.5, -1.0, 2.0, 0.0], [1.0, 1.0, 1.0, 1.0]], requires_grad=True)
+    e = torch.stack([torch.stack([q[0].detach(), torch.tensor([0.5, 0.0, 2.0, 3.0])]),
+                     torch.stack([torch.ones(4), torch.tensor([1.0, 2.0, 1.0, 0.0])])]).requires_grad_(True)
+    g = torch.tensor([[1.0, -2.0], [0.5, 3.0]])
+    expected, expected_grads = _reference(lambda a, b: sim.pairwise(a[:, None, :], b), q, e, grad_out=g)
+    value, grads = _fast(sim.per_query, q, e, grad_out=g)
+    torch.testing.assert_close(value, expected, **TOL)
+    if name != "complex_l1":  # complex L1 has a 1e-12 floor under its sqrt: no singular point
+        for got, want in zip(grads, expected_grads):
+            torch.testing.assert_close(got, want, **TOL)
+    for got, want in zip(grads, expected_grads):
+        assert torch.isfinite(got).all() and torch.isfinite(want).all()
+
+
+# ---- corruption scores from the table and ids ----------------------------------------------------------------------
+def _corruption_reference(sim, q_head, q_tail, table, ids, num_head, corrupt_head):
+    cand = table[ids]  # [B, K, D]: the broadcast formula on the gathered rows
+    head = sim.pairwise(q_head[:, None, :], cand)
+    tail = sim.pairwise(q_tail[:, None, :], cand)
+    if corrupt_head is None:
+        corrupt_head = torch.arange(ids.shape[1])[None, :] < num_head
+    return torch.where(corrupt_head, head, tail)
+
+
+@pytest.mark.parametrize("name", SIMS)
+@pytest.mark.parametrize("dim", DIMS)
+@pytest.mark.parametrize("layout", ["fixed", "mask", "all_head", "all_tail"])
+def test_corruption_scores_equal_broadcast(name: str, dim: int, layout: str) -> None:
+    sim = _sim(name)
+    b, k, num_entities = 12, 10, 23
+    q_head, q_tail, table = _leaf(b, dim, seed=7), _leaf(b, dim, seed=8), _leaf(num_entities, dim, seed=9)
+    gen = torch.Generator().manual_seed(10)
+    ids = torch.randint(num_entities, (b, k), generator=gen)
+    ids[0, :3] = 4  # repeated entities in one row and across rows
+    ids[1, :] = 4
+    num_head, mask = {"fixed": (4, None), "all_head": (k, None), "all_tail": (0, None),
+                      "mask": (0, torch.rand(b, k, generator=gen) < 0.5)}[layout]
+    g = torch.randn(b, k, generator=gen)
+
+    expected, expected_grads = _reference(
+        lambda qh, qt, w: _corruption_reference(sim, qh, qt, w, ids, num_head, mask), q_head, q_tail, table,
+        grad_out=g)
+    with kernels.disabled():  # the PyTorch branch of corruption_scores is the old code: the same values
+        plain, plain_grads = _fast(lambda qh, qt, w: sim.corruption_scores(qh, qt, w, ids, num_head, mask),
+                                   q_head, q_tail, table, grad_out=g)
+    value, grads = _fast(lambda qh, qt, w: sim.corruption_scores(qh, qt, w, ids, num_head, mask),
+                         q_head, q_tail, table, grad_out=g)
+    for v in (plain, value):
+        torch.testing.assert_close(v, expected, **TOL)
+    for gs in (plain_grads, grads):
+        for got, want in zip(gs, expected_grads):
+            torch.testing.assert_close(got, want, **TOL)
+    with torch.no_grad():
+        torch.testing.assert_close(sim.corruption_scores(q_head, q_tail, table, ids, num_head, mask), expected, **TOL)
+
+
+def test_corruption_scores_falls_back_on_bad_ids() -> None:
+    sim = _sim("l1")
+    q, table = torch.randn(2, 8), torch.randn(5, 8)
+    with pytest.raises(IndexError):
+        sim.corruption_scores(q, q, table, torch.tensor([[0, 5]]).expand(2, 2), 1)
+    with pytest.raises(IndexError):
+        sim.corruption_scores(q, q, table, torch.tensor([[0, -7]]).expand(2, 2), 1)
+
+
+def test_gradient_link_merges_into_one_dense_gradient() -> None:
+    """gather_rows + corruption_scores sharing a link: the table gets the same gradient as two plain lookups."""
+    if not kernels.available():
+        pytest.skip("kernels unavailable")
+    table = _leaf(30, 16, seed=11)
+    anchors = torch.randint(30, (2, 8), generator=torch.Generator().manual_seed(12))
+    ids = torch.randint(30, (8, 5), generator=torch.Generator().manual_seed(13))
+    sim = _sim("l1")
+
+    def loss_of(use_link: bool, only_negatives: bool = False) -> torch.Tensor:
+        table.grad = None
+        link = kernels.GradientLink(table) if use_link else None
+        rows = kernels.gather_rows(table, anchors, link)
+        q_tail, q_head = rows[0] * 1.5, rows[1] - 0.25
+        neg = sim.corruption_scores(q_head, q_tail, table, ids, 2, None, link)
+        loss = neg.square().sum() if only_negatives else neg.sum() + sim.pairwise(q_tail, rows[1]).sum()
+        loss.backward()
+        return table.grad
+
+    for only_negatives in (False, True):
+        expected = loss_of(False, only_negatives).clone()
+        got = loss_of(True, only_negatives)
+        assert got.layout == torch.strided
+        torch.testing.assert_close(got, expected, **TOL)
+
+
+@pytest.mark.parametrize("model_name,options,reciprocal", [
+    ("transe", {}, False), ("transe", {"p": 2}, False), ("rotate", {}, False), ("rotate", {"norm": "l2"}, True),
+    ("complex", {}, False), ("distmult", {}, True), ("simple", {}, False)])
+@pytest.mark.parametrize("bernoulli", [False, True])
+def test_negative_sampling_step_equals_plain_path(model_name: str, options: dict, reciprocal: bool,
+                                                  bernoulli: bool) -> None:
+    """The training step (anchor rows, positives, negatives from the table, loss with a row regulariser): same
+    loss and parameter gradients with the kernels on and off."""
+    num_entities, num_relations, dim, b, k = 40, 5, 8, 16, 6
+    gen = torch.Generator().manual_seed(14)
+    batch = torch.stack([torch.randint(num_entities, (b,), generator=gen),
+                         torch.randint(num_relations, (b,), generator=gen),
+                         torch.randint(num_entities, (b,), generator=gen)], 1)
+    ids = torch.randint(num_entities, (b, k), generator=gen)
+    mask = torch.rand(b, k, generator=gen) < 0.4 if bernoulli else None
+    results = []
+    for on in (False, True):
+        torch.manual_seed(0)
+        model = EmbeddingModel(model_name, num_entities, num_relations, dim, reciprocal=reciprocal,
+                               interaction_options=options)
+        previous = kernels.set_enabled(on)
+        try:
+            pos, neg, rows = negative_sampling_scores(model, batch, ids, mask, k // 2)
+            loss = SelfAdversarialLoss()(pos, neg) + 0.01 * sum((x * x).sum() for x, _ in rows)
+            loss.backward()
+        finally:
+            kernels.set_enabled(previous)
+        assert model.entity.grad.layout == torch.strided
+        results.append((loss.detach(), model.entity.grad, model.relation.grad))
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got, want, **TOL)
+
+
+# ---- Adam ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_adam_kernel_equals_torch_adam(weight_decay: float) -> None:
+    torch.manual_seed(0)
+    init = [torch.randn(70, 33), torch.randn(4, 33), torch.randn(5)]
+    ours = [torch.nn.Parameter(x.clone()) for x in init]
+    ref = [torch.nn.Parameter(x.clone()) for x in init]
+    opt = make_optimizer("adam", ours, 1e-2, weight_decay)
+    assert isinstance(opt, Adam)
+    ref_opt = torch.optim.Adam(ref, lr=1e-2, weight_decay=weight_decay, foreach=True)
+    for step in range(25):
+        grads = [torch.randn_like(x) for x in init]
+        if step % 5 == 3:
+            grads[1] = None  # a parameter without gradient this step: left alone, as by torch
+        for params in (ours, ref):
+            for p, g in zip(params, grads):
+                p.grad = None if g is None else g.clone()
+        opt.step()
+        ref_opt.step()
+    for p, r in zip(ours, ref):
+        torch.testing.assert_close(p.detach(), r.detach(), rtol=1e-5, atol=1e-6)
+    for p, r in zip(ours, ref):
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(opt.state[p][key], ref_opt.state[r][key], rtol=1e-5, atol=1e-6)
+    # checkpoints move freely between the two
+    ref_opt.load_state_dict(opt.state_dict())
+    opt.load_state_dict(ref_opt.state_dict())
+
+
+def test_adam_falls_back_to_torch_for_options_the_kernel_lacks() -> None:
+    init = torch.randn(6, 3)
+    ours, ref = torch.nn.Parameter(init.clone()), torch.nn.Parameter(init.clone())
+    opt = Adam([ours], lr=1e-2, amsgrad=True, maximize=True)
+    ref_opt = torch.optim.Adam([ref], lr=1e-2, amsgrad=True, maximize=True)
+    for _ in range(5):
+        g = torch.randn(6, 3)
+        ours.grad, ref.grad = g.clone(), g.clone()
+        opt.step()
+        ref_opt.step()
+    torch.testing.assert_close(ours.detach(), ref.detach())
