@@ -43,8 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mask-rates", default="0.2,0", help="one per stage, pre-distillation first")
     p.add_argument("--baselines", default="none,logit,patient,hrkd", help="methods run at the lowest grade")
     p.add_argument("--student-init", default="teacher", choices=["teacher", "pretrained"])
-    p.add_argument("--teacher-steps", type=int, default=300)
-    p.add_argument("--steps", type=int, default=200, help="steps per student run")
+    p.add_argument("--teacher-steps", type=int, default=300, help="teacher steps per epoch (0 = whole epoch)")
+    p.add_argument("--steps", type=int, default=200, help="student steps per epoch (0 = whole epoch)")
     p.add_argument("--epochs", type=int, default=1, help="epochs (each capped at --steps / --teacher-steps)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-5)
@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mgfd-variant", default="input-mask")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--eval-batch-size", type=int, default=256)
+    p.add_argument("--encode-batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", default="runs/bench-text")
     p.add_argument("--teacher", default=None, help="reuse a trained teacher run folder")
@@ -92,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     base = TextRunConfig(
         data=DataConfig(dataset=dataset_ref, data_dir=a.data_dir),
         model=TextModelConfig(plm=a.plm, max_length=a.max_length, neighbour_names=a.neighbour_names,
-                              rerank_hops=a.rerank_hops),
+                              rerank_hops=a.rerank_hops, encode_batch_size=a.encode_batch_size),
         training=TextTrainingConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, warmup_steps=20,
                                     self_negatives=bool(a.self_negatives), pre_batch=a.pre_batch,
-                                    steps_per_epoch=a.teacher_steps, seed=a.seed, num_threads=a.threads,
+                                    steps_per_epoch=a.teacher_steps or None, seed=a.seed, num_threads=a.threads,
                                     log_every=25),
-        evaluation=EvaluationConfig(eval_batch_size=256, eval_splits=["test"]), device=a.device)
+        evaluation=EvaluationConfig(eval_batch_size=a.eval_batch_size, eval_splits=["test"]), device=a.device)
     results: list[dict] = []
 
     def record(name: str, run, seconds: float) -> None:  # type: ignore[no-untyped-def]
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         teacher_dir = str(out / "teacher")
         record("teacher", train_text(replace(base, output_dir=teacher_dir), ds), time.perf_counter() - start)
-    student_base = replace(base, training=replace(base.training, steps_per_epoch=a.steps,
+    student_base = replace(base, training=replace(base.training, steps_per_epoch=a.steps or None,
                                                   lr=a.student_lr or a.lr),
                            distill=DistillConfig(alpha=a.alpha, beta=a.beta, mgfd_variant=a.mgfd_variant,
                                                  student_init=a.student_init))

@@ -241,3 +241,21 @@ def test_minilm_smoke() -> None:
     emb = m.entity_embeddings()
     sim = emb @ emb.T
     assert sim[0, 1] > sim[0, 2]
+
+
+def test_hrkd_domains() -> None:
+    from kgdistill.text.hrkd import DomainRelationalGraph, per_domain_mean, relation_domains
+
+    labels = ["/film/film/genre", "/film/actor/film", "/people/person/gender"]
+    dom, n = relation_domains("prefix", labels)
+    assert n == 2 and dom.tolist() == [0, 0, 1]
+    dom, n = relation_domains("relation", labels)
+    assert n == 3 and dom.tolist() == [0, 1, 2]
+    emb = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    dom, n = relation_domains("clusters:2", labels, emb)
+    assert n == 2 and dom[0] == dom[1] != dom[2]
+    vals = torch.tensor([[1.0, 3.0, 5.0]])
+    assert per_domain_mean(vals, torch.tensor([0, 0, 2]), 3).tolist() == [[2.0, 0.0, 5.0]]
+    graph = DomainRelationalGraph(hidden=8, proj=4, heads=2)
+    w = graph(torch.randn(3, 4, 8), torch.tensor([True, False, True, True]))
+    assert w.shape == (3, 4) and torch.allclose(w.sum(-1), torch.ones(3)) and (w[:, 1] < 1e-6).all()
