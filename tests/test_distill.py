@@ -121,7 +121,7 @@ def kinship_teacher(tmp_path_factory) -> Path:
 
 def test_iterde_student_beats_scratch_student(kinship_teacher: Path, tmp_path: Path) -> None:
     """Seeded, mean over 3 seeds: an 8-dim sLCWA student distilled from a 32-dim 1-N teacher (5 epochs) vs the same
-    student trained from scratch for the same 5 epochs (measured: ~0.48 vs ~0.34 MRR)."""
+    student trained from scratch for the same 5 epochs (dry run, seeds 1-2: 0.505, 0.459 vs 0.345, 0.327 MRR)."""
     common = dict(dims=[8], epochs=5, training_mode="slcwa", num_negatives=32, eval_every=0, with_teacher_row=False)
     scratch, iterde = [], []
     for seed in (1, 2, 3):
