@@ -25,7 +25,6 @@ TINY = "tiny:layers=3,hidden=48,heads=2,intermediate=96"
 @pytest.fixture(scope="module")
 def umls_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """umls with its full training graph and text, but only 40 valid / 40 test triples (fast evaluation)."""
-    src = Path(str(load_dataset("umls").source)) if load_dataset("umls").source.startswith("/") else None
     import importlib.resources
 
     bundled = Path(str(importlib.resources.files("kgdistill.data").joinpath("bundled", "umls")))
@@ -35,7 +34,6 @@ def umls_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for split in ("valid", "test"):
         lines = (bundled / f"{split}.tsv").read_text().splitlines()[:40]
         (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
-    del src
     return folder
 
 

@@ -167,8 +167,9 @@ def plan_grades(teacher_layers: int, grades: list[int], mask_rates: list[float],
     if any(b > a for a, b in zip([teacher_layers, *grades], grades)):
         raise ConfigError(f"grades must not grow: teacher {teacher_layers} layers, grades {grades}")
     if len(mask_rates) != len(grades):
-        raise ConfigError(f"{len(grades)} stages ({' → '.join(map(str, grades))} layers, pre-distillation "
-                          f"included) need {len(grades)} mask rates, got {len(mask_rates)}: {mask_rates}")
+        raise ConfigError(f"{len(grades)} stages ({' → '.join(map(str, grades))} layers; the first, at the "
+                          f"teacher's {teacher_layers} layers, is pre-distillation) need {len(grades)} mask rates, "
+                          f"got {len(mask_rates)}: {mask_rates}")
     return list(zip(grades, [float(r) for r in mask_rates]))
 
 
