@@ -42,8 +42,11 @@ def measure_qps(model: KGCModel, num_entities: int, num_relations: int, batch_si
 
 
 def _model_files_bytes(run_dir: Path) -> int:
-    """Bytes of the files holding the model (``model.safetensors``, ``model.json`` and other ``model.*``)."""
-    return sum(p.stat().st_size for p in run_dir.glob("model.*") if p.is_file() and not p.name.endswith(".tmp"))
+    """Bytes of the files holding the model: ``model.json`` + ``model.sparse.safetensors`` where a pruned run
+    stored its weights sparse, else ``model.safetensors``."""
+    sparse = run_dir / "model.sparse.safetensors"
+    weights = sparse if sparse.exists() else run_dir / "model.safetensors"
+    return sum(p.stat().st_size for p in (weights, run_dir / "model.json") if p.exists())
 
 
 def _split_metrics(metrics: dict[str, Any], split: str) -> tuple[str | None, dict[str, Any]]:
@@ -77,8 +80,9 @@ def _validation_curve(run_dir: Path) -> list[dict[str, float]]:
 def collect_run(run_dir: str | Path, *, split: str = "test", measure: bool = True) -> dict[str, Any]:
     """Facts of one run folder (keys of :data:`COLUMNS` plus ``path``, ``split``, ``validation`` …).
 
-    Metrics are the run's own ``metrics.json`` (``split``, falling back to test / valid); ``queries_per_second``
-    is read from ``metrics.json`` when present, else measured (``measure=False``: left empty).
+    Metrics are the run's own ``metrics.json`` (``split``, falling back to test / valid); ``queries_per_second``,
+    ``num_nonzero`` and ``bytes_on_disk`` are read from it when present (distillation runs record them), else
+    measured / counted (``measure=False``: queries/s left empty).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -102,8 +106,8 @@ def collect_run(run_dir: str | Path, *, split: str = "test", measure: bool = Tru
         "split": used_split, "mrr": m.get("mrr"), "hits@1": m.get("hits@1"), "hits@3": m.get("hits@3"),
         "hits@10": m.get("hits@10"),
         "parameters": int(metrics.get("num_parameters", model.num_parameters())),
-        "parameters_nonzero": model.num_parameters(nonzero=True),
-        "bytes_on_disk": _model_files_bytes(run_dir),
+        "parameters_nonzero": int(metrics.get("num_nonzero", model.num_parameters(nonzero=True))),
+        "bytes_on_disk": int(metrics.get("bytes_on_disk", _model_files_bytes(run_dir))),
         "queries_per_second": None if qps is None else float(qps),
         "train_seconds": metrics.get("train_seconds", meta.get("train_seconds")),
         "dataset": (files["config"].get("data") or {}).get("dataset"),

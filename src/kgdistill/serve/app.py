@@ -15,6 +15,8 @@ requests (:mod:`kgdistill.serve.batching`).
 
 # no "from __future__ import annotations": FastAPI resolves the request models defined inside create_app
 import asyncio
+import json
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,7 +26,7 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from kgdistill.errors import KGDistillError
@@ -66,6 +68,25 @@ class HTTPError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status, self.message = status, message
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    """A JSON response; non-finite floats (a model returning NaN) become null rather than invalid JSON."""
+    try:
+        body = json.dumps(content, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        body = json.dumps(_finite(content), separators=(",", ":"))
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def _finite(x: Any) -> Any:
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -160,33 +181,34 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
         except KGDistillError as err:
             raise HTTPError(400, str(err)) from None
 
-    def answers(top: TopK) -> list[Prediction]:
-        return [Prediction(rank=i + 1, entity=art.entities[e], name=art.entity_names[e], score=s, known=kn)
+    def answers(top: TopK) -> list[dict[str, Any]]:
+        return [{"rank": i + 1, "entity": art.entities[e], "name": art.entity_names[e], "score": s, "known": kn}
                 for i, (e, s, kn) in enumerate(zip(top.ids, top.scores, top.known))]
 
-    async def run_query(side: str, anchor_name: str, relation_name: str, k: int, filter_known: bool
-                        ) -> PredictResponse:
+    async def run_query(side: str, anchor_name: str, relation_name: str, k: int, filter_known: bool) -> Response:
         anchor, rel = await resolve("entity", anchor_name), await resolve("relation", relation_name)
         top = await asyncio.wrap_future(scorer.predict(side, anchor, rel, k, filter_known))
         key = "head" if side == "tail" else "tail"
         query = {key: art.entities[anchor], "relation": art.relations[rel], "side": side, "k": k,
                  "filter_known": filter_known}
-        return PredictResponse(query=query, predictions=answers(top))
+        return _json({"query": query, "predictions": answers(top)})
 
+    # The handlers return ready JSON (the response models document the schema in OpenAPI; re-validating every
+    # answer through them would cost more than scoring a small model).
     @app.post("/predict/tail", response_model=PredictResponse, summary="top-k tails of (head, relation, ?)")
-    async def predict_tail(q: TailQuery) -> PredictResponse:
+    async def predict_tail(q: TailQuery) -> Response:
         return await run_query("tail", q.head, q.relation, q.k, q.filter_known)
 
     @app.post("/predict/head", response_model=PredictResponse, summary="top-k heads of (?, relation, tail)")
-    async def predict_head(q: HeadQuery) -> PredictResponse:
+    async def predict_head(q: HeadQuery) -> Response:
         return await run_query("head", q.tail, q.relation, q.k, q.filter_known)
 
     @app.post("/score", response_model=ScoreResponse, summary="scores of triples (higher = more plausible)")
-    async def score(req: ScoreRequest) -> ScoreResponse:
+    async def score(req: ScoreRequest) -> Response:
         ids = [[await resolve("entity", t.head), await resolve("relation", t.relation), await resolve("entity", t.tail)]
                for t in req.triples]
         scores = await asyncio.wrap_future(scorer.score(torch.tensor(ids, dtype=torch.long)))
-        return ScoreResponse(scores=scores)
+        return _json({"scores": scores})
 
     @app.get("/health", summary="liveness")
     async def health() -> dict[str, Any]:
