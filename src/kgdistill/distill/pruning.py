@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from kgdistill.errors import RunFolderError
-from kgdistill.models.base import MODEL_CONFIG, KGCModel, build_model, save_model
+from kgdistill.models.base import MODEL_CONFIG, KGCModel, build_model, model_classes
 from kgdistill.models.embedding import EmbeddingModel
 from kgdistill.training.steps import score_queries
 
@@ -129,8 +129,8 @@ def export_sparse(model: EmbeddingModel, folder: str | Path) -> Path:
         shapes[name] = list(dense.shape)
     path = folder / SPARSE_WEIGHTS
     save_file(tensors, str(path), metadata={"format": "bitmap+values", "shapes": json.dumps(shapes)})
-    if not (folder / MODEL_CONFIG).exists():
-        save_model(model, folder)
+    kind = model_classes.canonical(type(model).registry_name)  # type: ignore[attr-defined]
+    (folder / MODEL_CONFIG).write_text(json.dumps({"class": kind, "config": model.config()}, indent=2))
     return path
 
 
