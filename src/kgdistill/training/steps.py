@@ -47,8 +47,7 @@ def negative_sampling_scores(model: KGCModel, batch: Tensor, neg_ids: Tensor,
         from_table = _scores_from_table(model)
         link = _gradient_link(model, neg_ids) if from_table else None
         if link is not None:
-            ht_rows = kernels.gather_rows(model.entity, torch.stack([h, t]), link)
-            h_rows, t_rows = ht_rows[0], ht_rows[1]
+            h_rows, t_rows = kernels.gather_rows(model.entity, torch.stack([h, t]), link).unbind(0)
         else:
             h_rows, t_rows = model.entity_rows(h), model.entity_rows(t)
         r_rows = model.relation_rows(r)
