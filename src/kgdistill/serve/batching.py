@@ -139,31 +139,27 @@ class BatchScorer:
     def _predict(self, side: str, jobs: list[_Job]) -> list[TopK]:
         model = self.artifact.model
         device = model.device
-        anchors = torch.tensor([j.payload[0] for j in jobs], device=device)
-        relations = torch.tensor([j.payload[1] for j in jobs], device=device)
-        scores = model.score(side, anchors, relations).float()
+        anchors = torch.tensor([j.payload[0] for j in jobs])
+        relations = torch.tensor([j.payload[1] for j in jobs])
+        scores = model.score(side, anchors.to(device), relations.to(device))
+        if scores.dtype != torch.float32:
+            scores = scores.float()
+        known: list[set[int]] = [set() for _ in jobs]
         index = self.artifact.filter_index
-        known_rows = known_cols = None
-        if index is not None:
-            known_rows, known_cols = index.known(side, anchors.cpu(), relations.cpu())
-            known_rows, known_cols = known_rows.to(device), known_cols.to(device)
-            exclude = torch.tensor([j.payload[3] for j in jobs], device=device)
-            drop = exclude[known_rows]
-            scores[known_rows[drop], known_cols[drop]] = float("-inf")
+        if index is not None:  # known answers of these queries: a handful of (row, entity) pairs
+            rows, cols = index.known(side, anchors, relations)
+            for i, e in zip(rows.tolist(), cols.tolist()):
+                known[i].add(e)
+            for i, job in enumerate(jobs):
+                if job.payload[3] and known[i]:
+                    scores[i, torch.tensor(sorted(known[i]), device=device)] = float("-inf")
         k_max = min(max(j.payload[2] for j in jobs), scores.shape[1])
         top = torch.topk(scores, k_max, dim=1)
-        values, ids = top.values.cpu(), top.indices.cpu()
-        is_known = torch.zeros_like(ids, dtype=torch.bool)
-        if known_rows is not None and known_rows.numel():
-            # (row, entity) pairs of the top-k that are known triples
-            code_known = known_rows.cpu() * scores.shape[1] + known_cols.cpu()
-            code_top = torch.arange(len(jobs))[:, None] * scores.shape[1] + ids
-            is_known = torch.isin(code_top, code_known)
+        values, ids = top.values.tolist(), top.indices.tolist()
         out = []
         for i, job in enumerate(jobs):
-            k = min(job.payload[2], k_max)
-            keep = values[i, :k] != float("-inf")
-            out.append(TopK(ids[i, :k][keep].tolist(), values[i, :k][keep].tolist(), is_known[i, :k][keep].tolist()))
+            pairs = [(e, v) for e, v in zip(ids[i][:job.payload[2]], values[i][:job.payload[2]]) if v != float("-inf")]
+            out.append(TopK([e for e, _ in pairs], [v for _, v in pairs], [e in known[i] for e, _ in pairs]))
         return out
 
     def _score_triples(self, jobs: list[_Job]) -> list[list[float]]:
