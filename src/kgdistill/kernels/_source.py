@@ -28,17 +28,30 @@ static inline vf ld(const float* p) { vf v; memcpy(&v, p, sizeof(vf)); return v;
 static inline void st(float* p, vf v) { memcpy(p, &v, sizeof(vf)); }
 static inline vf vabs(vf x) { return (vf)((vi)x & ((vi){} + 0x7fffffff)); }
 static inline vf splat(float x) { return (vf){} + x; }
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define KG_HAS_SHUFFLE 1
+#endif
+#endif
+#ifdef KG_HAS_SHUFFLE
 typedef float vf8 __attribute__((vector_size(32)));
 typedef float vf4 __attribute__((vector_size(16)));
-static inline float hsum(vf v) {
+static inline float hsum(vf v) {  // pairwise: 16 -> 8 -> 4 -> 1
   vf8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
   vf4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
   return (b[0] + b[2]) + (b[1] + b[3]);
 }
+#else
+static inline float hsum(vf v) {
+  float s = 0.f;
+  for (int i = 0; i < W; ++i) s += v[i];
+  return s;
+}
+#endif
 static inline vf vsqrt(vf x) {
 #if defined(__AVX512F__)
   return (vf)_mm512_sqrt_ps((__m512)x);
-#elif defined(__AVX__)
+#elif defined(__AVX__) && defined(KG_HAS_SHUFFLE)
   vf r;
   __m256 lo = _mm256_sqrt_ps(__builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7));
   __m256 hi = _mm256_sqrt_ps(__builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15));
@@ -52,6 +65,7 @@ static inline vf vsqrt(vf x) {
 }
 
 enum { K_DOT = 0, K_L1 = 1, K_L2 = 2, K_CL1 = 3 };
+#define KG_ROW_BUF 2048
 
 extern "C" int kg_version() { return KG_VERSION; }
 extern "C" int kg_max_threads() {
@@ -324,8 +338,17 @@ extern "C" void kg_corrupt_bwd(int kind, const float* qh, const float* qt, int64
     float* mh = scratch + (int64_t)t * 2 * B * D;
     float* mt = mh + B * D;
     memset(mh, 0, sizeof(float) * (size_t)(2 * B * D));
+    // Each gradient row is summed in a small buffer, then written once with non-temporal stores (no read of the
+    // destination line, no eviction of the working set); plain stores where that is not possible.
+#if defined(__AVX512F__)
+    float buf[KG_ROW_BUF] __attribute__((aligned(64)));
+    const bool stream = D <= KG_ROW_BUF && D % 16 == 0 && ((uintptr_t)gW % 64) == 0;
+#else
+    float buf[1];
+    const bool stream = false;
+#endif
     for (int64_t x = lo; x < hi; ++x) {
-      float* gw = gW + x * D;
+      float* gw = stream ? buf : gW + x * D;
       memset(gw, 0, sizeof(float) * (size_t)D);
       const int64_t p0 = offsets[x], p1 = offsets[x + 1];
       const float* e = Wt + x * ldw;
@@ -334,7 +357,17 @@ extern "C" void kg_corrupt_bwd(int kind, const float* qh, const float* qt, int64
         const bool head = mask ? mask[i] != 0 : j < nh;
         row_grad(kind, (head ? qh : qt) + b * ldq, e, D, gout[i], out[i], (head ? mh : mt) + b * D, gw);
       }
+#if defined(__AVX512F__)
+      if (stream) {
+        float* dst = gW + x * D;
+        for (int64_t d = 0; d < D; d += 16) _mm512_stream_ps(dst + d, _mm512_load_ps(buf + d));
+      }
+#endif
     }
+#if defined(__AVX512F__)
+    _mm_sfence();
+#endif
+    (void)buf;
 #pragma omp barrier
 #pragma omp for schedule(static)
     for (int64_t x = 0; x < B * D; ++x) {
