@@ -43,8 +43,10 @@ def find_jemalloc() -> str | None:
     return None
 
 
-def allocator_env(name: str) -> dict[str, str]:
+def allocator_env(name: str, threads: int | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     if name == "jemalloc":
         lib = find_jemalloc()
         if lib is None:
@@ -115,6 +117,8 @@ def main() -> None:
     p.add_argument("--ours-eval-batch-size", type=int, default=256)
     p.add_argument("--ours-variants", default="default",
                    help="comma list: default, no-retain (no glibc mallopt), no-kernels (pure PyTorch paths)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="OMP_NUM_THREADS for both libraries (default: torch's choice, one per core)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
     args = p.parse_args()
 
@@ -141,7 +145,7 @@ def main() -> None:
 
     variants = [v for v in args.ours_variants.split(",") if v]
     for alloc in [a for a in args.allocators.split(",") if a]:
-        env = allocator_env(alloc)
+        env = allocator_env(alloc, args.threads)
         for model in [m for m in args.models.split(",") if m]:
             saved = {"pykeen": work / f"{alloc}-{model}-pykeen.pt", "ours": work / f"{alloc}-{model}-ours"}
             for rnd in range(args.rounds):
@@ -228,6 +232,10 @@ def summarize(report: dict) -> dict:
                     "peak_rss_mib": max(x["peak_rss_after_eval_mib"] for x in ours),
                     "triples": ours[0]["eval_triples"], "mrr": ours[0]["metrics"]["both"]["mrr"]}
         summary["eval"].append(entry)
+    loads = [x["result"]["_process"]["loadavg_before"][0] for x in report["train"] + report["eval"]] + \
+        [x["result"]["_process"]["loadavg_after"][0] for x in report["train"] + report["eval"]]
+    summary["loadavg_1min"] = {"min": min(loads), "median": statistics.median(loads), "max": max(loads)} \
+        if loads else {}
     return summary
 
 
@@ -235,7 +243,9 @@ def markdown(report: dict) -> str:
     s = report["summary"]
     m = report["machine"]
     lines = [f"Run {report['started']} – {report.get('finished', '?')}; {m.get('Model name', '?')}, "
-             f"{m.get('CPU(s)', '?')} CPUs, {m.get('MemTotal', '?')} RAM; torch threads: both libraries' defaults.",
+             f"{m.get('CPU(s)', '?')} CPUs, {m.get('MemTotal', '?')} RAM; torch threads: "
+             f"{report['args'].get('threads') or 'the default (one per core)'} in both libraries. 1-minute load "
+             f"average around the runs: {s.get('loadavg_1min', {})}.",
              "", "Training, seconds per epoch (median over all epochs of all rounds; speed-up = PyKEEN / kgdistill):",
              "", "| allocator | model | PyKEEN s/epoch | kgdistill s/epoch | speed-up | PyKEEN epochs | kgdistill epochs |",
              "|---|---|---:|---:|---:|---|---|"]
