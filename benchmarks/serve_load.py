@@ -4,7 +4,9 @@ closed-loop load from this (second) process, for every (run, dtype) given.
 For each run and dtype: export the run (reused when the artifact exists), time ``load_artifact`` (median of 3,
 warm page cache), start ``kgdistill serve ARTIFACT --threads 1`` as a subprocess on 127.0.0.1 and a free port,
 send bounded load (at most ``--requests`` requests and ``--seconds`` seconds per level, after a warm-up) with
-``--concurrency`` client threads, each with its own keep-alive connection. The queries are ``POST /predict/tail``
+``--concurrency`` client threads, each with its own keep-alive connection. Besides wall-clock QPS and latency it
+records the CPU milliseconds per request of the server process (from /proc) and of this client process: on a
+machine shared with other jobs they tell the cost of a request apart from the waiting for a core. The queries are ``POST /predict/tail``
 with ``k`` (default 10) for (head, relation) pairs of the known triples, in a fixed random order. Usage::
 
     python benchmarks/serve_load.py --run teacher=runs/serve-bench/teacher-d512 \\
@@ -116,6 +118,7 @@ def load_level(url: str, queries: list[dict[str, Any]], concurrency: int, max_re
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     cpu0 = cpu_seconds(server_pid) if server_pid else 0.0
+    client0 = time.process_time()
     start = time.perf_counter()
     for t in threads:
         t.start()
@@ -123,11 +126,13 @@ def load_level(url: str, queries: list[dict[str, Any]], concurrency: int, max_re
         t.join()
     wall = time.perf_counter() - start
     cpu = cpu_seconds(server_pid) - cpu0 if server_pid else float("nan")
+    client_cpu = time.process_time() - client0
     ms = [x * 1000 for x in latencies]
     return {"concurrency": concurrency, "requests": len(latencies), "errors": len(errors), "seconds": round(wall, 2),
             "qps": round(len(latencies) / wall, 1), "p50_ms": round(percentile(ms, 50), 2),
             "p99_ms": round(percentile(ms, 99), 2), "mean_ms": round(statistics.fmean(ms), 2),
             "server_cpu_ms": round(1000 * cpu / max(1, len(latencies) + len(errors)), 3),
+            "client_cpu_ms": round(1000 * client_cpu / max(1, len(latencies) + len(errors)), 3),
             "error_sample": errors[:3]}
 
 
@@ -185,7 +190,7 @@ def main() -> int:
            "load_average": os.getloadavg(), "platform": platform.platform()}
     (out / "results.json").write_text(json.dumps({"results": results, "environment": env}, indent=2))
     cols = ["run", "dtype", "dim", "artifact_bytes", "load_s", "concurrency", "requests", "errors", "qps", "p50_ms",
-            "p99_ms", "server_cpu_ms"]
+            "p99_ms", "server_cpu_ms", "client_cpu_ms"]
     table = format_table(results, cols)
     (out / "table.md").write_text(table + "\n")
     print(table)

@@ -10,6 +10,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
 
@@ -77,6 +78,7 @@ def plot_validation_curves(rows: Sequence[dict[str, Any]], path: str | Path | No
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no validation records", ha="center", va="center", transform=ax.transAxes)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation MRR")
     ax.set_title("Validation MRR per epoch")
