@@ -6,8 +6,9 @@ warm page cache), start ``kgdistill serve ARTIFACT --threads 1`` as a subprocess
 send bounded load (at most ``--requests`` requests and ``--seconds`` seconds per level, after a warm-up) with
 ``--concurrency`` client threads, each with its own keep-alive connection. Besides wall-clock QPS and latency it
 records the CPU milliseconds per request of the server process (from /proc) and of this client process: on a
-machine shared with other jobs they tell the cost of a request apart from the waiting for a core. The queries are ``POST /predict/tail``
-with ``k`` (default 10) for (head, relation) pairs of the known triples, in a fixed random order. Usage::
+machine shared with other jobs they tell the cost of a request apart from the waiting for a core. The queries
+are ``POST /predict/tail`` with ``k`` (default 10) for (head, relation) pairs of the known triples, in a fixed
+random order. Usage::
 
     python benchmarks/serve_load.py --run teacher=runs/serve-bench/teacher-d512 \\
         --run student=runs/serve-bench/student-d32 --dtypes float32 int8 --out benchmarks/out/serve

@@ -42,7 +42,6 @@ from kgdistill.registry import Registry
 FORMAT = "kgdistill-artifact"
 VERSION = 1
 DTYPES = ("float32", "float16", "int8")
-_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 _TEXT_FIELDS = ("entities", "entity_names", "relations", "relation_names", "entity_descriptions")
 
 
