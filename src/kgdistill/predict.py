@@ -16,6 +16,9 @@ class UnknownEntityError(KGDistillError):
     """An entity or relation name that the dataset does not know; the message suggests close matches."""
 
 
+PLURAL = {"entity": "entities", "relation": "relations"}
+
+
 def _lookup(name: str, labels: list[str], to_id: dict[str, int], texts: dict[str, str], kind: str) -> int:
     if name in to_id:
         return to_id[name]
@@ -31,7 +34,7 @@ def _lookup(name: str, labels: list[str], to_id: dict[str, int], texts: dict[str
     candidates = list(to_id) + list(texts.values())
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
     hint = f" Close matches: {', '.join(repr(c) for c in close)}." if close else ""
-    raise UnknownEntityError(f"unknown {kind} {name!r} ({len(labels):,} {kind}s known).{hint}")
+    raise UnknownEntityError(f"unknown {kind} {name!r} ({len(labels):,} {PLURAL.get(kind, kind + 's')} known).{hint}")
 
 
 def entity_id(dataset: KGDataset, name: str) -> int:
