@@ -1,8 +1,9 @@
 """Side-by-side speed comparison with PyKEEN (issue 2, item 9): training seconds per epoch and full filtered test
 evaluation (wall time, peak RSS), both libraries alternating in one run, under each allocator.
 
-Every measurement is a fresh subprocess: PyKEEN through the peer runner ``../shared/bench/pykeen_reference.py``
-(used as is; PyKEEN lives in its own venv, ``.bench-venv``), kgdistill through ``benchmarks/pykeen_kgdistill.py``.
+Every measurement is a fresh subprocess: PyKEEN through ``benchmarks/pykeen_reference.py`` (the peer runner
+``../shared/bench/pykeen_reference.py`` plus per-epoch CPU time; PyKEEN lives in its own venv, ``.bench-venv``),
+kgdistill through ``benchmarks/pykeen_kgdistill.py``.
 Runs alternate A B B A per round (rounds × epochs epochs per library), so drift and load spikes hit both. Each
 subprocess records the machine's load average before and after, and its own CPU time, so a run that shared the CPU
 with something else can be spotted in the JSON.
@@ -105,7 +106,8 @@ def main() -> None:
     p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--dataset", default="WN18RR")
     p.add_argument("--pykeen-python", default=str(REPO / ".bench-venv" / "bin" / "python"))
-    p.add_argument("--pykeen-runner", default=str(REPO.parent / "shared" / "bench" / "pykeen_reference.py"))
+    p.add_argument("--pykeen-runner", default=str(REPO / "benchmarks" / "pykeen_reference.py"),
+                   help="PyKEEN runner: a copy of ../shared/bench/pykeen_reference.py that also records CPU time")
     p.add_argument("--ours-python", default=sys.executable)
     p.add_argument("--allocators", default="stock,jemalloc")
     p.add_argument("--models", default="TransE,RotatE", help="models whose training is timed")
@@ -120,7 +122,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="OMP_NUM_THREADS for both libraries (default: torch's choice, one per core)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
+    p.add_argument("--summarize", default=None, metavar="JSON", help="only re-render the tables of an earlier run")
     args = p.parse_args()
+    if args.summarize:
+        report = json.loads(Path(args.summarize).read_text())
+        report["summary"] = summarize(report)
+        print(markdown(report))
+        return
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -202,14 +210,20 @@ def summarize(report: dict) -> dict:
     for alloc, model in keys:
         rows = [r for r in report["train"] if r["allocator"] == alloc and r["model"] == model]
         pk = [t for r in rows if r["library"] == "pykeen" for t in r["result"]["epoch_seconds"]]
+        pk_cpu = [t for r in rows if r["library"] == "pykeen" for t in r["result"].get("epoch_cpu_seconds", [])]
         entry = {"allocator": alloc, "model": model, "pykeen_epochs": pk, "pykeen_median": statistics.median(pk),
+                 "pykeen_cpu_median": statistics.median(pk_cpu) if pk_cpu else None,
                  "pykeen_peak_rss_mib": max(r["result"]["peak_rss_after_train_mib"] for r in rows
                                             if r["library"] == "pykeen"), "kgdistill": {}}
         for variant in sorted({r["variant"] for r in rows if r["library"] == "kgdistill"}):
             ours = [t for r in rows if r["variant"] == variant for t in r["result"]["epoch_seconds"]]
+            ours_cpu = [t for r in rows if r["variant"] == variant for t in r["result"].get("epoch_cpu_seconds", [])]
+            cpu_median = statistics.median(ours_cpu) if ours_cpu else None
             entry["kgdistill"][variant] = {
                 "epochs": ours, "median": statistics.median(ours),
-                "speedup": statistics.median(pk) / statistics.median(ours),
+                "speedup": statistics.median(pk) / statistics.median(ours), "cpu_median": cpu_median,
+                "cpu_speedup": entry["pykeen_cpu_median"] / cpu_median if cpu_median and entry["pykeen_cpu_median"]
+                else None,
                 "peak_rss_mib": max(r["result"]["peak_rss_after_train_mib"] for r in rows if r["variant"] == variant)}
         summary["train"].append(entry)
     keys = sorted({(r["allocator"], r["model"]) for r in report["eval"]}, key=lambda k: (k[0] != "stock", k))
@@ -219,6 +233,7 @@ def summarize(report: dict) -> dict:
         entry = {"allocator": alloc, "model": model,
                  "pykeen": {"seconds": [x["eval_seconds"] for x in pk],
                             "median": statistics.median(x["eval_seconds"] for x in pk),
+                            "cpu_median": statistics.median(x.get("eval_cpu_seconds", float("nan")) for x in pk),
                             "peak_rss_mib": max(x["peak_rss_after_eval_mib"] for x in pk),
                             "triples": pk[0]["num_triples"]["test"],
                             "mrr": pk[0]["metrics"]["both.realistic.inverse_harmonic_mean_rank"]}}
@@ -228,6 +243,7 @@ def summarize(report: dict) -> dict:
                 med = statistics.median(x["eval_seconds"] for x in ours)
                 entry[f"kgdistill_{subset}"] = {
                     "seconds": [x["eval_seconds"] for x in ours], "median": med,
+                    "cpu_median": statistics.median(x.get("eval_cpu_seconds", float("nan")) for x in ours),
                     "speedup": entry["pykeen"]["median"] / med,
                     "peak_rss_mib": max(x["peak_rss_after_eval_mib"] for x in ours),
                     "triples": ours[0]["eval_triples"], "mrr": ours[0]["metrics"]["both"]["mrr"]}
@@ -247,31 +263,35 @@ def markdown(report: dict) -> str:
              f"{report['args'].get('threads') or 'the default (one per core)'} in both libraries. 1-minute load "
              f"average around the runs: {s.get('loadavg_1min', {})}.",
              "", "Training, seconds per epoch (median over all epochs of all rounds; speed-up = PyKEEN / kgdistill):",
-             "", "| allocator | model | PyKEEN s/epoch | kgdistill s/epoch | speed-up | PyKEEN epochs | kgdistill epochs |",
-             "|---|---|---:|---:|---:|---|---|"]
+             "", "| allocator | model | PyKEEN s/epoch | kgdistill s/epoch | speed-up | CPU s/epoch PyKEEN / kgdistill "
+             "| CPU speed-up | PyKEEN epochs | kgdistill epochs |",
+             "|---|---|---:|---:|---:|---:|---:|---|---|"]
     for e in s["train"]:
         for variant, o in e["kgdistill"].items():
             name = "" if variant == "default" else f" ({variant})"
+            cpu = f"{e['pykeen_cpu_median']:.2f} / {o['cpu_median']:.2f} | {o['cpu_speedup']:.1f}×" \
+                if o.get("cpu_speedup") else "– | –"
             lines.append(f"| {e['allocator']} | {e['model']}{name} | {e['pykeen_median']:.2f} | {o['median']:.2f} | "
-                         f"{o['speedup']:.1f}× | {', '.join(f'{t:.1f}' for t in e['pykeen_epochs'])} | "
+                         f"{o['speedup']:.1f}× | {cpu} | {', '.join(f'{t:.1f}' for t in e['pykeen_epochs'])} | "
                          f"{', '.join(f'{t:.2f}' for t in o['epochs'])} |")
     if s["eval"]:
         lines += ["", "Full filtered test evaluation (head + tail; filter train + valid + test), fresh process, "
                   "wall seconds (median) and process peak RSS:", "",
-                  "| allocator | model | library | test triples | eval batch | seconds | speed-up | peak RSS | MRR |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+                  "| allocator | model | library | test triples | eval batch | seconds | speed-up | CPU s | peak RSS | MRR |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         args = report["args"]
         for e in s["eval"]:
             pk = e["pykeen"]
             lines.append(f"| {e['allocator']} | {e['model']} | PyKEEN | {pk['triples']} | "
-                         f"{args['pykeen_eval_batch_size']} | {pk['median']:.1f} | 1× | "
+                         f"{args['pykeen_eval_batch_size']} | {pk['median']:.1f} | 1× | {pk['cpu_median']:.1f} | "
                          f"{pk['peak_rss_mib'] / 1024:.2f} GiB | {pk['mrr']:.4f} |")
             for subset in ("pykeen", "all"):
                 o = e.get(f"kgdistill_{subset}")
                 if o:
                     lines.append(f"| {e['allocator']} | {e['model']} | kgdistill ({subset} test triples) | "
                                  f"{o['triples']} | {args['ours_eval_batch_size']} | {o['median']:.2f} | "
-                                 f"{o['speedup']:.1f}× | {o['peak_rss_mib'] / 1024:.2f} GiB | {o['mrr']:.4f} |")
+                                 f"{o['speedup']:.1f}× | {o['cpu_median']:.1f} | {o['peak_rss_mib'] / 1024:.2f} GiB | "
+                                 f"{o['mrr']:.4f} |")
     return "\n".join(lines) + "\n"
 
 
