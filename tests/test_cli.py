@@ -90,3 +90,12 @@ def test_unknown_flag_exits_with_usage(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit) as exc:
         main(["train", "--epohcs", "3"])
     assert exc.value.code == 2
+
+
+def test_distill_routes_text_methods_to_text_distill() -> None:
+    from kgdistill.cli import route_text_distill
+
+    assert route_text_distill(["distill", "--method", "pmd", "--teacher", "r"])[0] == "text-distill"
+    assert route_text_distill(["distill", "--teacher", "r", "--method=HRKD"])[0] == "text-distill"
+    assert route_text_distill(["distill", "--method", "iterde", "--teacher", "r"])[0] == "distill"
+    assert route_text_distill(["train", "--method", "pmd"])[0] == "train"

@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _plugin_parsers() -> list[Callable[[Any], None]]:
     """Subcommands defined next to their library modules (distillation, serving, reports)."""
     out: list[Callable[[Any], None]] = []
-    for module in ("kgdistill.distill.cli", "kgdistill.serve.cli", "kgdistill.report.cli"):
+    for module in ("kgdistill.distill.cli", "kgdistill.text.cli", "kgdistill.serve.cli", "kgdistill.report.cli"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as err:
@@ -259,9 +259,25 @@ def _plugin_parsers() -> list[Callable[[Any], None]]:
     return out
 
 
+#: distillation methods of text bi-encoders: ``kgdistill distill --method pmd ...`` runs ``text-distill``
+TEXT_DISTILL_METHODS = ("pmd", "hrkd", "logit", "patient")
+
+
+def route_text_distill(argv: list[str]) -> list[str]:
+    """``distill --method pmd|hrkd|logit|patient ...`` → ``text-distill ...`` (one ``distill`` command for users)."""
+    if not argv or argv[0] != "distill":
+        return argv
+    for i, item in enumerate(argv):
+        method = argv[i + 1] if item == "--method" and i + 1 < len(argv) else \
+            item.split("=", 1)[1] if item.startswith("--method=") else None
+        if method is not None:
+            return ["text-distill", *argv[1:]] if method.lower() in TEXT_DISTILL_METHODS else argv
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = route_text_distill(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     args.argv = argv
     if not args.command:
