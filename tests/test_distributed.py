@@ -109,3 +109,119 @@ def test_a_failing_rank_stops_the_job_with_a_clear_message(tmp_path: Path) -> No
                           timeout=240)
     assert proc.returncode != 0
     assert "rank 1: error: simulated failure on this rank" in proc.stderr
+
+
+# ---- distillation (kgdistill.distill) under torchrun ----------------------------------------------------------------
+INTERRUPT_SCRIPT = '''
+import sys
+from kgdistill.cli import main
+from kgdistill.errors import KGDistillError
+from kgdistill.training import loop
+
+original = loop.Trainer.train_epoch
+
+def train_epoch(self, epoch):  # every rank stops at the same point, as after a Ctrl-C or a lost machine
+    if epoch == 2 and self.run_dir is not None and self.run_dir.name == sys.argv[1]:
+        raise KGDistillError("simulated interruption")
+    return original(self, epoch)
+
+loop.Trainer.train_epoch = train_epoch
+sys.exit(main(sys.argv[2:]))
+'''
+
+
+def _events(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "trace.jsonl").read_text().splitlines()]
+
+
+def test_two_process_iterde_resumes_each_stage(single_run: Path, tmp_path: Path) -> None:
+    """``distill --nproc 2`` (an IterDE chain 16→8→4) is interrupted in its second step, then ``--resume``: the
+    finished step is kept as it is, the second continues from its epoch-1 checkpoint; the result is close to one
+    process's (1vsAll draws nothing per rank)."""
+    out = tmp_path / "iterde"
+    args = ["distill", "--method", "iterde", "--teacher", str(single_run), "--dims", "8", "4", "--epochs", "3",
+            "--eval-every", "1", "--out", str(out)]
+    script = tmp_path / "interrupt.py"
+    script.write_text(INTERRUPT_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           str(script), "iterde-8-4", *args], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "simulated interruption" in proc.stderr
+    first, second = out / "iterde-16-8", out / "iterde-8-4"
+    assert (first / "metrics.json").exists() and not (second / "metrics.json").exists()
+    assert torch.load(second / "checkpoints" / "last.pt", weights_only=False)["state"]["epoch"] == 1
+    first_ckpt = (first / "checkpoints" / "last.pt").read_bytes()
+
+    proc = subprocess.run([sys.executable, "-m", "kgdistill.cli", *args, "--resume", "--nproc", "2"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("run folders under") == 1  # only rank 0 prints
+    assert (first / "checkpoints" / "last.pt").read_bytes() == first_ckpt  # the finished step was not retrained
+    assert [e["event"] for e in _events(first)].count("resume") == 0
+    events = _events(second)
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2, 3]
+    assert [e["epoch"] for e in events if e["event"] == "resume"] == [1]
+    assert [e["epoch"] for e in events if e["event"] == "distill"] == [1, 2, 3]
+    ckpt = torch.load(second / "checkpoints" / "last.pt", weights_only=False)
+    assert ckpt["state"]["epoch"] == 3 and len(ckpt["sample_generators"]) == 2
+    meta = json.loads((second / "meta.json").read_text())
+    assert meta["processes"] == 2 and meta["resumed"] is True
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["row"] for r in summary["rows"]] == ["teacher", "iterde-16-8", "iterde-8-4"]
+    assert summary["processes"] == 2
+
+    from kgdistill.distill import distill
+
+    one = distill("iterde", single_run, tmp_path / "one", dims=[8, 4], epochs=3, eval_every=1,
+                  with_teacher_row=False)
+    assert summary["rows"][-1]["MRR"] == pytest.approx(one.rows[-1]["MRR"], abs=0.02)
+
+
+API_SCRIPT = '''
+import json, sys
+from pathlib import Path
+import torch
+from kgdistill.distill import distill
+
+wrapped = []
+original = torch.nn.parallel.DistributedDataParallel.__init__
+
+def init(self, module, *args, **kwargs):  # what each stage hands to DDP: parameter count of the wrapped module
+    wrapped.append(sum(p.numel() for p in module.parameters() if p.requires_grad))
+    original(self, module, *args, **kwargs)
+
+torch.nn.parallel.DistributedDataParallel.__init__ = init
+teacher, out = sys.argv[1], Path(sys.argv[2])
+common = dict(epochs=2, eval_every=1, with_teacher_row=False)
+rows = {"kd": distill("kd", teacher, out / "kd", dims=[8], **common).rows,
+        "dualde": distill("dualde", teacher, out / "dualde", dims=[8], num_negatives=4, **common).rows,
+        "metasd": distill("metasd", teacher, out / "metasd", sparsity=0.8, **common).rows}
+(out / f"rank{torch.distributed.get_rank()}.json").write_text(json.dumps({"wrapped": wrapped, "rows": rows}))
+'''
+
+
+def test_two_process_kd_dualde_metasd(single_run: Path, tmp_path: Path) -> None:
+    """KD, DualDE (teacher trained in stage 2) and MetaSD in one 2-process job through the Python API: DDP wraps
+    the student (and DualDE's stage-2 teacher), never a frozen teacher; the MetaSD mask agrees on both ranks."""
+    script = tmp_path / "api.py"
+    script.write_text(API_SCRIPT)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           str(script), str(single_run), str(tmp_path)], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["rows"] == ranks[1]["rows"]  # every rank returns rank 0's report
+    rows = 14 + 2 * 55  # nations: entities + relations with their reciprocals; complex: 2 reals per dimension
+    student, teacher = 2 * 8 * rows, 2 * 16 * rows
+    # kd: the student alone; dualde stage 1: student + evaluation module (a, b); stage 2: + the trained teacher and
+    # its own module; metasd: the dense model it prunes (the teacher's weights, trained)
+    assert ranks[0]["wrapped"] == [student, student + 2, student + teacher + 4, teacher]
+    for folder in ("kd/kd-8", "dualde/dualde-8-stage1", "dualde/dualde-8-stage2", "metasd/metasd-16-s0.8"):
+        for name in ("config.yaml", "distill.yaml", "trace.jsonl", "metrics.json", "model.safetensors",
+                     "checkpoints/last.pt"):
+            assert (tmp_path / folder / name).exists(), (folder, name)
+        assert json.loads((tmp_path / folder / "meta.json").read_text())["processes"] == 2
+    masks = [e for e in _events(tmp_path / "metasd" / "metasd-16-s0.8") if e["event"] == "mask"]
+    assert [m["epoch"] for m in masks] == [1, 2] and all(m["rank_mismatch"] == 0 for m in masks)
+    pruned = ranks[0]["rows"]["metasd"][-1]
+    assert pruned["nonzero"] == pruned["params"] - round(0.8 * pruned["params"])

@@ -92,18 +92,94 @@ def all_gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
     return out
 
 
-def gather_with_grad(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    """Concatenate ``x[b, ...]`` of all ranks along dim 0; gradients flow back into this rank's slice.
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums every rank's gradient of the gathered tensor (all-reduce) and
+    returns this rank's slice: a loss on any rank reaches the rows computed on every other rank."""
 
-    Used for in-batch negatives across ranks (the contrastive batch grows with the ranks). All ranks must pass the
-    same shape.
+    @staticmethod
+    def forward(ctx_: Any, x: torch.Tensor, sizes: tuple[int, ...], rank: int) -> torch.Tensor:  # type: ignore[override]
+        ctx_.sizes, ctx_.rank = sizes, rank
+        longest = max(sizes)
+        padded = x.detach().contiguous()
+        if padded.shape[0] < longest:
+            padded = torch.cat([padded, padded.new_zeros((longest - padded.shape[0], *padded.shape[1:]))])
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded)
+        return torch.cat([p[:n] for p, n in zip(parts, sizes)], dim=0)
+
+    @staticmethod
+    def backward(ctx_: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = sum(ctx_.sizes[:ctx_.rank])
+        return grad[start:start + ctx_.sizes[ctx_.rank]], None, None
+
+
+def gather_sizes(n: int, ctx: DistContext, device: str | torch.device = "cpu") -> list[int]:
+    """Every rank's ``n`` in rank order (one small all-gather; ``[n]`` in a single process)."""
+    if not ctx.enabled:
+        return [n]
+    mine = torch.tensor([n], dtype=torch.long, device=device)
+    parts = [torch.empty_like(mine) for _ in range(ctx.world_size)]
+    dist.all_gather(parts, mine)
+    return [int(p.item()) for p in parts]
+
+
+def gather_with_grad(x: torch.Tensor, ctx: DistContext, sizes: Sequence[int] | None = None) -> torch.Tensor:
+    """Concatenate ``x[b_rank, ...]`` of all ranks along dim 0 → ``[sum(sizes), ...]``, differentiably.
+
+    Used for in-batch negatives across ranks (the contrastive batch grows with the ranks). The backward all-reduces
+    the gradient of the gathered tensor (a collective: every rank must run it) and hands this rank its slice, so
+    the gradient of a loss on rank ``k`` flows into rows computed on rank ``j``. Summing the per-rank losses ``L_k``
+    gives, per rank, the gradient of ``Σ_k L_k`` w.r.t. its own rows; DistributedDataParallel's averaging then
+    yields the gradient of ``mean_k L_k`` (with equal local batches: the single-process loss of the global batch).
+    ``sizes``: every rank's ``b`` (all-gathered when None; the shards may differ in length). Without grad (e.g. a
+    frozen teacher's outputs) it is a plain all-gather.
     """
     if not ctx.enabled:
         return x
-    parts = [torch.empty_like(x) for _ in range(ctx.world_size)]
-    dist.all_gather(parts, x.detach().contiguous())
-    parts[ctx.rank] = x
-    return torch.cat(parts, dim=0)
+    sizes = tuple(int(s) for s in (sizes if sizes is not None else gather_sizes(x.shape[0], ctx, x.device)))
+    if len(sizes) != ctx.world_size or sizes[ctx.rank] != x.shape[0]:
+        raise DistributedError(f"rank {ctx.rank}: gather_with_grad got sizes {list(sizes)} for a local tensor of "
+                               f"{x.shape[0]} rows and {ctx.world_size} ranks")
+    return _GatherWithGrad.apply(x, sizes, ctx.rank)
+
+
+def all_reduce_mean_(tensors: Sequence[torch.Tensor], ctx: DistContext) -> None:
+    """Average ``tensors`` over the ranks in place (one flattened all-reduce; nothing in a single process).
+
+    For gradients that DistributedDataParallel does not see (a second optimiser, e.g. MetaSD's meta step or the
+    trainable modules of a text distillation objective): every rank must pass tensors of the same shapes, in the
+    same order.
+    """
+    if not ctx.enabled or not tensors:
+        return
+    flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= ctx.world_size
+    start = 0
+    for t in tensors:
+        t.copy_(flat[start:start + t.numel()].view_as(t))
+        start += t.numel()
+
+
+def all_reduce_grads_(params: Sequence[torch.nn.Parameter], ctx: DistContext) -> None:
+    """Average the ``.grad`` of ``params`` over the ranks; parameters without a gradient are left alone (the same
+    graph runs on every rank, so they are the same ones everywhere)."""
+    all_reduce_mean_([p.grad for p in params if p.grad is not None], ctx)
+
+
+def broadcast_tensor_(x: torch.Tensor, ctx: DistContext, src: int = 0) -> torch.Tensor:
+    """Overwrite ``x`` in place with rank ``src``'s values (nothing in a single process); returns ``x``."""
+    if not ctx.enabled:
+        return x
+    if x.dtype == torch.bool:  # not every backend broadcasts bool tensors
+        carrier = x.to(torch.uint8)
+        dist.broadcast(carrier, src=src)
+        x.copy_(carrier.bool())
+    else:
+        dist.broadcast(x, src=src)
+    return x
 
 
 def broadcast_object(obj: Any, ctx: DistContext) -> Any:

@@ -12,6 +12,7 @@ import torch
 
 from kgdistill.distill.method import make_config, methods, teacher_row
 from kgdistill.distill.stage import SUMMARY_COLUMNS, StageResult
+from kgdistill.distributed import DistContext, barrier, broadcast_object, init_distributed
 from kgdistill.runs import load_run
 from kgdistill.tables import format_table
 
@@ -34,25 +35,37 @@ class DistillReport:
 
 
 def distill(method: str, teacher_dir: str | Path, out: str | Path, *, device: str = "cpu", progress: bool = False,
-            num_threads: int | None = None, with_teacher_row: bool = True, **options: Any) -> DistillReport:
+            num_threads: int | None = None, with_teacher_row: bool = True, ctx: DistContext | None = None,
+            resume: bool = False, **options: Any) -> DistillReport:
     """Distil the teacher run in ``teacher_dir`` with ``method`` (options: the method's config fields).
 
     Every stage writes a run folder under ``out``; ``out/summary.json`` and ``out/summary.md`` hold the table.
+    Under ``torchrun`` (or with a multi-process ``ctx``; default :func:`~kgdistill.distributed.init_distributed`)
+    every stage trains data-parallel, evaluation is sharded and only rank 0 writes; every rank returns the same
+    report. ``resume``: continue an interrupted call with the same method and options (finished stages are
+    reloaded, the interrupted one continues from its checkpoint, the rest are trained).
     """
+    ctx = ctx or init_distributed(device)
+    device = ctx.device
     if num_threads:
         torch.set_num_threads(num_threads)
     config = make_config(method, options)
     name = methods.canonical(method)
     teacher = load_run(teacher_dir, device=device)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    barrier(ctx)
     start = time.perf_counter()
-    results = methods.get(name)().run(teacher, config, out, device=device, progress=progress)
-    rows = [teacher_row(teacher)] if with_teacher_row else []
+    results = methods.get(name)().run(teacher, config, out, device=device, progress=progress and ctx.is_main,
+                                      ctx=ctx, resume=resume)
+    rows = broadcast_object([teacher_row(teacher)] if with_teacher_row and ctx.is_main else [], ctx)
     rows += [r.row for r in results]
     report = DistillReport(name, out, config, results, rows)
-    summary = {"method": name, "teacher": str(teacher_dir), "seconds": round(time.perf_counter() - start, 3),
-               "rows": rows, "run_folders": [str(r.path) for r in results]}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "summary.md").write_text(report.table() + "\n")
+    if ctx.is_main:
+        summary = {"method": name, "teacher": str(teacher_dir), "seconds": round(time.perf_counter() - start, 3),
+                   "processes": ctx.world_size, "rows": rows, "run_folders": [str(r.path) for r in results]}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        (out / "summary.md").write_text(report.table() + "\n")
+    barrier(ctx)
     return report

@@ -43,6 +43,11 @@ def register(subparsers: Any, command: Callable) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--progress", default="false", help="show progress bars (true/false)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the distillation in --out (same method and options): finished stages are kept, "
+                        "an interrupted one continues from its checkpoint")
+    p.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="run N data-parallel processes on this machine (torchrun --standalone --nproc-per-node N)")
     group = p.add_argument_group("method options (None: the teacher run's value)")
     for name, (f, shown) in _method_fields().items():
         kwargs: dict[str, Any] = {"nargs": "+"} if name == "dims" else {}
@@ -52,8 +57,21 @@ def register(subparsers: Any, command: Callable) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     from kgdistill.config import coerce
     from kgdistill.distill.api import distill
+    from kgdistill.errors import ConfigError
+
+    if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from kgdistill.cli import strip_nproc
+        from kgdistill.distributed import launch_torchrun
+
+        if args.out is None:  # every process must write into the same folder
+            args.argv = [*args.argv, "--out", f"runs/distill-{args.method}-{time.strftime('%Y%m%d-%H%M%S')}"]
+        return launch_torchrun(args.nproc, strip_nproc(args.argv))
+    if args.resume and args.out is None:
+        raise ConfigError("--resume needs the --out folder of the distillation to continue")
 
     options: dict[str, Any] = {}
     for key, value in vars(args).items():
@@ -64,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or f"runs/distill-{args.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     progress = coerce("progress", args.progress, bool)
     report = distill(args.method, args.teacher, out, device=args.device, progress=progress,
-                     num_threads=args.threads, **options)
-    print(f"method {report.method}: run folders under {report.out}")
-    print(report.table())
+                     num_threads=args.threads, resume=args.resume, **options)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"method {report.method}: run folders under {report.out}")
+        print(report.table())
     return 0

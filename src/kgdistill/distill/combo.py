@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kgdistill.config import opt
+from kgdistill.distributed import DistContext
 from kgdistill.distill.iterde import IterDEConfig, run_chain
 from kgdistill.distill.method import Method, methods
 from kgdistill.distill.metasd import MetaSDConfig, run_metasd
@@ -32,12 +33,14 @@ class IterDEMetaSD(Method):
     Config = IterDEMetaSDConfig
 
     def run(self, teacher: Run, config: IterDEMetaSDConfig, out: Path, *, device: str = "cpu",
-            progress: bool = False) -> list[StageResult]:
-        results = run_chain(teacher, config, out, device=device, progress=progress, method=self.name)
+            progress: bool = False, ctx: DistContext | None = None, resume: bool = False) -> list[StageResult]:
+        results = run_chain(teacher, config, out, device=device, progress=progress, method=self.name, ctx=ctx,
+                            resume=resume)
         final = results[-1].model
         assert isinstance(final, EmbeddingModel)
         pruned = run_metasd(teacher, config, out, base=copy.deepcopy(final), device=device, progress=progress,
-                            name=f"iterde-metasd-{final.dim}-s{config.sparsity:g}", method=self.name)
+                            name=f"iterde-metasd-{final.dim}-s{config.sparsity:g}", method=self.name, ctx=ctx,
+                            resume=resume)
         results.append(pruned)
         total = sum(r.metrics["train_seconds"] for r in results)
         pruned.row["chain train s"] = round(total, 3)

@@ -5,6 +5,11 @@ as its ``step_loss``: the trainer keeps owning batching, the optimiser, validati
 the trace; the distiller computes, per batch, the student's and the teacher's scores on the same candidates
 (positive + sampled negatives in sLCWA, all entities in 1-N) and combines ``hard + Σ_i w_i(epoch) · term_i``.
 Teacher scores are computed in eval mode under ``torch.no_grad()`` unless the stage trains the teacher too.
+
+Under ``torch.distributed`` the trainer wraps :class:`DistillModel` (not the distiller) in DistributedDataParallel:
+a frozen teacher is not one of its submodules, so it is never wrapped; a teacher trained in the stage is one, so its
+gradients are averaged over the ranks with the student's. Each rank scores its share of every batch with its own
+negatives; schedules that read the batch's losses (SWDA) see the rank's values.
 """
 
 from __future__ import annotations
@@ -237,10 +242,21 @@ class Distiller:
         self.epoch_batches += 1
 
     def flush(self) -> None:
-        """Write the mean of every term and weight over the last epoch's batches to the trace (``distill``)."""
+        """Write the mean of every term and weight over the last epoch's batches to the trace (``distill``).
+
+        Multi-process: the means are averaged over the ranks (each rank saw its shares of the same batches), so
+        every rank must call it at the same points (the trainer's checkpoints, the first batch of an epoch).
+        """
         if self.epoch_batches and self.trainer is not None:
-            means = {k: round(v / self.epoch_batches, 6) for k, v in self.epoch_sums.items()}
-            self.trainer.trace.write("distill", epoch=self._epoch_seen, **means)
+            means = {k: v / self.epoch_batches for k, v in self.epoch_sums.items()}
+            ctx = getattr(self.trainer, "ctx", None)
+            if ctx is not None and ctx.enabled:
+                from kgdistill.distributed import all_gather_objects
+
+                ranks = all_gather_objects(means, ctx)
+                means = {k: sum(r[k] for r in ranks) / len(ranks) for k in means}
+            self.trainer.trace.write("distill", epoch=self._epoch_seen,
+                                     **{k: round(v, 6) for k, v in means.items()})
         self.epoch_sums, self.epoch_batches = {}, 0
 
 

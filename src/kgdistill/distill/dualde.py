@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from kgdistill.config import opt
+from kgdistill.distributed import DistContext
 from kgdistill.distill import terms
 from kgdistill.distill.distiller import DistillModel, Distiller, LossTerm, Scores, StepContext
 from kgdistill.distill.method import CommonConfig, Method, methods, stage_training, teacher_model
@@ -97,8 +98,8 @@ class DualDE(Method):
     name = "dualde"
     Config = DualDEConfig
 
-    def run(self, teacher: Run, config: DualDEConfig, out: Path, *, device: str = "cpu",
-            progress: bool = False) -> list[StageResult]:
+    def run(self, teacher: Run, config: DualDEConfig, out: Path, *, device: str = "cpu", progress: bool = False,
+            ctx: DistContext | None = None, resume: bool = False) -> list[StageResult]:
         t_model = teacher_model(teacher)
         assert teacher.dataset is not None
         dim = config.dims[-1]
@@ -112,7 +113,7 @@ class DualDE(Method):
         ev_t = SoftLabelEvaluator().to(device)
         d1 = Distiller(student, t_model, stage_terms(config, ev_t, None, False), hard_weight=0.0, with_rows=True)
         common = dict(dataset=teacher.dataset, base_config=teacher.config, method=self.name, method_config=config,
-                      teacher_dir=str(teacher.path), device=device, progress=progress)
+                      teacher_dir=str(teacher.path), device=device, progress=progress, ctx=ctx, resume=resume)
         name1 = f"dualde-{dim}-stage1"
         results = [run_stage(name1, run_dir=Path(out) / name1, model=DistillModel(student, extras={"eval_t": ev_t}),
                              student=student, training=training, step_loss=d1, on_trainer=d1.bind,

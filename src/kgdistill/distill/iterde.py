@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kgdistill.config import opt
+from kgdistill.distributed import DistContext
 from kgdistill.distill import terms
 from kgdistill.distill.distiller import DistillModel, Distiller, LossTerm, StepContext
 from kgdistill.distill.method import CommonConfig, Method, methods, stage_training, teacher_model
@@ -62,7 +63,7 @@ def iterde_term(config: IterDEConfig, weight: float) -> LossTerm:
 
 
 def run_chain(teacher: Run, config: IterDEConfig, out: Path, *, device: str = "cpu", progress: bool = False,
-              method: str = "iterde") -> list[StageResult]:
+              method: str = "iterde", ctx: DistContext | None = None, resume: bool = False) -> list[StageResult]:
     """Run every step of the chain; returns one result per step (the last is the final student)."""
     t_model = teacher_model(teacher)
     assert teacher.dataset is not None
@@ -80,7 +81,8 @@ def run_chain(teacher: Run, config: IterDEConfig, out: Path, *, device: str = "c
                                  dataset=teacher.dataset, base_config=teacher.config,
                                  training=replace(training, seed=config.seed + i), step_loss=distiller,
                                  method=method, method_config=config, teacher_dir=str(teacher.path),
-                                 device=device, progress=progress, on_trainer=distiller.bind))
+                                 device=device, progress=progress, on_trainer=distiller.bind, ctx=ctx,
+                                 resume=resume))
         current = student
     total = sum(r.metrics["train_seconds"] for r in results)
     results[-1].row["chain train s"] = round(total, 3)
@@ -93,6 +95,6 @@ class IterDE(Method):
     name = "iterde"
     Config = IterDEConfig
 
-    def run(self, teacher: Run, config: IterDEConfig, out: Path, *, device: str = "cpu",
-            progress: bool = False) -> list[StageResult]:
-        return run_chain(teacher, config, out, device=device, progress=progress)
+    def run(self, teacher: Run, config: IterDEConfig, out: Path, *, device: str = "cpu", progress: bool = False,
+            ctx: DistContext | None = None, resume: bool = False) -> list[StageResult]:
+        return run_chain(teacher, config, out, device=device, progress=progress, ctx=ctx, resume=resume)

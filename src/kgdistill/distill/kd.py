@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kgdistill.config import opt
+from kgdistill.distributed import DistContext
 from kgdistill.distill import terms
 from kgdistill.distill.distiller import DistillModel, Distiller, LossTerm, StepContext
 from kgdistill.distill.method import CommonConfig, Method, methods, stage_training, teacher_model
@@ -49,8 +50,8 @@ class KD(Method):
     name = "kd"
     Config = KDConfig
 
-    def run(self, teacher: Run, config: KDConfig, out: Path, *, device: str = "cpu",
-            progress: bool = False) -> list[StageResult]:
+    def run(self, teacher: Run, config: KDConfig, out: Path, *, device: str = "cpu", progress: bool = False,
+            ctx: DistContext | None = None, resume: bool = False) -> list[StageResult]:
         t_model = teacher_model(teacher)
         assert teacher.dataset is not None
         dim = config.dims[-1]
@@ -60,7 +61,7 @@ class KD(Method):
                            student=student, dataset=teacher.dataset, base_config=teacher.config,
                            training=stage_training(teacher, config), step_loss=distiller, method=self.name,
                            method_config=config, teacher_dir=str(teacher.path), device=device, progress=progress,
-                           on_trainer=distiller.bind)
+                           on_trainer=distiller.bind, ctx=ctx, resume=resume)
         return [result]
 
 
@@ -71,8 +72,8 @@ class Scratch(Method):
     name = "scratch"
     Config = CommonConfig
 
-    def run(self, teacher: Run, config: CommonConfig, out: Path, *, device: str = "cpu",
-            progress: bool = False) -> list[StageResult]:
+    def run(self, teacher: Run, config: CommonConfig, out: Path, *, device: str = "cpu", progress: bool = False,
+            ctx: DistContext | None = None, resume: bool = False) -> list[StageResult]:
         t_model = teacher_model(teacher)
         assert teacher.dataset is not None
         results = []
@@ -82,5 +83,5 @@ class Scratch(Method):
                                      student=student, dataset=teacher.dataset, base_config=teacher.config,
                                      training=stage_training(teacher, config), step_loss=None, method=self.name,
                                      method_config=config, teacher_dir=str(teacher.path), device=device,
-                                     progress=progress))
+                                     progress=progress, ctx=ctx, resume=resume))
         return results

@@ -16,6 +16,14 @@ by global magnitude pruning over the entity and relation tables (fixed sparsity,
 ``KD(x | y) = 3 KL(y || x) + KL(x || y)`` on ``softmax(· / 3)``. Checkpoints are selected on validation MRR of the
 pruned branch only. The pruned model is exported in sparse form (bitmap + values) and its true non-zero count and
 bytes on disk are reported.
+
+Under ``torch.distributed`` the dense model ``T`` is the trained module (DistributedDataParallel averages the
+gradients of step 4); steps 1 and 3 run inside the step with their own optimisers, so their gradients are averaged
+over the ranks explicitly (:func:`~kgdistill.distributed.all_reduce_grads_`) and every rank keeps the same weights.
+The mask is computed from those equal weights on every rank; rank 0's is broadcast all the same and the number of
+entries that differed is recorded (``rank_mismatch`` in the trace's ``mask`` records, 0 when all agree). The quiz
+split is seeded by ``seed`` alone (the same on every rank); each meta step draws one global quiz batch from a
+generator seeded the same on every rank and each rank takes its share of it.
 """
 
 from __future__ import annotations
@@ -33,9 +41,11 @@ from kgdistill.config import opt
 from kgdistill.data.triples import KGDataset
 from kgdistill.distill import terms
 from kgdistill.distill.method import CommonConfig, Method, methods, stage_training, teacher_model
-from kgdistill.distill.pruning import PrunedModel, export_sparse
+from kgdistill.distill.pruning import SPARSE_WEIGHTS, PrunedModel, export_sparse
 from kgdistill.distill.schedules import sparsity_at
 from kgdistill.distill.stage import StageResult, make_student, run_stage
+from kgdistill.distributed import (DistContext, all_gather_objects, all_reduce_grads_, all_reduce_mean_,
+                                   broadcast_tensor_, gather_sizes, shard_bounds)
 from kgdistill.errors import ConfigError
 from kgdistill.models.base import KGCModel, save_model
 from kgdistill.models.embedding import EmbeddingModel
@@ -91,10 +101,39 @@ class MetaSDStep:
         self.quiz_seen: list[Tensor] = []
         self.record_batches = False
         self.last_flip = 0.0
+        self.rank_mismatch = 0
 
     def bind(self, trainer: Any) -> MetaSDStep:
         self.trainer = trainer
         return self
+
+    @property
+    def ctx(self) -> DistContext:
+        return getattr(self.trainer, "ctx", None) or DistContext()
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs beyond the trainer's checkpoint: meta optimiser, quiz generator, batch count."""
+        return {"meta_optimizer": self.meta_optimizer.state_dict(), "quiz_generator": self.quiz_generator.get_state(),
+                "batches": self.batches}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+        self.quiz_generator.set_state(state["quiz_generator"])
+        self.batches = int(state["batches"])
+
+    def update_masks(self, sparsity: float) -> float:
+        """Recompute the masks (every rank, from its weights), then make them rank 0's; returns the flipped
+        fraction and records in ``self.rank_mismatch`` how many entries differed from rank 0's over all ranks."""
+        pm, ctx = self.model, self.ctx
+        flipped = pm.update_masks(sparsity)
+        self.rank_mismatch = 0
+        if ctx.enabled:
+            mine = [pm.entity_mask.clone(), pm.relation_mask.clone()]
+            for m in (pm.entity_mask, pm.relation_mask):
+                broadcast_tensor_(m, ctx)
+            local = sum(int((a != b).sum()) for a, b in zip(mine, (pm.entity_mask, pm.relation_mask)))
+            self.rank_mismatch = sum(all_gather_objects(local, ctx))
+        return flipped
 
     # ---- pieces --------------------------------------------------------------------------------------------------
     def kd(self, learner: Tensor, target: Tensor) -> Tensor:
@@ -139,15 +178,17 @@ class MetaSDStep:
         epoch = tr.state.epoch + 1
         if epoch != self.epoch:  # a new epoch: recompute the mask
             self.epoch = epoch
-            self.last_flip = pm.update_masks(sparsity_at(epoch, c.sparsity, c.sparsity_ramp_epochs))
+            self.last_flip = self.update_masks(sparsity_at(epoch, c.sparsity, c.sparsity_ramp_epochs))
+            extra = {"rank_mismatch": self.rank_mismatch} if self.ctx.enabled else {}
             tr.trace.write("mask", epoch=epoch, sparsity=sparsity_at(epoch, c.sparsity, c.sparsity_ramp_epochs),
-                           flipped=round(self.last_flip, 6))
+                           flipped=round(self.last_flip, 6), **extra)
         if self.record_batches:
             self.supervised_seen.append(q.detach().cpu())
         if c.supervised_step:  # (1)
             loss, _ = self.supervised(self.dense_params(), q)
             tr.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # inside DDP's forward: DDP ignores it, so the ranks average here
+            all_reduce_grads_(list(pm.base.parameters()), self.ctx)
             tr.optimizer.step()
             pm.apply_constraints()
             tr.optimizer.zero_grad(set_to_none=True)
@@ -171,13 +212,18 @@ class MetaSDStep:
         grads = torch.autograd.grad(inner, list(masked.values()), create_graph=True)
         masks = pm.masks()
         fast = {k: (v - c.lookahead_lr * g) * masks[k] for (k, v), g in zip(masked.items(), grads)}
-        n = self.quiz_queries.shape[0]
-        idx = torch.randint(n, (min(n, q.shape[0]),), generator=self.quiz_generator).to(q.device)
+        n, ctx = self.quiz_queries.shape[0], self.ctx
+        global_batch = sum(gather_sizes(q.shape[0], ctx)) if ctx.enabled else q.shape[0]
+        idx = torch.randint(n, (min(n, global_batch),), generator=self.quiz_generator).to(q.device)
+        if ctx.enabled:  # the same global quiz batch on every rank; each takes its share
+            lo, hi = shard_bounds(idx.shape[0], ctx.rank, ctx.world_size)
+            idx = idx[lo:hi]
         quiz = self.quiz_queries[idx]
         if self.record_batches:
             self.quiz_seen.append(quiz.detach().cpu())
         quiz_loss = F.cross_entropy(self.scores(fast, quiz), quiz[:, 2])
-        meta_grads = torch.autograd.grad(quiz_loss, list(dense.values()))
+        meta_grads = [g.clone() for g in torch.autograd.grad(quiz_loss, list(dense.values()))]
+        all_reduce_mean_(meta_grads, ctx)
         params = list(dense.values())
         saved = [p.grad for p in params]
         for p, g in zip(params, meta_grads):
@@ -190,7 +236,7 @@ class MetaSDStep:
 
 def run_metasd(teacher: Run, config: MetaSDConfig, out: Path, *, base: EmbeddingModel | None = None,
                name: str | None = None, device: str = "cpu", progress: bool = False,
-               method: str = "metasd") -> StageResult:
+               method: str = "metasd", ctx: DistContext | None = None, resume: bool = False) -> StageResult:
     """Train MetaSD from ``base`` (default: the teacher's weights or a fresh model, per ``config.init``)."""
     t_model = teacher_model(teacher)
     dataset = teacher.dataset
@@ -221,14 +267,17 @@ def run_metasd(teacher: Run, config: MetaSDConfig, out: Path, *, base: Embedding
         pruned = model.pruned_copy()
         holder["pruned"] = pruned
         run_dir = Path(out) / stage_name
-        sparse_path = export_sparse(pruned, run_dir / "sparse")
-        save_model(base, run_dir / "dense")
+        sparse_path = run_dir / "sparse" / SPARSE_WEIGHTS
+        main = trainer.ctx.is_main
+        if main:
+            sparse_path = export_sparse(pruned, run_dir / "sparse")
+            save_model(base, run_dir / "dense")
         from kgdistill.evaluate import DatasetEvaluator
 
-        ev = DatasetEvaluator(dataset, teacher.config.evaluation.eval_batch_size, device=device)
-        dense_test = ev.evaluate(base, "test").summary()["both"]
+        ev = DatasetEvaluator(dataset, teacher.config.evaluation.eval_batch_size, device=device, ctx=trainer.ctx)
+        dense_test = ev.evaluate(base, "test").summary()["both"]  # sharded: every rank
         return {"_bytes_file": sparse_path, "dense_test": dense_test, "dense_bytes": (run_dir / "dense" /
-                "model.safetensors").stat().st_size, "sparsity": config.sparsity,
+                "model.safetensors").stat().st_size if main else None, "sparsity": config.sparsity,
                 "quiz_triples": int(quiz.shape[0]), "supervised_triples": int(supervised.shape[0])}
 
     # the run folder's model is the pruned copy: evaluate/predict read model.safetensors (zeros where pruned)
@@ -236,7 +285,7 @@ def run_metasd(teacher: Run, config: MetaSDConfig, out: Path, *, base: Embedding
                        base_config=teacher.config, training=training, step_loss=step, method=method,
                        method_config=config, teacher_dir=str(teacher.path), device=device, progress=progress,
                        train_dataset=train_ds, on_trainer=step.bind, after_fit=after_fit,
-                       final_model=lambda: holder["pruned"])
+                       final_model=lambda: holder["pruned"], ctx=ctx, resume=resume)
     return result
 
 
@@ -245,6 +294,6 @@ class MetaSD(Method):
     name = "metasd"
     Config = MetaSDConfig
 
-    def run(self, teacher: Run, config: MetaSDConfig, out: Path, *, device: str = "cpu",
-            progress: bool = False) -> list[StageResult]:
-        return [run_metasd(teacher, config, out, device=device, progress=progress)]
+    def run(self, teacher: Run, config: MetaSDConfig, out: Path, *, device: str = "cpu", progress: bool = False,
+            ctx: DistContext | None = None, resume: bool = False) -> list[StageResult]:
+        return [run_metasd(teacher, config, out, device=device, progress=progress, ctx=ctx, resume=resume)]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from kgdistill.config import TrainingConfig, opt
+from kgdistill.distributed import DistContext
 from kgdistill.errors import ConfigError
 from kgdistill.models.embedding import EmbeddingModel
 from kgdistill.registry import Registry
@@ -99,8 +100,10 @@ class Method:
     name: ClassVar[str]
     Config: ClassVar[type] = CommonConfig
 
-    def run(self, teacher: Run, config: Any, out: Path, *, device: str = "cpu",
-            progress: bool = False) -> list[StageResult]:
+    def run(self, teacher: Run, config: Any, out: Path, *, device: str = "cpu", progress: bool = False,
+            ctx: DistContext | None = None, resume: bool = False) -> list[StageResult]:
+        """Train every stage into ``out``; ``ctx``: the process group (default one process), passed on to each
+        :func:`~kgdistill.distill.stage.run_stage`; ``resume``: continue the stages already in ``out``."""
         raise NotImplementedError
 
 

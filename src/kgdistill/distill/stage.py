@@ -4,6 +4,13 @@ Every stage writes ``config.yaml`` (a complete :class:`~kgdistill.config.RunConf
 ``kgdistill evaluate`` / ``predict`` and :func:`kgdistill.runs.load_run` work on it), ``distill.yaml`` (the method's
 frozen config, the stage and the teacher), ``meta.json``, ``entities.tsv``, ``relations.tsv``, ``trace.jsonl``,
 ``checkpoints/last.pt``, ``model.safetensors`` + ``model.json`` and ``metrics.json``.
+
+Under ``torch.distributed`` (a multi-process :class:`~kgdistill.distributed.DistContext`) a stage trains
+data-parallel like :func:`kgdistill.runs.train`: the trainer wraps the stage's trainable module (the student, plus
+a teacher trained in this stage and small extras) in DistributedDataParallel, a frozen teacher stays outside DDP,
+validation and the final evaluation are sharded, and only rank 0 writes the folder (barriers where rank 0 writes
+and others read). With ``resume`` a stage whose ``metrics.json`` exists is finished (its weights are reloaded from
+its checkpoint and it is not trained again), one with only ``checkpoints/last.pt`` continues from it.
 """
 
 from __future__ import annotations
@@ -21,12 +28,17 @@ import yaml
 
 from kgdistill.config import RunConfig, TrainingConfig, save_yaml
 from kgdistill.data.triples import KGDataset
-from kgdistill.errors import RunFolderError
+from kgdistill.distributed import DistContext, barrier, broadcast_object
+from kgdistill.errors import ConfigError, RunFolderError
 from kgdistill.evaluate import DatasetEvaluator
-from kgdistill.models.base import MODEL_WEIGHTS, KGCModel, save_model
+from kgdistill.models.base import MODEL_WEIGHTS, KGCModel, load_model, save_model
 from kgdistill.models.embedding import EmbeddingModel
 from kgdistill.runs import _meta, _write_json, evaluate_splits, write_id_maps
-from kgdistill.training.loop import Trainer
+from kgdistill.training.checkpoint import atomic_torch_save, load_checkpoint
+from kgdistill.training.loop import LAST_CHECKPOINT, Trainer
+
+#: next to ``checkpoints/last.pt``: the state of the stage's step (e.g. MetaSD's meta optimiser) and its wall time
+STEP_STATE = "step.pt"
 
 SUMMARY_COLUMNS = ("row", "dim", "MRR", "H@1", "H@3", "H@10", "params", "nonzero", "bytes", "queries/s",
                    "train s", "epochs")
@@ -92,20 +104,104 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+class StageTrainer(Trainer):
+    """The foundation's :class:`Trainer` plus what a distillation stage must keep across a restart.
+
+    Before each checkpoint the step's epoch record is flushed to the trace (``step_loss.flush()``) and
+    ``checkpoints/step.pt`` is written (rank 0, atomically, *before* ``last.pt``): the epoch, the training wall time
+    so far and ``step_loss.state_dict()`` when the step has one (MetaSD: meta optimiser, quiz generator). On resume
+    it is restored when its epoch matches the checkpoint's (a crash between the two files loses only that state).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seconds_before = 0.0
+        self._fit_start: float | None = None
+
+    @property
+    def step_state_path(self) -> Path | None:
+        return self.run_dir / "checkpoints" / STEP_STATE if self.run_dir else None
+
+    def train_seconds(self) -> float:
+        """Training wall time of this stage, over every session that trained it."""
+        now = time.perf_counter() - self._fit_start if self._fit_start is not None else 0.0
+        return self.seconds_before + now
+
+    def fit(self, resume: bool = False) -> Any:
+        self._fit_start = time.perf_counter()
+        return super().fit(resume=resume)
+
+    def save_checkpoint(self) -> None:
+        flush = getattr(self.step_loss, "flush", None)
+        if callable(flush):
+            flush()  # every rank: the epoch means may be averaged over the ranks
+        state_fn = getattr(self.step_loss, "state_dict", None)
+        if self.step_state_path is not None and self.ctx.is_main:
+            atomic_torch_save({"epoch": self.state.epoch, "train_seconds": self.train_seconds(),
+                               "step": state_fn() if callable(state_fn) else None}, self.step_state_path)
+        super().save_checkpoint()
+
+    def restore_checkpoint(self, path: str | Path | None = None) -> None:
+        super().restore_checkpoint(path)
+        sp = self.step_state_path
+        if sp is None or not sp.exists():
+            return
+        saved = load_checkpoint(sp)
+        if saved.get("epoch") != self.state.epoch:
+            self.trace.write("resume_step_state", epoch=self.state.epoch, ignored_epoch=saved.get("epoch"))
+            return
+        self.seconds_before = float(saved.get("train_seconds", 0.0))
+        load = getattr(self.step_loss, "load_state_dict", None)
+        if callable(load) and saved.get("step") is not None:
+            load(saved["step"])
+
+
+def stage_status(run_dir: Path) -> str:
+    """``done`` (``metrics.json`` written: the stage finished), ``interrupted`` (a checkpoint, no metrics) or
+    ``new``."""
+    if (run_dir / "metrics.json").exists() and (run_dir / "checkpoints" / LAST_CHECKPOINT).exists():
+        return "done"
+    return "interrupted" if (run_dir / "checkpoints" / LAST_CHECKPOINT).exists() else "new"
+
+
 def finish_stage(name: str, run_dir: Path, student: KGCModel, dataset: KGDataset, evaluator: DatasetEvaluator,
                  splits: list[str], train_seconds: float, extra: dict[str, Any] | None = None,
-                 bytes_file: Path | None = None, throughput_model: KGCModel | None = None) -> StageResult:
-    """Save the student, evaluate it, measure size and throughput, write ``metrics.json``."""
-    save_model(student, run_dir)
+                 bytes_file: Path | None = None, throughput_model: KGCModel | None = None,
+                 ctx: DistContext | None = None) -> StageResult:
+    """Save the student, evaluate it, measure size and throughput, write ``metrics.json``.
+
+    Multi-process: the evaluation is sharded (every rank takes part); rank 0 saves, measures and writes, and its
+    metrics are broadcast, so every rank returns the same result.
+    """
+    ctx = ctx or DistContext()
+    if ctx.is_main:
+        save_model(student, run_dir)
     metrics = evaluate_splits(student, evaluator, splits)
     metrics["num_parameters"] = student.num_parameters()
     metrics["num_nonzero"] = student.num_parameters(nonzero=True)
-    metrics["bytes_on_disk"] = (bytes_file or run_dir / MODEL_WEIGHTS).stat().st_size
-    metrics["queries_per_second"] = round(scoring_throughput(throughput_model or student, dataset), 1)
-    metrics["train_seconds"] = round(train_seconds, 3)
-    metrics.update(extra or {})
-    _write_json(run_dir / "metrics.json", metrics)
+    if ctx.is_main:
+        metrics["bytes_on_disk"] = (bytes_file or run_dir / MODEL_WEIGHTS).stat().st_size
+        metrics["queries_per_second"] = round(scoring_throughput(throughput_model or student, dataset), 1)
+        metrics["train_seconds"] = round(train_seconds, 3)
+        metrics.update(extra or {})
+        _write_json(run_dir / "metrics.json", metrics)
+    metrics = broadcast_object(metrics, ctx)  # also the barrier: the folder is complete on every rank's return
     return StageResult(name, run_dir, student, metrics, summary_row(name, student, metrics))
+
+
+def _check_same_stage(run_dir: Path, name: str, method: str, method_config: Any) -> None:
+    """A resumed stage must be the same stage with the same options as the one that wrote ``run_dir``."""
+    path = run_dir / "distill.yaml"
+    if not path.exists():
+        return
+    saved = yaml.safe_load(path.read_text()) or {}
+    now = _jsonable(method_config)
+    before = saved.get("config") or {}
+    differ = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
+    if saved.get("method") != method or saved.get("stage") != name or differ:
+        raise ConfigError(f"{run_dir}: written by method {saved.get('method')!r}, stage {saved.get('stage')!r}"
+                          + (f", with other options ({', '.join(differ)})" if differ else "")
+                          + "; resume with the same method and options, or choose another --out")
 
 
 def run_stage(name: str, *, run_dir: Path, model: KGCModel, student: KGCModel, dataset: KGDataset,
@@ -115,57 +211,81 @@ def run_stage(name: str, *, run_dir: Path, model: KGCModel, student: KGCModel, d
               on_trainer: Callable[[Trainer], None] | None = None,
               after_fit: Callable[[Trainer], dict[str, Any]] | None = None,
               throughput_model: KGCModel | None = None,
-              final_model: Callable[[], KGCModel] | None = None) -> StageResult:
+              final_model: Callable[[], KGCModel] | None = None,
+              ctx: DistContext | None = None, resume: bool = False) -> StageResult:
     """Train ``model`` (``student`` or a :class:`DistillModel` around it) with ``step_loss`` and write a run folder.
 
     ``train_dataset``: the dataset whose ``train`` split the trainer iterates (MetaSD: train minus the quiz set);
     validation and the final evaluation always use ``dataset``. ``on_trainer`` sees the trainer before ``fit`` (to
-    bind a distiller); ``after_fit`` may post-process and return extra metrics (and write extra files);
-    ``final_model`` (called after ``after_fit``) gives the model to save and evaluate instead of ``student``.
+    bind a distiller); ``after_fit`` may post-process and return extra metrics (and write extra files; it runs on
+    every rank, rank 0 writes); ``final_model`` (called after ``after_fit``) gives the model to save and evaluate
+    instead of ``student``. ``ctx``: the process group (default: one process); ``resume``: continue the stage in
+    ``run_dir`` (a finished stage is reloaded, not retrained: ``model`` gets its best weights back).
     """
+    ctx = ctx or DistContext(device=str(device))
     run_dir = Path(run_dir)
-    if (run_dir / "checkpoints" / "last.pt").exists():
-        raise RunFolderError(f"{run_dir}: already holds a run; choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    status = stage_status(run_dir)
+    if status != "new" and not resume:
+        raise RunFolderError(f"{run_dir}: already holds a run; resume it (--resume) or choose another --out")
+    if status != "new":
+        _check_same_stage(run_dir, name, method, method_config)
     cfg_model = base_config.model
     if isinstance(student, EmbeddingModel):
         cfg_model = replace(cfg_model, dim=student.dim, reciprocal=student.reciprocal,
                             entity_constraint=student.entity_constraint)
     config = replace(base_config, model=cfg_model, training=training, output_dir=str(run_dir), device=str(device),
                      progress=progress)
-    save_yaml(config, run_dir / "config.yaml")
-    (run_dir / "distill.yaml").write_text(yaml.safe_dump(
-        {"method": method, "stage": name, "teacher": teacher_dir, "config": _jsonable(method_config)},
-        sort_keys=False))
-    write_id_maps(dataset, run_dir)
+    evaluator = DatasetEvaluator(dataset, config.evaluation.eval_batch_size, config.evaluation.filtered, device,
+                                 ctx=ctx)
+    barrier(ctx)  # every rank has looked at the folder before rank 0 writes into it
+    if status == "done":
+        return _finished_stage(name, run_dir, model, student, device, final_model is not None)
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(config, run_dir / "config.yaml")
+        (run_dir / "distill.yaml").write_text(yaml.safe_dump(
+            {"method": method, "stage": name, "teacher": teacher_dir, "config": _jsonable(method_config)},
+            sort_keys=False))
+        write_id_maps(dataset, run_dir)
     meta = _meta(config)
-    evaluator = DatasetEvaluator(dataset, config.evaluation.eval_batch_size, config.evaluation.filtered, device)
+    meta.update(processes=ctx.world_size, resumed=status == "interrupted")
 
     def validate(m: KGCModel) -> dict[str, float]:
         return {k: float(v) for k, v in evaluator.evaluate(m, "valid").summary()["both"].items()}
 
-    trainer = Trainer(model, train_dataset or dataset, training, device=device, run_dir=run_dir, validate=validate,
-                      progress=progress, step_loss=step_loss)
+    trainer = StageTrainer(model, train_dataset or dataset, training, device=device, run_dir=run_dir,
+                           validate=validate, progress=progress and ctx.is_main, step_loss=step_loss, ctx=ctx)
     if on_trainer is not None:
         on_trainer(trainer)
-    start = time.perf_counter()
-    state = trainer.fit()
+    state = trainer.fit(resume=status == "interrupted")
     flush = getattr(step_loss, "flush", None)
     if callable(flush):
         flush()
-    train_seconds = time.perf_counter() - start
+    train_seconds = trainer.train_seconds()
     extra = after_fit(trainer) if after_fit is not None else {}
     meta.update(train_seconds=round(train_seconds, 3), epochs_done=state.epoch, best_epoch=state.best_epoch,
                 stopped_early=state.stopped_early, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), method=method,
                 stage=name)
-    _write_json(run_dir / "meta.json", meta)
+    if ctx.is_main:
+        _write_json(run_dir / "meta.json", meta)
     bytes_file = extra.pop("_bytes_file", None)
     extra.update(epochs_done=state.epoch, best_epoch=state.best_epoch)
     if final_model is not None:
         student = final_model()
     result = finish_stage(name, run_dir, student, dataset, evaluator, list(config.evaluation.eval_splits),
-                          train_seconds, extra, bytes_file=bytes_file, throughput_model=throughput_model)
+                          train_seconds, extra, bytes_file=bytes_file, throughput_model=throughput_model, ctx=ctx)
     return result
+
+
+def _finished_stage(name: str, run_dir: Path, model: KGCModel, student: KGCModel, device: str,
+                    saved_final: bool) -> StageResult:
+    """A stage finished by an earlier session: ``model`` gets the weights ``fit`` ended with (the best on
+    validation, from the checkpoint), so later stages (IterDE's next step, DualDE's stage 2) start from them."""
+    ckpt = load_checkpoint(run_dir / "checkpoints" / LAST_CHECKPOINT)
+    model.load_state_dict(ckpt["best_model"] if ckpt.get("best_model") is not None else ckpt["model"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    final = load_model(run_dir, device=device) if saved_final else student
+    return StageResult(name, run_dir, final, metrics, summary_row(name, final, metrics))
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
@@ -174,5 +294,5 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     return metrics
 
 
-__all__ = ["StageResult", "SUMMARY_COLUMNS", "make_student", "scoring_throughput", "summary_row", "finish_stage",
-           "run_stage", "read_summary"]
+__all__ = ["StageResult", "SUMMARY_COLUMNS", "StageTrainer", "make_student", "scoring_throughput", "summary_row",
+           "finish_stage", "run_stage", "stage_status", "read_summary"]
