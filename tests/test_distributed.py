@@ -225,3 +225,118 @@ def test_two_process_kd_dualde_metasd(single_run: Path, tmp_path: Path) -> None:
     assert [m["epoch"] for m in masks] == [1, 2] and all(m["rank_mismatch"] == 0 for m in masks)
     pruned = ranks[0]["rows"]["metasd"][-1]
     assert pruned["nonzero"] == pruned["params"] - round(0.8 * pruned["params"])
+
+
+# ---- text bi-encoders (kgdistill.text) under torchrun ---------------------------------------------------------------
+CONTRASTIVE_SCRIPT = '''
+import json, sys
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from kgdistill.data.datasets import load_dataset
+from kgdistill.distributed import all_gather_objects, init_distributed, shard_bounds
+from kgdistill.text.biencoder import BiEncoder
+from kgdistill.text.config import TextRunConfig, TextTrainingConfig
+from kgdistill.text.objective import Objective
+from kgdistill.text.textdata import KnownTails, entity_base_texts, make_batch, relation_texts_of, with_inverses
+
+torch.set_num_threads(1)
+ctx = init_distributed("cpu")
+ds = load_dataset("umls")
+names, texts = entity_base_texts(ds)
+model = BiEncoder.from_plm("tiny:layers=1,hidden=16,heads=2,intermediate=32", names, texts, relation_texts_of(ds),
+                           ds.train, seed=0, max_length=16)
+model.eval()  # no dropout: the one- and two-process computations see the same network
+examples = with_inverses(ds.train, ds.num_relations)
+known = KnownTails(examples, ds.num_entities, ds.num_relations)
+same = (examples[:, 2] == examples[0, 2]).nonzero().flatten()
+# a global batch of 10: two examples of one tail on each rank (false negatives across ranks), 6 others
+ids = torch.cat([same[:2], torch.arange(100, 106), same[2:4]])
+config = TextRunConfig(training=TextTrainingConfig(pre_batch=0, self_negatives=True))
+params = [p for p in model.parameters() if p.requires_grad]
+
+
+def batch_of(rows):
+    return make_batch(model.tokenizer, model.entity_texts, model.relation_texts, examples[rows], 16, True)
+
+
+one = Objective(model, None, config, known)  # a single process's loss of the whole global batch
+loss1 = one.ce(one.forward(model, batch_of(ids)), batch_of(ids))
+loss1.backward()
+grads1 = [p.grad.clone() for p in params]
+model.zero_grad(set_to_none=True)
+
+obj = Objective(model, None, config, known, ctx=ctx)
+obj.student_module = DistributedDataParallel(model)
+lo, hi = shard_bounds(ids.shape[0], ctx.rank, ctx.world_size)
+local = batch_of(ids[lo:hi])
+out = obj.forward(model, local)
+logits, columns, offset = obj.contrastive_logits(out, local)
+loss = obj.ce(out, local)
+loss.backward()  # DDP averages the ranks' gradients
+diff = max(float((p.grad - g).abs().max()) for p, g in zip(params, grads1))
+scale = max(float(g.abs().max()) for g in grads1)
+losses = all_gather_objects(float(loss), ctx)
+if ctx.is_main:
+    json.dump({"logits": list(logits.shape), "columns": list(columns.shape), "offset": offset, "losses": losses,
+               "loss1": float(loss1), "grad_diff": diff, "grad_scale": scale,
+               "masked_across": int(obj.global_batch(local).mask[:2, 8:].sum())}, open(sys.argv[1], "w"))
+'''
+
+
+def test_contrastive_batch_spans_the_ranks(tmp_path: Path) -> None:
+    """Two ranks × 5 queries: each rank's logits are [5, 10 + 1] (every rank's tails + the self-negative), the
+    false-negative mask holds across ranks, the mean of the ranks' losses is the one-process loss of the 10, and the
+    DDP-averaged gradient equals the one-process gradient (it reaches the embeddings computed on the other rank)."""
+    pytest.importorskip("transformers")
+    script, result = tmp_path / "contrastive.py", tmp_path / "result.json"
+    script.write_text(CONTRASTIVE_SCRIPT)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           str(script), str(result)], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads(result.read_text())
+    assert r["logits"] == [5, 11] and r["columns"] == [5, 10] and r["offset"] == 0
+    assert r["masked_across"] == 4  # rank 0's two queries × rank 1's two tails of the same entity
+    assert sum(r["losses"]) / 2 == pytest.approx(r["loss1"], rel=1e-5)
+    assert r["grad_diff"] <= 1e-5 * max(1.0, r["grad_scale"]), r
+
+
+def test_two_process_text_training_writes_one_run_folder(tmp_path: Path) -> None:
+    """``text-train --nproc 2`` on a umls subset: rank 0 writes the folder; the final (sharded) evaluation gives
+    the metrics of a one-process evaluation of the saved model."""
+    pytest.importorskip("transformers")
+    import importlib.resources
+    import shutil
+
+    from kgdistill.evaluate import evaluate
+    from kgdistill.runs import load_run
+    from kgdistill.text import biencoder  # noqa: F401  (registers the model class)
+
+    bundled = Path(str(importlib.resources.files("kgdistill.data").joinpath("bundled", "umls")))
+    data = tmp_path / "umls_small"
+    data.mkdir()
+    for name in ("train.tsv", "entity2text.tsv", "entity2description.tsv", "relation2text.tsv"):
+        shutil.copy(bundled / name, data / name)
+    for split in ("valid", "test"):
+        (data / f"{split}.tsv").write_text("\n".join((bundled / f"{split}.tsv").read_text().splitlines()[:40]) + "\n")
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "kgdistill.cli", "text-train", "--nproc", "2", "--dataset",
+                           str(data), "--plm", "tiny:layers=2,hidden=32,heads=2,intermediate=64", "--max-length", "20",
+                           "--epochs", "2", "--batch-size", "32", "--steps-per-epoch", "3", "--lr", "2e-3",
+                           "--warmup-steps", "2", "--pre-batch", "1", "--log-every", "1", "--eval-splits", "test",
+                           "--out", str(out)], env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("run folder:") == 1  # only rank 0 prints
+    for name in ("config.yaml", "text_config.yaml", "entities.tsv", "trace.jsonl", "checkpoints/last.pt",
+                 "model.safetensors", "metrics.json", "meta.json"):
+        assert (out / name).exists(), name
+    assert json.loads((out / "meta.json").read_text())["processes"] == 2
+    events = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3, 4, 5, 6]  # written once, by rank 0
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2]
+    metrics = json.loads((out / "metrics.json").read_text())["test"]["both"]
+    run = load_run(out)
+    single = evaluate(run.model, run.dataset, "test").summary()["both"]
+    for key in ("mrr", "hits@1", "hits@10"):
+        assert metrics[key] == pytest.approx(single[key], abs=1e-6), key

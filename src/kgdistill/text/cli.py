@@ -24,9 +24,26 @@ def _config(args: argparse.Namespace) -> Any:
     return config_from_args(args, base=TextRunConfig())  # type: ignore[arg-type]
 
 
-def _print(run: Any) -> None:
-    from kgdistill.cli import print_metrics
+def _relaunch(args: argparse.Namespace) -> int | None:
+    """``--nproc N`` outside torchrun: run this command again under ``torchrun`` (the exit code), else None."""
+    import os
 
+    if not args.nproc or args.nproc <= 1 or "WORLD_SIZE" in os.environ:
+        return None
+    from kgdistill.cli import strip_nproc
+    from kgdistill.distributed import launch_torchrun
+    from kgdistill.errors import ConfigError
+
+    if args.cfg_output_dir is None and not getattr(args, "resume", None):
+        raise ConfigError("--nproc needs --out (every process writes into the same folder)")
+    return launch_torchrun(args.nproc, strip_nproc(args.argv))
+
+
+def _print(run: Any) -> None:
+    from kgdistill.cli import is_main_process, print_metrics
+
+    if not is_main_process():
+        return
     extra = {k: run.metrics.get(k) for k in ("encoder_layers", "num_parameters", "entity_encoding_per_s")}
     print_metrics(run.metrics, f"run folder: {run.path}  {extra}")
 
@@ -34,6 +51,9 @@ def _print(run: Any) -> None:
 def cmd_text_train(args: argparse.Namespace) -> int:
     from kgdistill.text.trainer import resume_text, train_text
 
+    code = _relaunch(args)
+    if code is not None:
+        return code
     if args.resume:
         run = resume_text(args.resume, epochs=int(args.cfg_epochs) if args.cfg_epochs else None)
     else:
@@ -49,6 +69,9 @@ def cmd_text_distill(args: argparse.Namespace) -> int:
     from kgdistill.text.pmd import run_pmd
     from kgdistill.text.trainer import train_text
 
+    code = _relaunch(args)
+    if code is not None:
+        return code
     config = _config(args)
     if config.distill.teacher is None:
         raise ConfigError("text-distill needs --teacher RUN_DIR")
@@ -61,7 +84,8 @@ def cmd_text_distill(args: argparse.Namespace) -> int:
                        replace(config, output_dir=None), root, pre_distill=not args.no_pre_distill)
         for run in runs:
             _print(run)
-        print(f"summary: {root}/pmd_summary.json")
+        if _is_main():
+            print(f"summary: {root}/pmd_summary.json")
         return 0
     if args.mask_rates:
         config = replace(config, distill=replace(config.distill, mask_rate=float(args.mask_rates.split(",")[0])))
@@ -69,15 +93,22 @@ def cmd_text_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_main() -> bool:
+    from kgdistill.cli import is_main_process
+
+    return is_main_process()
+
+
 def register(subparsers: Any, command: Callable[[str], Callable[[Any], Any]]) -> None:
     """Add ``text-train`` and ``text-distill`` to the ``kgdistill`` parser (``command`` registers handlers)."""
-    from kgdistill.cli import add_config_flags
+    from kgdistill.cli import add_config_flags, add_nproc_flag
     from kgdistill.text.config import TextRunConfig
 
     t = subparsers.add_parser("text-train", help="train a text bi-encoder (SimKGC); writes a run folder")
     add_config_flags(t, TextRunConfig)
     t.add_argument("--out", dest="cfg_output_dir", default=None, help="run folder (alias of --output-dir)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the text run in RUN_DIR from its last checkpoint")
+    add_nproc_flag(t)
     command("text-train")(cmd_text_train)
 
     d = subparsers.add_parser("text-distill", help="compress a text bi-encoder: pmd | hrkd | logit | patient | none")
@@ -87,4 +118,5 @@ def register(subparsers: Any, command: Callable[[str], Callable[[Any], Any]]) ->
                                                   "at the teacher's size is added when missing)")
     d.add_argument("--mask-rates", default=None, help="PMD: one mask rate per stage, e.g. 0.2,0.1,0")
     d.add_argument("--no-pre-distill", action="store_true", help="PMD chain without the same-size first stage")
+    add_nproc_flag(d)
     command("text-distill")(cmd_text_distill)

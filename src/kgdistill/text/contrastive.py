@@ -5,6 +5,10 @@ Wang et al., ACL 2022, "SimKGC", §3.2–3.3. For a batch of ``B`` queries ``(h_
 self-negative column ``cos(e_hr_i, e_h_i) / τ`` and ``K`` pre-batch columns ``w · cos(e_hr_i, q_k) / τ``. Candidates
 that are in fact true answers (the same tail, or any known training tail of ``(h_i, r_i)``) are masked to ``-1e4``.
 ``loss = CE(logits, i) + CE(logits[:, :B]ᵀ, i)`` (the second term ranks queries for each tail).
+
+Over several processes (:func:`sharded_simkgc_loss`) the batch is the union of the ranks' shares: each rank scores
+its ``b`` queries against the tails of every rank and its ``b`` tails against the queries of every rank (the
+embeddings gathered with gradients), so the mean of the ranks' losses is the loss of the global batch.
 """
 
 from __future__ import annotations
@@ -49,16 +53,21 @@ def prebatch_false_negatives(h: Tensor, r: Tensor, t: Tensor, queue_ids: Tensor,
 def simkgc_logits(hr: Tensor, tails: Tensor, inv_t: Tensor | float, margin: float = 0.0,
                   in_batch_mask: Tensor | None = None, heads: Tensor | None = None,
                   self_mask: Tensor | None = None, prebatch: Tensor | None = None,
-                  prebatch_mask: Tensor | None = None, prebatch_weight: float = 0.5) -> Tensor:
-    """Logit matrix ``[B, B + (1 if heads) + K]`` of SimKGC.
+                  prebatch_mask: Tensor | None = None, prebatch_weight: float = 0.5, offset: int = 0) -> Tensor:
+    """Logit matrix ``[b, B + (1 if heads) + K]`` of SimKGC.
 
-    ``hr, tails, heads: [B, d]`` L2-normalised; ``inv_t`` = 1/τ; ``margin`` γ subtracted from the positives (pass 0
-    outside training); ``in_batch_mask: [B, B]``, ``self_mask: [B]``, ``prebatch: [K, d]``, ``prebatch_mask: [B, K]``
-    (True = mask to -1e4).
+    ``hr: [b, d]`` queries, ``tails: [B, d]`` in-batch candidates, ``heads: [b, d]``, all L2-normalised; query
+    ``i``'s positive is candidate ``offset + i`` (``b = B``, ``offset = 0`` in one process; a rank's share of a
+    global batch otherwise); ``inv_t`` = 1/τ; ``margin`` γ subtracted from the positives (pass 0 outside training);
+    ``in_batch_mask: [b, B]``, ``self_mask: [b]``, ``prebatch: [K, d]``, ``prebatch_mask: [b, K]`` (True = mask to
+    -1e4).
     """
     logits = hr @ tails.T
     if margin:
-        logits = logits - margin * torch.eye(logits.shape[0], device=logits.device, dtype=logits.dtype)
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        positives = torch.zeros_like(logits, dtype=torch.bool)
+        positives[rows, rows + offset] = True
+        logits = logits - margin * positives.to(logits.dtype)
     logits = logits * inv_t
     if in_batch_mask is not None:
         logits = logits.masked_fill(in_batch_mask, MASKED)
@@ -81,6 +90,19 @@ def simkgc_loss(logits: Tensor, batch_size: int | None = None) -> Tensor:
     B = logits.shape[0] if batch_size is None else batch_size
     labels = torch.arange(B, device=logits.device)
     return F.cross_entropy(logits, labels) + F.cross_entropy(logits[:, :B].T, labels)
+
+
+def sharded_simkgc_loss(logits: Tensor, column_logits: Tensor, offset: int) -> Tensor:
+    """One rank's SimKGC loss on its share of a global batch of ``B`` triples (rows ``offset .. offset + b``).
+
+    ``logits: [b, B + extra]``: this rank's queries against every rank's tails (plus self- and pre-batch columns);
+    ``column_logits: [b, B]``: this rank's tails against every rank's queries, i.e. this rank's rows of the global
+    ``logits[:, :B]ᵀ`` (:func:`simkgc_logits` with the tails as queries, the queries as candidates and the transposed
+    mask). Returns ``CE(logits, offset + i) + CE(column_logits, offset + i)``, both means over the ``b`` rows: with
+    equal shares the mean over the ranks equals :func:`simkgc_loss` of the global batch.
+    """
+    labels = offset + torch.arange(logits.shape[0], device=logits.device)
+    return F.cross_entropy(logits, labels) + F.cross_entropy(column_logits, labels)
 
 
 class PreBatchQueue:

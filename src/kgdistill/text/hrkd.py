@@ -15,6 +15,8 @@ Loss ``(1 − α − β)·CE + α·(1/D)·Σ_d softCE_d + β·[Σ_l Σ_d w_ld (a
 The released code never trains the graph (its optimiser only sees the student); here it *is* trained: every
 ``hrkd_meta_every`` steps a lookahead student ``θ' = θ − ξ ∇θ L_train(θ, w_φ)`` (second order,
 ``torch.func.functional_call``) is scored by CE on held-out training triples, and ``φ`` takes an Adam step on that.
+Over several processes the lookahead uses the rank's own share of the batch (its in-batch negatives only) and the
+graph's gradients are averaged over the ranks before its step, so every rank keeps the same graph.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from kgdistill.distributed import DistContext, all_reduce_grads_
 from kgdistill.errors import ConfigError
 from kgdistill.text.biencoder import BiEncoderOutput, EncoderOutput, mean_pool
 from kgdistill.text.contrastive import simkgc_logits, simkgc_loss
@@ -133,8 +136,9 @@ class HRKDObjective(Objective):
     uses_holdout = True
 
     def __init__(self, student: Any, teacher: Any, config: Any, known: Any, layer_map: list[int] | None = None,
-                 holdout: Tensor | None = None, relation_labels: list[str] | None = None) -> None:
-        super().__init__(student, teacher, config, known, layer_map)
+                 holdout: Tensor | None = None, relation_labels: list[str] | None = None,
+                 ctx: DistContext | None = None) -> None:
+        super().__init__(student, teacher, config, known, layer_map, ctx=ctx)
         d = config.distill
         labels = relation_labels or list(student.relation_texts)
         rel_emb = None
@@ -243,6 +247,7 @@ class HRKDObjective(Objective):
         meta_grads = torch.autograd.grad(val, meta_params, allow_unused=True)
         for p, g in zip(meta_params, meta_grads):
             p.grad = g
+        all_reduce_grads_(meta_params, self.ctx)  # the graph stays the same on every rank
         self.meta_opt.step()
         return {"meta_val_ce": float(val.detach())}
 

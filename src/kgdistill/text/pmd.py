@@ -119,7 +119,8 @@ class PMDObjective(Objective):
         if tok.mask_token_id is None:
             raise ConfigError("PMD needs a tokenizer with a [MASK] token")
         self.mask_id, self.special_ids = int(tok.mask_token_id), [int(i) for i in tok.all_special_ids]
-        self.gen = torch.Generator().manual_seed(self.config.training.seed + 17)
+        # token masks: one stream per rank (rank 0's is the single-process one), the shares hold other examples
+        self.gen = torch.Generator().manual_seed(self.config.training.seed + 17 + 7919 * self.ctx.rank)
         self.generators = nn.ModuleDict()
         if self.variant == "feature-generator":
             ds, dt = self.student.hidden_size, self.teacher.hidden_size  # type: ignore[union-attr]
@@ -183,8 +184,12 @@ def run_pmd(teacher_run: str | Path, grades: list[int], mask_rates: list[float],
     from kgdistill.text.students import default_layers
     from kgdistill.text.trainer import train_text
 
+    import os
+
     root = Path(output_root)
-    root.mkdir(parents=True, exist_ok=True)
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun every stage trains on every rank; rank 0 writes
+    if main:
+        root.mkdir(parents=True, exist_ok=True)
     teacher = load_run(teacher_run, with_dataset=False).model
     if not isinstance(teacher, BiEncoder):
         raise ConfigError(f"{teacher_run}: the PMD teacher must be a text bi-encoder run")
@@ -206,7 +211,8 @@ def run_pmd(teacher_run: str | Path, grades: list[int], mask_rates: list[float],
         runs.append(run)
         summary.append({"stage": i, "layers": n_layers, "kept": layers, "mask_rate": rate, "teacher": prev,
                         "run": str(run.path), "metrics": run.metrics})
-        (root / "pmd_summary.json").write_text(json.dumps(summary, indent=2))
+        if main:
+            (root / "pmd_summary.json").write_text(json.dumps(summary, indent=2))
         prev, prev_layers = str(run.path), n_layers
     return runs
 

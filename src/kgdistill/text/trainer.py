@@ -7,21 +7,32 @@ keeping the best weights (validation MRR), writes ``config.yaml`` (a :class:`~kg
 ``entities.tsv``, ``relations.tsv``, ``meta.json``, ``trace.jsonl``, ``checkpoints/last.pt`` (atomic, resumable),
 ``model.safetensors`` + ``model.json`` (with the entity-embedding cache) and ``metrics.json``.
 AdamW, linear warm-up then linear decay, gradient clipping (SimKGC's optimisation).
+
+Under ``torchrun`` (or with a multi-process ``ctx``) training is data-parallel: every rank draws the same global
+batch of ``batch_size`` examples and encodes its share; the student is wrapped in DistributedDataParallel (a frozen
+teacher never is; the objective's own trainable modules have their gradients averaged explicitly); the in-batch
+negatives are every rank's tails (see :mod:`kgdistill.text.objective`), so the contrastive batch is the global one.
+Entity encodings for evaluation are split over the ranks by encoding batch and gathered, queries are evaluated
+sharded, and only rank 0 writes the run folder.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from kgdistill.config import from_dict, load_yaml, save_yaml
 from kgdistill.data.datasets import load_dataset
 from kgdistill.data.triples import KGDataset
+from kgdistill.distributed import (DistContext, all_reduce_grads_, all_reduce_mean_, barrier, broadcast_tensor_,
+                                   gather_with_grad, init_distributed, shard_bounds)
 from kgdistill.errors import ConfigError, RunFolderError, TrainingDivergedError
 from kgdistill.evaluate import DatasetEvaluator
 from kgdistill.models.base import save_model
@@ -119,15 +130,42 @@ def _split_holdout(train: torch.Tensor, fraction: float, seed: int) -> tuple[tor
     return train[perm[n_hold:]], train[perm[:n_hold]]
 
 
-def train_text(config: TextRunConfig, dataset: KGDataset | None = None, resume: bool = False) -> Run:
-    """Train (or distil) a text bi-encoder as ``config`` says; returns the loaded :class:`~kgdistill.runs.Run`."""
+def share_entity_encodings(model: BiEncoder, ctx: DistContext) -> Tensor:
+    """Fill ``model``'s entity cache ``[E, d]`` with the ranks splitting the work by encoding batch.
+
+    The batches are those of a single process (``encode_batch_size`` consecutive ids), each encoded by one rank,
+    then gathered, so the cache equals a single process's. In one process: :meth:`BiEncoder.refresh_cache`.
+    """
+    if not ctx.enabled:
+        return model.refresh_cache()
+    bs, E = model.encode_batch_size, model.num_entities
+    lo, hi = shard_bounds((E + bs - 1) // bs, ctx.rank, ctx.world_size)
+    local = model.encode_entities(list(range(lo * bs, min(hi * bs, E))))
+    with torch.no_grad():
+        model.entity_cache = gather_with_grad(local, ctx).to(model.entity_cache.device)
+    return model.entity_cache
+
+
+def train_text(config: TextRunConfig, dataset: KGDataset | None = None, resume: bool = False,
+               ctx: DistContext | None = None) -> Run:
+    """Train (or distil) a text bi-encoder as ``config`` says; returns the loaded :class:`~kgdistill.runs.Run`.
+
+    ``ctx``: the process group (default :func:`~kgdistill.distributed.init_distributed`: one process unless
+    launched by ``torchrun``); every rank returns the same run.
+    """
+    ctx = ctx or init_distributed(config.device)
+    config = replace(config, device=ctx.device)
     if dataset is None:
         dd = config.data
         dataset = load_dataset(dd.dataset, data_dir=dd.data_dir, download=dd.download, data_url=dd.data_url)
     t, d = config.training, config.distill
     if config.output_dir is None:
+        if ctx.enabled:
+            raise ConfigError("several processes need an explicit output folder (--out): each would name its own")
         config = replace(config, output_dir=str(Path("runs") / f"{dataset.name}-text-{d.method}-"
                                                                f"{time.strftime('%Y%m%d-%H%M%S')}"))
+    if ctx.enabled and t.batch_size < ctx.world_size:
+        raise ConfigError(f"batch_size {t.batch_size} is smaller than the {ctx.world_size} processes sharing it")
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     run_dir = Path(config.output_dir)  # type: ignore[arg-type]
@@ -136,18 +174,20 @@ def train_text(config: TextRunConfig, dataset: KGDataset | None = None, resume: 
         raise RunFolderError(f"{run_dir}: nothing to resume (no checkpoints/last.pt)")
     if not resume and ckpt_path.exists():
         raise RunFolderError(f"{run_dir}: already holds a run; resume it or choose another output folder")
+    barrier(ctx)  # every rank has checked the folder before rank 0 writes into it
     device = torch.device(config.device)
     attn = "eager" if objectives.get(d.method) is _hrkd.HRKDObjective else "sdpa"
     student, teacher, layer_map = build_text_model(config, dataset, attn)
     student.to(device)
     if teacher is not None:
         teacher.to(device)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_yaml(as_run_config(config, student.hidden_size), run_dir / "config.yaml")
-    save_yaml(config, run_dir / TEXT_CONFIG)
-    write_id_maps(dataset, run_dir)
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(as_run_config(config, student.hidden_size), run_dir / "config.yaml")
+        save_yaml(config, run_dir / TEXT_CONFIG)
+        write_id_maps(dataset, run_dir)
     meta_path = run_dir / "meta.json"
-    trace = Trace(run_dir / "trace.jsonl")
+    trace = Trace(run_dir / "trace.jsonl" if ctx.is_main else None)
 
     train = dataset.train
     holdout = None
@@ -159,16 +199,16 @@ def train_text(config: TextRunConfig, dataset: KGDataset | None = None, resume: 
     method_cls = objectives.get(d.method)
     kwargs: dict[str, Any] = {"holdout": holdout, "relation_labels": list(dataset.relations)} \
         if holdout is not None else {}
-    objective: Objective = method_cls(student, teacher, config, known, layer_map, **kwargs)
-    params = [p for p in student.parameters() if p.requires_grad]
-    for mod in objective.modules():
-        params += [p for p in mod.parameters() if p.requires_grad]
+    objective: Objective = method_cls(student, teacher, config, known, layer_map, ctx=ctx, **kwargs)
+    extra_params = [p for mod in objective.modules() for p in mod.parameters() if p.requires_grad]
+    params = [p for p in student.parameters() if p.requires_grad] + extra_params
     optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     n_batches = (examples.shape[0] + t.batch_size - 1) // t.batch_size
     steps_per_epoch = min(n_batches, t.steps_per_epoch) if t.steps_per_epoch else n_batches
     total = max(1, steps_per_epoch * t.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(min(t.warmup_steps, total // 2), total))
-    evaluator = DatasetEvaluator(dataset, config.evaluation.eval_batch_size, config.evaluation.filtered, device)
+    evaluator = DatasetEvaluator(dataset, config.evaluation.eval_batch_size, config.evaluation.filtered, device,
+                                 ctx=ctx)
 
     epoch, step, best, best_state, train_seconds = 0, 0, float("-inf"), None, 0.0
     if resume:
@@ -187,8 +227,23 @@ def train_text(config: TextRunConfig, dataset: KGDataset | None = None, resume: 
         meta.update(method=d.method, teacher=d.teacher, layers=layer_map if teacher is not None else None,
                     student_layers=student.num_layers)
         trace.write("start", method=d.method, layers=student.num_layers, parameters=student.num_parameters(),
-                    steps_per_epoch=steps_per_epoch, examples=int(examples.shape[0]))
-    _write_json(meta_path, meta)
+                    steps_per_epoch=steps_per_epoch, examples=int(examples.shape[0]), processes=ctx.world_size)
+    meta["processes"] = ctx.world_size
+    if ctx.is_main:
+        _write_json(meta_path, meta)
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        import inspect
+
+        # buffers (training triples, the entity cache) are not trained: nothing to broadcast at each step
+        no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in \
+            inspect.signature(DistributedDataParallel).parameters else {"broadcast_buffers": False}
+        objective.student_module = DistributedDataParallel(
+            student, device_ids=None if device.type == "cpu" else [device], **no_sync)
+        with torch.no_grad():
+            for p in extra_params:
+                broadcast_tensor_(p.data, ctx)
 
     while epoch < t.epochs:
         start = time.perf_counter()
@@ -198,23 +253,39 @@ def train_text(config: TextRunConfig, dataset: KGDataset | None = None, resume: 
         sums: dict[str, float] = {}
         for b in range(steps_per_epoch):
             idx = perm[b * t.batch_size:(b + 1) * t.batch_size]
+            global_size, share = idx.shape[0], 1.0
+            if ctx.enabled:
+                if global_size < ctx.world_size:  # a last batch too small to share: every rank skips it
+                    continue
+                lo, hi = shard_bounds(global_size, ctx.rank, ctx.world_size)
+                idx = idx[lo:hi]
+                share = idx.shape[0] * ctx.world_size / global_size  # the ranks' mean is the global batch mean
             batch = make_batch(student.tokenizer, student.entity_texts, student.relation_texts, examples[idx],
                                student.max_length, t.self_negatives).to(device)
             loss, logs = objective.loss(batch, step)
-            if not torch.isfinite(loss):
-                raise TrainingDivergedError(f"loss is {float(loss)} at epoch {epoch + 1}, step {step}; the last "
+            if share != 1.0:
+                loss = loss * share
+                logs = {k: v * share for k, v in logs.items()}
+            values = {"loss": float(loss.detach()), **logs}
+            if ctx.enabled:  # every rank logs, and checks, the global batch's values
+                reduced = torch.tensor(list(values.values()), dtype=torch.float64)
+                all_reduce_mean_([reduced], ctx)
+                values = dict(zip(values, reduced.tolist()))
+            if not math.isfinite(values["loss"]):
+                raise TrainingDivergedError(f"loss is {values['loss']} at epoch {epoch + 1}, step {step}; the last "
                                             f"checkpoint is kept in {ckpt_path}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            all_reduce_grads_(extra_params, ctx)
             torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            logs.update(objective.after_step(batch, step))
+            values.update(objective.after_step(batch, step))
             step += 1
-            for k, v in {"loss": float(loss.detach()), **logs}.items():
+            for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
             if t.log_every and step % t.log_every == 0:
-                trace.write("step", epoch=epoch + 1, step=step, loss=float(loss.detach()), **logs,
+                trace.write("step", epoch=epoch + 1, step=step, **values,
                             lr=scheduler.get_last_lr()[0], inv_t=float(student.inv_t.detach()))
         epoch += 1
         seconds = time.perf_counter() - start
@@ -222,7 +293,11 @@ def train_text(config: TextRunConfig, dataset: KGDataset | None = None, resume: 
         record: dict[str, Any] = {k: v / steps_per_epoch for k, v in sums.items()}
         do_eval = (t.eval_every and epoch % t.eval_every == 0) or epoch == t.epochs
         if do_eval:
+            was = student.training
+            student.eval()
+            share_entity_encodings(student, ctx)
             summary = evaluator.evaluate(student, "valid").summary()["both"]
+            student.train(was)
             record["valid"] = {k: float(v) for k, v in summary.items()}
             if summary["mrr"] > best:
                 best = float(summary["mrr"])
@@ -230,7 +305,7 @@ def train_text(config: TextRunConfig, dataset: KGDataset | None = None, resume: 
                               if k != "entity_cache"}
                 record["best"] = True
         trace.write("epoch", epoch=epoch, seconds=round(seconds, 3), **record)
-        if t.checkpoint_every and (epoch % t.checkpoint_every == 0 or epoch == t.epochs):
+        if ctx.is_main and t.checkpoint_every and (epoch % t.checkpoint_every == 0 or epoch == t.epochs):
             atomic_torch_save({"model": {k: v for k, v in student.state_dict().items() if k != "entity_cache"},
                                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                "objective": objective.state_dict(), "epoch": epoch, "step": step, "best": best,
@@ -240,18 +315,23 @@ def train_text(config: TextRunConfig, dataset: KGDataset | None = None, resume: 
         student.load_state_dict(best_state, strict=False)
     student.eval()
     enc_start = time.perf_counter()
-    student.refresh_cache()
+    share_entity_encodings(student, ctx)
     enc_seconds = time.perf_counter() - enc_start
-    save_model(student, run_dir)
-    metrics = evaluate_splits(student, evaluator, list(config.evaluation.eval_splits), progress=config.progress)
+    if ctx.is_main:
+        save_model(student, run_dir)
+    metrics = evaluate_splits(student, evaluator, list(config.evaluation.eval_splits),
+                              progress=config.progress and ctx.is_main)
     metrics.update(num_parameters=student.num_parameters(), encoder_parameters=student.encoder_parameters(),
                    encoder_layers=student.num_layers, train_seconds=round(train_seconds, 3),
                    entity_encoding_per_s=round(student.num_entities / max(enc_seconds, 1e-9), 2),
-                   best_valid_mrr=best, method=d.method, device=str(device), threads=torch.get_num_threads())
-    _write_json(run_dir / "metrics.json", metrics)
+                   best_valid_mrr=best, method=d.method, device=str(device), threads=torch.get_num_threads(),
+                   processes=ctx.world_size)
     meta.update(train_seconds=round(train_seconds, 3), epochs_done=epoch, steps=step,
                 finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    _write_json(meta_path, meta)
+    if ctx.is_main:
+        _write_json(run_dir / "metrics.json", metrics)
+        _write_json(meta_path, meta)
+    barrier(ctx)  # the folder is complete before any rank returns (a next stage reads it)
     if teacher is not None:
         del teacher
     return Run(run_dir, as_run_config(config, student.hidden_size), student, dataset, metrics)
