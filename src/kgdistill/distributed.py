@@ -97,7 +97,8 @@ class _GatherWithGrad(torch.autograd.Function):
     returns this rank's slice: a loss on any rank reaches the rows computed on every other rank."""
 
     @staticmethod
-    def forward(ctx_: Any, x: torch.Tensor, sizes: tuple[int, ...], rank: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx_: Any, x: torch.Tensor, sizes: tuple[int, ...],  # type: ignore[override]
+                rank: int) -> torch.Tensor:
         ctx_.sizes, ctx_.rank = sizes, rank
         longest = max(sizes)
         padded = x.detach().contiguous()
