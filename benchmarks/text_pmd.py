@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grades", default="6,3", help="PMD grades after the teacher (pre-distillation added)")
     p.add_argument("--mask-rates", default="0.2,0", help="one per stage, pre-distillation first")
     p.add_argument("--baselines", default="none,logit,patient,hrkd", help="methods run at the lowest grade")
+    p.add_argument("--no-pmd", action="store_true", help="skip the PMD chain (run the teacher and the baselines only)")
     p.add_argument("--student-init", default="teacher", choices=["teacher", "pretrained"])
     p.add_argument("--teacher-steps", type=int, default=300, help="teacher steps per epoch (0 = whole epoch)")
     p.add_argument("--steps", type=int, default=200, help="student steps per epoch (0 = whole epoch)")
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  student_init=a.student_init))
     grades, rates = _ints(a.grades), _floats(a.mask_rates)
     start = time.perf_counter()
-    runs = run_pmd(teacher_dir, grades, rates, student_base, out / "pmd")
+    runs = [] if a.no_pmd else run_pmd(teacher_dir, grades, rates, student_base, out / "pmd")
     for r in runs:
         record(f"PMD{r.metrics['encoder_layers']}", r, (time.perf_counter() - start) / len(runs))
     from kgdistill.runs import load_run

@@ -15,6 +15,8 @@ class NegativeSampler:
 
     ``sample(batch[B, 3], generator) -> (ids[B, N], corrupt_head[B, N] | None)``. ``corrupt_head`` None means the
     fixed layout: the first ``N // 2`` columns replace the head, the rest the tail (as PyKEEN's basic sampler).
+    Random numbers are drawn on the generator's device (a CPU generator is what the trainer keeps) and moved to the
+    batch's device, so one seed gives the same negatives on CPU and on CUDA.
     """
 
     def __init__(self, num_entities: int, num_negatives: int, train: Tensor | None = None,
@@ -28,9 +30,9 @@ class NegativeSampler:
         return self.num_negatives // 2
 
     def sample(self, batch: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
-        ids = torch.randint(self.num_entities, (batch.shape[0], self.num_negatives), device=batch.device,
+        ids = torch.randint(self.num_entities, (batch.shape[0], self.num_negatives), device=generator.device,
                             generator=generator)
-        return ids, None
+        return ids.to(batch.device, non_blocking=True), None
 
 
 @negative_samplers.register("uniform")
@@ -52,7 +54,8 @@ class BernoulliSampler(NegativeSampler):
     def sample(self, batch: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
         ids, _ = super().sample(batch, generator)
         p = self.head_probability.to(batch.device)[batch[:, 1]]
-        corrupt_head = torch.rand(ids.shape, device=batch.device, generator=generator) < p[:, None]
+        draws = torch.rand(ids.shape, device=generator.device, generator=generator).to(batch.device, non_blocking=True)
+        corrupt_head = draws < p[:, None]
         return ids, corrupt_head
 
 
