@@ -194,3 +194,54 @@ def test_cli_serve_in_a_subprocess(artifact_path: Path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# ---- a text bi-encoder run: export → load without the training data → same predictions, served over HTTP -----------
+try:  # the umls subset and run config of the text-run tests (a tiny random BERT); skipped without the text extra
+    from test_text_runs import base_config, umls_small  # noqa: F401 - umls_small is a fixture used below
+except pytest.skip.Exception:
+    base_config = None
+
+
+@pytest.mark.skipif(base_config is None, reason="needs the text extra (transformers)")
+def test_text_biencoder_exports_loads_and_serves(umls_small: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from kgdistill.predict import predict
+    from kgdistill.text.trainer import train_text
+
+    torch.set_num_threads(1)
+    run = train_text(base_config(umls_small, tmp_path / "text-run", steps=3))
+    path = export_run(run.path, tmp_path / "text.safetensors")
+    model, dataset = run.model.eval(), run.dataset
+    cache = model.entity_embeddings().clone()  # the run's cached entity encodings
+
+    def no_data(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the training data was read")
+
+    monkeypatch.setattr("kgdistill.data.datasets.load_dataset", no_data)
+    monkeypatch.setattr("kgdistill.runs.load_dataset", no_data)
+    art = load_artifact(path)
+    assert type(art.model).__name__ == "BiEncoder" and art.meta["model_class"] == "biencoder"
+    # the encodings come from the artifact (not re-encoded), the entity text from the stored model config
+    assert torch.equal(art.model.entity_cache, cache)
+    assert art.model.config()["entity_texts"] == model.config()["entity_texts"]
+    assert art.entities == dataset.entities and art.relations == dataset.relations
+    assert art.entity_names == [dataset.entity_name(i) for i in range(dataset.num_entities)]
+
+    queries = [("tail", "alga", "affects"), ("head", "alga", "affects"), ("tail", dataset.entities[7],
+                                                                           dataset.relations[3])]
+    for side, anchor, rel in queries:
+        where = {"head": anchor} if side == "tail" else {"tail": anchor}
+        expected = predict(model, dataset, rel, k=10, **where)
+        got = art.predict(rel, k=10, **where)
+        assert [p.label for p in got] == [p.label for p in expected]
+        assert [p.score for p in got] == pytest.approx([p.score for p in expected], abs=1e-5)
+        assert [p.known for p in got] == [p.known for p in expected]
+
+    expected = predict(model, dataset, "affects", head="alga", k=5)
+    with ServerThread(create_app(art), host="127.0.0.1") as server:
+        r = httpx.post(f"{server.url}/predict/tail", json={"head": "alga", "relation": "affects", "k": 5}, timeout=60)
+    assert r.status_code == 200, r.text
+    got = r.json()["predictions"]
+    assert [p["entity"] for p in got] == [p.label for p in expected]
+    assert [p["score"] for p in got] == pytest.approx([p.score for p in expected], abs=1e-5)
