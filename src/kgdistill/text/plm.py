@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,11 +133,24 @@ def load_pretrained(path: Path, attn_implementation: str = "sdpa") -> tuple[Any,
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(str(path))
+
+    def make(attn: str) -> Any:
+        try:
+            return AutoModel.from_pretrained(str(path), add_pooling_layer=False, attn_implementation=attn)
+        except TypeError:
+            return AutoModel.from_pretrained(str(path), attn_implementation=attn)
+
+    return tokenizer, _with_attention_fallback(make, attn_implementation)
+
+
+def _with_attention_fallback(make: Callable[[str], Any], attn_implementation: str) -> Any:
+    """``make(attn_implementation)``, or ``make("eager")`` for architectures without that kernel (MPNet has no SDPA)."""
     try:
-        model = AutoModel.from_pretrained(str(path), add_pooling_layer=False, attn_implementation=attn_implementation)
-    except TypeError:
-        model = AutoModel.from_pretrained(str(path), attn_implementation=attn_implementation)
-    return tokenizer, model
+        return make(attn_implementation)
+    except ValueError as exc:
+        if attn_implementation == "eager" or "attention implementation" not in str(exc).lower():
+            raise
+        return make("eager")
 
 
 def tiny_config(vocab_size: int, spec: dict[str, int]) -> dict[str, Any]:
@@ -155,12 +169,14 @@ def encoder_from_config(plm_config: dict[str, Any], attn_implementation: str = "
     model_type = cfg.pop("model_type")
     for k in ("architectures", "transformers_version", "_name_or_path", "torch_dtype", "dtype"):
         cfg.pop(k, None)
-    config = AutoConfig.for_model(model_type, **cfg)
-    config._attn_implementation = attn_implementation
-    try:
-        return AutoModel.from_config(config, add_pooling_layer=False)
-    except TypeError:
-        return AutoModel.from_config(config)
+    def make(attn: str) -> Any:
+        config = AutoConfig.for_model(model_type, **cfg)
+        try:
+            return AutoModel.from_config(config, add_pooling_layer=False, attn_implementation=attn)
+        except TypeError:
+            return AutoModel.from_config(config, attn_implementation=attn)
+
+    return _with_attention_fallback(make, attn_implementation)
 
 
 def plm_config_dict(encoder: Any) -> dict[str, Any]:
