@@ -48,9 +48,10 @@ def single_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_two_process_training_matches_one_process(single_run: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("grad_sync", ["dense", "sparse"])
+def test_two_process_training_matches_one_process(single_run: Path, tmp_path: Path, grad_sync: str) -> None:
     out = tmp_path / "two"
-    proc = torchrun([*TRAIN, "--out", str(out)])
+    proc = torchrun([*TRAIN, "--grad-sync", grad_sync, "--out", str(out)])
     assert proc.stdout.count("run folder:") == 1  # only rank 0 prints
     one = json.loads((single_run / "metrics.json").read_text())["test"]["both"]
     two = json.loads((out / "metrics.json").read_text())["test"]["both"]
@@ -58,6 +59,92 @@ def test_two_process_training_matches_one_process(single_run: Path, tmp_path: Pa
     # up to float summation order
     assert two["mrr"] == pytest.approx(one["mrr"], abs=0.01)
     assert json.loads((out / "meta.json").read_text())["processes"] == 2
+
+
+GRAD_SYNC_SCRIPT = '''
+import json, sys
+import torch
+import torch.distributed as dist
+from kgdistill.config import TrainingConfig
+from kgdistill.data.datasets import load_dataset
+from kgdistill.data.triples import KGDataset
+from kgdistill.distributed import GradSync, init_distributed
+from kgdistill.models.embedding import EmbeddingModel
+from kgdistill.training.loop import Trainer
+
+torch.set_num_threads(1)
+ctx = init_distributed("cpu")
+ds = load_dataset("kinship")  # 104 entities: a batch of 8 triples × 2 negatives per rank touches a fraction of them
+small = KGDataset(ds.name, ds.entities, ds.relations, {**ds.splits, "train": ds.train[:96]})
+res, params, ddp_wrapped = {}, {}, []
+original = torch.nn.parallel.DistributedDataParallel.__init__
+
+def init(self, *args, **kwargs):
+    ddp_wrapped.append(1)
+    original(self, *args, **kwargs)
+
+torch.nn.parallel.DistributedDataParallel.__init__ = init
+for mode in ("dense", "sparse", "auto"):
+    torch.manual_seed(0)
+    model = EmbeddingModel("transe", ds.num_entities, ds.num_relations, 16)
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    cfg = TrainingConfig(epochs=2, batch_size=16, num_negatives=2, lr=0.01, grad_sync=mode, regularizer="l2",
+                         regularizer_weight=0.01, max_grad_norm=1.0)
+    trainer = Trainer(model, small, cfg, ctx=ctx)
+    trainer.fit()
+    params[mode] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    res[f"{mode}_ddp"] = len(ddp_wrapped)
+    res[f"{mode}_stats"] = trainer.grad_sync.stats if trainer.grad_sync is not None else None
+res["moved"] = max(float((params["dense"][k] - start[k]).abs().max()) for k in start)
+for mode in ("sparse", "auto"):
+    res[f"{mode}_diff"] = max(float((params[mode][k] - params["dense"][k]).abs().max()) for k in start)
+flat = torch.cat([v.reshape(-1) for v in params["sparse"].values()])
+parts = [torch.empty_like(flat) for _ in range(ctx.world_size)]
+dist.all_gather(parts, flat)
+res["ranks_equal"] = all(torch.equal(parts[0], p) for p in parts)
+
+# the exchange itself against a dense all-reduce: rows touched on one rank, on both, on none
+g = torch.Generator().manual_seed(ctx.rank)
+grad = torch.randn(50, 3, generator=g)
+grad[torch.rand(50, generator=g) < 0.6] = 0.0
+ref = grad.clone()
+dist.all_reduce(ref)
+ref /= ctx.world_size
+for name, kwargs in (("sparse", dict(mode="sparse")), ("auto_sparse", dict(mode="auto", min_table_numel=0)),
+                     ("auto_dense", dict(mode="auto", min_table_numel=0, max_ratio=0.1))):
+    table, bias, unused = (torch.nn.Parameter(torch.zeros(*s)) for s in ((50, 3), (3,), (4, 3)))
+    table.grad, bias.grad = grad.clone(), torch.full((3,), float(ctx.rank))
+    sync = GradSync([table, bias, unused], ctx, **kwargs)
+    sync()
+    res[name] = {"diff": float((table.grad - ref).abs().max()), "bias": bias.grad.tolist(),
+                 "unused": unused.grad is None, "stats": sync.stats}
+if ctx.is_main:
+    json.dump(res, open(sys.argv[1], "w"))
+'''
+
+
+def test_sparse_gradient_exchange_equals_dense(tmp_path: Path) -> None:
+    """``grad_sync`` sparse and auto train to the parameters of DDP's dense all-reduce (sLCWA with an L2
+    regulariser and gradient clipping, Adam), without DDP; the ranks stay bitwise equal; the exchange alone equals a
+    dense all-reduce mean with rows touched on one rank, on both or on none."""
+    script, result = tmp_path / "grad_sync.py", tmp_path / "result.json"
+    script.write_text(GRAD_SYNC_SCRIPT)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           str(script), str(result)], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads(result.read_text())
+    assert r["moved"] > 1e-3
+    assert r["sparse_diff"] <= 1e-5 and r["auto_diff"] <= 1e-5, r
+    assert r["ranks_equal"]
+    assert (r["dense_ddp"], r["sparse_ddp"], r["auto_ddp"]) == (1, 1, 1)  # only the dense run wrapped DDP
+    sparse = r["sparse_stats"]
+    assert sparse["steps"] == 12 and sparse["sparse"] == 24 and sparse["dense"] == 0  # entity + relation tables
+    assert 0 < sparse["rows_sent"] < sparse["rows_total"] / 2  # only touched rows travelled
+    assert r["auto_stats"]["sparse"] == r["auto_stats"]["dense"] == 0  # small tables: all-reduced with the rest
+    for name in ("sparse", "auto_sparse", "auto_dense"):
+        assert r[name]["diff"] <= 1e-6 and r[name]["bias"] == [0.5] * 3 and r[name]["unused"], (name, r[name])
+    assert r["auto_sparse"]["stats"]["sparse"] == 1 and r["auto_dense"]["stats"]["dense"] == 1
 
 
 def test_sharded_evaluation_equals_single_process(single_run: Path, tmp_path: Path) -> None:
@@ -183,14 +270,22 @@ from pathlib import Path
 import torch
 from kgdistill.distill import distill
 
+from kgdistill.distributed import GradSync
+
 wrapped = []
 original = torch.nn.parallel.DistributedDataParallel.__init__
+original_sync = GradSync.__init__
 
 def init(self, module, *args, **kwargs):  # what each stage hands to DDP: parameter count of the wrapped module
     wrapped.append(sum(p.numel() for p in module.parameters() if p.requires_grad))
     original(self, module, *args, **kwargs)
 
+def init_sync(self, params, *args, **kwargs):  # or to the sparse / auto gradient exchange
+    original_sync(self, params, *args, **kwargs)
+    wrapped.append(sum(p.numel() for p in [*self.tables, *self.others]))
+
 torch.nn.parallel.DistributedDataParallel.__init__ = init
+GradSync.__init__ = init_sync
 teacher, out = sys.argv[1], Path(sys.argv[2])
 common = dict(epochs=2, eval_every=1, with_teacher_row=False)
 rows = {"kd": distill("kd", teacher, out / "kd", dims=[8], **common).rows,
@@ -201,8 +296,9 @@ rows = {"kd": distill("kd", teacher, out / "kd", dims=[8], **common).rows,
 
 
 def test_two_process_kd_dualde_metasd(single_run: Path, tmp_path: Path) -> None:
-    """KD, DualDE (teacher trained in stage 2) and MetaSD in one 2-process job through the Python API: DDP wraps
-    the student (and DualDE's stage-2 teacher), never a frozen teacher; the MetaSD mask agrees on both ranks."""
+    """KD, DualDE (teacher trained in stage 2) and MetaSD in one 2-process job through the Python API: DDP (or the
+    sparse / auto gradient exchange) synchronises the student (and DualDE's stage-2 teacher), never a frozen
+    teacher; the MetaSD mask agrees on both ranks."""
     script = tmp_path / "api.py"
     script.write_text(API_SCRIPT)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",

@@ -170,6 +170,125 @@ def all_reduce_grads_(params: Sequence[torch.nn.Parameter], ctx: DistContext) ->
     all_reduce_mean_([p.grad for p in params if p.grad is not None], ctx)
 
 
+#: ``grad_sync`` modes: DistributedDataParallel's dense all-reduce, an exchange of the touched rows of every
+#: embedding table, or per step and table whichever of the two moves fewer rows (see :class:`GradSync`).
+GRAD_SYNC_MODES = ("dense", "sparse", "auto")
+#: ``auto``: tables with fewer elements than this are all-reduced with the other small parameters (latency wins).
+AUTO_MIN_TABLE_NUMEL = 1 << 16
+#: ``auto``: a table's rows are exchanged sparsely in a step when ``world_size × (most rows touched on one rank)``
+#: is at most this fraction of its rows (the rows every rank receives and adds, against a ring all-reduce of the
+#: whole table); calibrated on 2 CPU processes over gloo (BENCHMARKS.md, "Several processes").
+AUTO_SPARSE_MAX_RATIO = 1.0
+
+
+def touched_rows(grad: torch.Tensor) -> torch.Tensor:
+    """Ids of the rows of ``grad`` (dim 0) that are not all zero; NaN and inf count as touched."""
+    return grad.reshape(grad.shape[0], -1).ne(0).any(dim=1).nonzero().squeeze(1)
+
+
+class GradSync:
+    """Averages the gradients of ``params`` over the ranks after ``backward`` — the mean DDP's all-reduce gives —
+    exchanging only the touched rows of embedding tables.
+
+    A *table* is a parameter with ≥ 2 dimensions (its rows are ids). For each table every rank finds the rows its
+    gradient touched (non-zero rows), all-gathers the row ids and the rows (scaled by ``1 / world_size``, as DDP
+    does), zeroes the union of the rows in its gradient and adds every rank's rows in rank order (one ``index_add_``
+    per rank, whose ids are distinct): every rank ends with the same, bitwise equal, dense gradient, equal to the
+    dense all-reduce up to float summation order, so the optimiser (Adam, Adagrad, ...) sees what it sees with DDP.
+    Untouched rows are zero on every rank and stay zero. The other parameters are all-reduced in one flat tensor.
+
+    ``mode``: ``sparse`` exchanges every table's rows; ``auto`` all-gathers the row counts first (one small
+    collective) and, per table and step, exchanges rows when ``world_size × max count ≤ max_ratio × rows`` and
+    all-reduces the dense table otherwise (1-N training touches every entity row); tables with fewer than
+    ``min_table_numel`` elements go with the small parameters. ``stats`` counts the exchanges and rows sent.
+    A parameter whose gradient is None on every rank keeps None; on some ranks only, it gets zeros where missing.
+    """
+
+    def __init__(self, params: Sequence[torch.nn.Parameter], ctx: DistContext, mode: str = "sparse", *,
+                 min_table_numel: int = AUTO_MIN_TABLE_NUMEL, max_ratio: float = AUTO_SPARSE_MAX_RATIO) -> None:
+        if mode not in ("sparse", "auto"):
+            raise ValueError(f"GradSync mode must be 'sparse' or 'auto', got {mode!r}")
+        self.ctx, self.mode, self.max_ratio = ctx, mode, max_ratio
+        params = [p for p in params if p.requires_grad]
+        is_table = (lambda p: p.dim() >= 2) if mode == "sparse" else \
+            (lambda p: p.dim() >= 2 and p.numel() >= min_table_numel)
+        self.tables = [p for p in params if is_table(p)]
+        self.others = [p for p in params if not is_table(p)]
+        self.stats = {"steps": 0, "sparse": 0, "dense": 0, "rows_sent": 0, "rows_total": 0}
+        self._buffers: dict[int, tuple[torch.Tensor, ...]] = {}
+
+    def broadcast_parameters(self, module: torch.nn.Module) -> None:
+        """Rank 0's parameters and buffers on every rank (what DDP does when it wraps a module)."""
+        with torch.no_grad():
+            for t in [*module.parameters(), *module.buffers()]:
+                broadcast_tensor_(t.data, self.ctx)
+
+    def __call__(self) -> None:
+        ctx = self.ctx
+        if not ctx.enabled:
+            return
+        self.stats["steps"] += 1
+        for p in self.tables:
+            if p.grad is not None and (p.grad.is_sparse or not p.grad.is_contiguous()):
+                p.grad = p.grad.to_dense().contiguous() if p.grad.is_sparse else p.grad.contiguous()
+        rows = [touched_rows(p.grad) if p.grad is not None else None for p in self.tables]
+        counts = torch.tensor([-1 if r is None else r.numel() for r in rows], dtype=torch.long,
+                              device=self.tables[0].device if self.tables else "cpu")
+        if self.tables:
+            parts = [torch.empty_like(counts) for _ in range(ctx.world_size)]
+            dist.all_gather(parts, counts)
+            gathered = torch.stack(parts).cpu()  # [world, tables]; -1: no gradient on that rank
+        for i, (p, mine) in enumerate(zip(self.tables, rows)):
+            ranks = gathered[:, i]
+            if bool((ranks < 0).all()):
+                continue
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+                mine = p.grad.new_zeros(0, dtype=torch.long)
+            sizes = [max(0, int(n)) for n in ranks]
+            self.stats["rows_total"] += p.shape[0]
+            if self.mode == "auto" and ctx.world_size * max(sizes) > self.max_ratio * p.shape[0]:
+                self._dense(p.grad)
+            else:
+                self._sparse(i, p.grad, mine, sizes)
+        all_reduce_grads_(self.others, ctx)
+
+    def _dense(self, grad: torch.Tensor) -> None:
+        self.stats["dense"] += 1
+        grad.mul_(1.0 / self.ctx.world_size)
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+
+    def _sparse(self, key: int, grad: torch.Tensor, mine: torch.Tensor, sizes: list[int]) -> None:
+        self.stats["sparse"] += 1
+        self.stats["rows_sent"] += len(mine)
+        world, longest = self.ctx.world_size, max(sizes)
+        if longest == 0:
+            return
+        flat = grad.view(grad.shape[0], -1)
+        send_v, send_i, recv_v, recv_i = self._buffers_for(key, longest, flat)
+        n = mine.numel()
+        torch.index_select(flat, 0, mine, out=send_v[:n])
+        send_v[:n].mul_(1.0 / world)
+        send_i[:n].copy_(mine)
+        dist.all_gather([recv_i[k, :longest] for k in range(world)], send_i[:longest])
+        dist.all_gather([recv_v[k, :longest] for k in range(world)], send_v[:longest])
+        for k, m in enumerate(sizes):  # zero the union of the rows, then add the ranks' rows in rank order
+            flat.index_fill_(0, recv_i[k, :m], 0.0)
+        for k, m in enumerate(sizes):
+            flat.index_add_(0, recv_i[k, :m], recv_v[k, :m])
+
+    def _buffers_for(self, key: int, longest: int, flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        held = self._buffers.get(key)
+        if held is None or held[0].shape[0] < longest or held[0].shape[1] != flat.shape[1] \
+                or held[0].dtype != flat.dtype or held[0].device != flat.device:
+            cap = max(longest, held[0].shape[0] if held is not None else 0)
+            world, width = self.ctx.world_size, flat.shape[1]
+            held = (flat.new_empty(cap, width), torch.empty(cap, dtype=torch.long, device=flat.device),
+                    flat.new_empty(world, cap, width), torch.empty(world, cap, dtype=torch.long, device=flat.device))
+            self._buffers[key] = held
+        return held
+
+
 def broadcast_tensor_(x: torch.Tensor, ctx: DistContext, src: int = 0) -> torch.Tensor:
     """Overwrite ``x`` in place with rank ``src``'s values (nothing in a single process); returns ``x``."""
     if not ctx.enabled:

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kgdistill.config import TrainingConfig
-from kgdistill.distributed import DistContext, all_gather_objects, shard_bounds
+from kgdistill.distributed import GRAD_SYNC_MODES, DistContext, GradSync, all_gather_objects, shard_bounds
 from kgdistill.data.triples import KGDataset
 from kgdistill.errors import ConfigError, TrainingDivergedError
 from kgdistill.losses import losses, regularizers
@@ -71,6 +71,8 @@ class Trainer:
             raise ConfigError(f"training_mode: unknown {config.training_mode!r}; known: {', '.join(TRAINING_MODES)}")
         if config.epochs < 0 or config.batch_size < 1:
             raise ConfigError("epochs must be ≥ 0 and batch_size ≥ 1")
+        if config.grad_sync not in GRAD_SYNC_MODES:
+            raise ConfigError(f"grad_sync: unknown {config.grad_sync!r}; known: {', '.join(GRAD_SYNC_MODES)}")
         self.model, self.dataset, self.config = model, dataset, config
         self.device = torch.device(device)
         self.run_dir = Path(run_dir) if run_dir else None
@@ -158,8 +160,9 @@ class Trainer:
         return kvsall_loss(self.model, self.kvsall, idx, self.regularizer, cfg.label_smoothing)
 
     def _step_module(self) -> torch.nn.Module | None:
-        """In a multi-process run: the model behind DistributedDataParallel, whose forward is one batch loss."""
-        if not self.ctx.enabled:
+        """In a multi-process run with ``grad_sync: dense``: the model behind DistributedDataParallel, whose
+        forward is one batch loss (``sparse`` / ``auto``: None, :attr:`grad_sync` averages after backward)."""
+        if not self.ctx.enabled or self.grad_sync is not None:
             return None
         if getattr(self, "_ddp", None) is None:
             from torch.nn.parallel import DistributedDataParallel
@@ -168,9 +171,21 @@ class Trainer:
                                                 else [self.device])
         return self._ddp
 
+    @property
+    def grad_sync(self) -> GradSync | None:
+        """The gradient exchange of a multi-process run with ``grad_sync`` sparse or auto (no DDP then; made on
+        first use, which broadcasts rank 0's parameters as DDP's wrapping does)."""
+        if not self.ctx.enabled or self.config.grad_sync == "dense":
+            return None
+        if getattr(self, "_grad_sync", None) is None:
+            self._grad_sync = GradSync(list(self.model.parameters()), self.ctx, self.config.grad_sync)
+            self._grad_sync.broadcast_parameters(self.model)
+        return self._grad_sync
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
         ddp = self._step_module()
+        sync = self.grad_sync
         n = self.num_examples()
         bs = self.config.batch_size
         perm = torch.randperm(n, generator=self.generator)
@@ -195,6 +210,8 @@ class Trainer:
                         f"Last good checkpoint: {where}. Try a lower learning rate (lr={self.config.lr}) or "
                         f"gradient clipping (--max-grad-norm).")
                 loss.backward()
+                if sync is not None:
+                    sync()
                 if self.config.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
                 self.optimizer.step()
