@@ -99,3 +99,16 @@ def test_distill_routes_text_methods_to_text_distill() -> None:
     assert route_text_distill(["distill", "--teacher", "r", "--method=HRKD"])[0] == "text-distill"
     assert route_text_distill(["distill", "--method", "iterde", "--teacher", "r"])[0] == "distill"
     assert route_text_distill(["train", "--method", "pmd"])[0] == "train"
+
+
+def test_output_into_a_closed_pipe_is_not_a_traceback():
+    """``kgdistill datasets | head -0``: the reader is gone before the output; the command stops quietly, status 0."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "kgdistill", "datasets"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # as `head -0` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err

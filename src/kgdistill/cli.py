@@ -284,13 +284,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe fails here, inside the handler below, not at interpreter exit
+        return status
     except KGDistillError as err:
         if os.environ.get("WORLD_SIZE", "1") != "1":
             print(f"kgdistill {args.command}: rank {os.environ.get('RANK')}: error: {err}", file=sys.stderr)
             return 2
         print(f"kgdistill {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"kgdistill {args.command}: interrupted; a training run continues with "
               f"`kgdistill train --resume RUN_DIR`", file=sys.stderr)
