@@ -58,6 +58,12 @@ def test_health_metadata_openapi(client: httpx.Client, art: Artifact) -> None:
     assert meta["limits"]["max_k"] == 14 and meta["known_triples"] == 1992
     spec = client.get("/openapi.json").json()
     assert {"/predict/tail", "/predict/head", "/score", "/health", "/metadata"} <= set(spec["paths"])
+    tail = spec["paths"]["/predict/tail"]["post"]
+    assert tail["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/TailQuery")
+    assert tail["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/PredictResponse")
+    for status in ("400", "413", "422"):  # errors are {"detail": str, ...}, as documented
+        assert tail["responses"][status]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
+    assert spec["components"]["schemas"]["TailQuery"]["properties"]["k"]["maximum"] == 14
     assert client.get("/docs").status_code == 200
 
 
@@ -162,6 +168,40 @@ def test_concurrent_requests_are_answered_correctly(client: httpx.Client, art: A
     assert stats["queries"] >= len(queries) and stats["largest_batch"] <= 16
 
 
+def test_hot_path_answers_exactly_like_the_routes(client: httpx.Client, art: Artifact) -> None:
+    """The hot path (and inline scoring) against FastAPI's routes alone, always batched, on h11 and asyncio's loop:
+    the same status and the same bytes for good and bad requests."""
+    plain = create_app(art, max_body_bytes=MAX_BODY, max_triples=MAX_TRIPLES, max_batch=16, hot_path=False,
+                       inline_when_idle=False)
+    json_type = {"content-type": "application/json"}
+    requests: list[tuple[str, bytes, dict[str, str]]] = [
+        (path, json.dumps(body).encode(), json_type) for path, body, _, _ in BAD_JSON_REQUESTS if "predict" in path]
+    good = [("usa", "ngo", 5, False), ("USA", "ngo", 14, True), ("china", "embassy", 1, False),
+            ("Brazil", "intergovorgs", 10, True)]
+    requests += [("/predict/tail", json.dumps({"head": h, "relation": r, "k": k, "filter_known": f}).encode(),
+                  json_type) for h, r, k, f in good]
+    requests += [("/predict/head", json.dumps({"tail": "usa", "relation": "ngo", "k": 14}).encode(), json_type),
+                 ("/predict/tail", b'{"head": "usa", ', json_type), ("/predict/tail", b"\xff\xfe", json_type),
+                 ("/predict/tail", b"", json_type), ("/predict/tail", b"null", json_type),
+                 ("/predict/tail", b"[" * 10_000 + b"]" * 10_000, json_type),
+                 ("/predict/tail", b'{"head": "usa", "relation": "ngo", "k": NaN}', json_type),
+                 ("/predict/tail", b'{"head": "usa", "relation": "ngo"}', {"content-type": "text/plain"}),
+                 ("/predict/tail", b'{"head": "usa", "relation": "ngo"}', {"content-type": "application/x+json"}),
+                 ("/predict/tail", b'{"head": "usa", "relation": "ngo"}',
+                  {"content-type": "Application/JSON; charset=utf-8"}),
+                 ("/predict/tail", b'{"head": "usa", "relation": "ngo"}', {})]
+    with ServerThread(plain, host="127.0.0.1", http="h11", loop="asyncio") as server, \
+            httpx.Client(base_url=server.url, timeout=10) as reference:
+        for path, body, headers in requests:
+            got, want = (c.post(path, content=body, headers=headers) for c in (client, reference))
+            assert (got.status_code, got.content) == (want.status_code, want.content), (path, body, headers)
+            if got.status_code == 200:  # exactly what json.dumps writes
+                assert got.content == json.dumps(got.json(), separators=(",", ":")).encode()
+                assert got.headers["content-type"] == want.headers["content-type"] == "application/json"
+        assert reference.get("/metadata").json()["batching"]["inline"] == 0
+    assert client.get("/metadata").json()["batching"]["inline"] > 0  # one request at a time: scored inline
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -196,7 +236,7 @@ def test_cli_serve_in_a_subprocess(artifact_path: Path) -> None:
             proc.wait()
 
 
-# ---- a text bi-encoder run: export → load without the training data → same predictions, served over HTTP -----------
+# ---- a text bi-encoder run: export → load without the training data → the run's predictions, over HTTP too ----
 try:  # the umls subset and run config of the text-run tests (a tiny random BERT); skipped without the text extra
     from test_text_runs import base_config, umls_small  # noqa: F401 - umls_small is a fixture used below
 except pytest.skip.Exception:

@@ -10,7 +10,13 @@ Endpoints (an OpenAPI description is served at ``/openapi.json``, interactive do
 Entities and relations are given by label or readable name (case-insensitive). Bad input is answered with a 4xx
 and ``{"detail": message}``: 400 malformed JSON, 413 body over the limit, 422 unknown names (with close matches),
 k out of range, missing / extra / mistyped fields, too many triples. Queries are batched across concurrent
-requests (:mod:`kgdistill.serve.batching`).
+requests (:mod:`kgdistill.serve.batching`); a query that arrives while nothing else is waiting is scored at once.
+
+The two prediction routes are the hot path. Well-formed requests to them are answered by
+:class:`~kgdistill.serve.hot.HotRoutes`, an ASGI middleware in front of FastAPI's routing: it validates the body with
+the same pydantic models and writes the same JSON, without FastAPI's per-request machinery (which costs more than
+scoring a small model). Anything it does not accept (another content type, invalid JSON or fields, unknown names)
+goes on to the FastAPI routes, which answer it exactly as before; the routes also define the OpenAPI description.
 """
 
 # no "from __future__ import annotations": FastAPI resolves the request models defined inside create_app
@@ -27,12 +33,13 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kgdistill.errors import KGDistillError
 from kgdistill.export import Artifact, load_artifact
 from kgdistill.predict import UnknownEntityError
 from kgdistill.serve.batching import BatchScorer, TopK
+from kgdistill.serve.hot import HotRoutes
 from kgdistill.serve.limits import BodySizeLimit
 
 NAME = Field(min_length=1, max_length=512)
@@ -42,7 +49,7 @@ class Prediction(BaseModel):
     rank: int
     entity: str = Field(description="entity label (the dataset's id)")
     name: str = Field(description="readable name")
-    score: float
+    score: float | None = Field(description="model score (null if the model returned a non-finite number)")
     known: bool = Field(description="the triple is in the known triples (train ∪ valid ∪ test)")
 
 
@@ -52,7 +59,26 @@ class PredictResponse(BaseModel):
 
 
 class ScoreResponse(BaseModel):
-    scores: list[float]
+    scores: list[float | None]
+
+
+class Issue(BaseModel):
+    loc: list[str]
+    msg: str
+    type: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="what is wrong with the request, in one message")
+    errors: list[Issue] | None = Field(None, description="each invalid field (invalid requests only)")
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "malformed JSON body"},
+    413: {"model": ErrorResponse, "description": "request body over the size limit"},
+    422: {"model": ErrorResponse, "description": "unknown entity / relation (with close matches), k out of range, "
+                                                 "missing, extra or mistyped fields"},
+}
 
 
 class Triple(BaseModel):
@@ -89,6 +115,11 @@ def _finite(x: Any) -> Any:
     return x
 
 
+def _number(x: float) -> str:
+    """``x`` as :func:`json.dumps` writes it (``repr``); null when not finite."""
+    return float.__repr__(x) if math.isfinite(x) else "null"
+
+
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": message, **extra})
 
@@ -109,8 +140,33 @@ def _describe(errors: list[dict[str, Any]]) -> tuple[int, str, list[dict[str, An
     return 422, "invalid request: " + "; ".join(parts), clean
 
 
+class PredictionWriter:
+    """Writes the JSON of a prediction answer, byte for byte what ``json.dumps(content, separators=(",", ":"))``
+    gives, from per-entity fragments encoded once (the labels and names are the bulk of an answer)."""
+
+    def __init__(self, art: Artifact) -> None:
+        self.entities, self.names, self.relations = art.entities, art.entity_names, art.relations
+        self._fragments: dict[int, str] = {}
+
+    def fragment(self, e: int) -> str:
+        found = self._fragments.get(e)
+        if found is None:
+            found = self._fragments[e] = (f'"entity":{json.dumps(self.entities[e])},'
+                                          f'"name":{json.dumps(self.names[e])}')
+        return found
+
+    def __call__(self, side: str, anchor: int, relation: int, k: int, filter_known: bool, top: TopK) -> bytes:
+        key = "head" if side == "tail" else "tail"
+        query = (f'{{"{key}":{json.dumps(self.entities[anchor])},"relation":{json.dumps(self.relations[relation])},'
+                 f'"side":"{side}","k":{k},"filter_known":{"true" if filter_known else "false"}}}')
+        items = ",".join(f'{{"rank":{i},{self.fragment(e)},"score":{_number(s)},"known":{"true" if kn else "false"}}}'
+                         for i, (e, s, kn) in enumerate(zip(top.ids, top.scores, top.known), 1))
+        return f'{{"query":{query},"predictions":[{items}]}}'.encode()
+
+
 def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait_ms: float = 0.0,
-               max_k: int = 1000, max_triples: int = 1000, max_body_bytes: int = 1 << 20) -> FastAPI:
+               max_k: int = 1000, max_triples: int = 1000, max_body_bytes: int = 1 << 20,
+               inline_when_idle: bool = True, hot_path: bool = True) -> FastAPI:
     """Build the service for an artifact (a loaded :class:`Artifact` or a path to one).
 
     Args:
@@ -118,12 +174,17 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
         max_k: largest k accepted (also capped at the number of entities).
         max_triples: most triples in one ``/score`` request.
         max_body_bytes: larger request bodies are refused with 413.
+        inline_when_idle: score a prediction query on the event loop when no other one is waiting or being scored
+            (no hand-over to the batching thread); under concurrency queries are always batched.
+        hot_path: answer well-formed prediction requests in :class:`~kgdistill.serve.hot.HotRoutes` (same
+            answers as the FastAPI routes, which get everything else).
     """
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
     art.model.eval()
     _ = art.filter_index, art.find_entity(""), art.find_relation("")  # build the lookup indexes before serving
     k_limit = max(1, min(max_k, art.num_entities))
     scorer = BatchScorer(art, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    write = PredictionWriter(art)
 
     class TailQuery(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -155,7 +216,6 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
                               f"({summary['interaction'] or ''} dim {summary['dim']}, {summary['dtype']}) over "
                               f"{art.num_entities:,} entities and {art.num_relations:,} relations.")
     app.state.artifact, app.state.scorer = art, scorer
-    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -181,29 +241,42 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
         except KGDistillError as err:
             raise HTTPError(400, str(err)) from None
 
-    def answers(top: TopK) -> list[dict[str, Any]]:
-        return [{"rank": i + 1, "entity": art.entities[e], "name": art.entity_names[e], "score": s, "known": kn}
-                for i, (e, s, kn) in enumerate(zip(top.ids, top.scores, top.known))]
+    waiting = 0  # prediction queries between arrival and answer
+
+    async def top_k(side: str, anchor: int, rel: int, k: int, filter_known: bool) -> TopK:
+        nonlocal waiting
+        waiting += 1
+        try:
+            if inline_when_idle:
+                await asyncio.sleep(0)  # requests that arrived together all get here first, and are batched
+                if waiting == 1 and scorer.idle:
+                    return scorer.predict_now(side, anchor, rel, k, filter_known)
+            return await asyncio.wrap_future(scorer.predict(side, anchor, rel, k, filter_known))
+        finally:
+            waiting -= 1
+
+    async def answer(side: str, anchor: int, rel: int, k: int, filter_known: bool) -> bytes:
+        top = await top_k(side, anchor, rel, k, filter_known)
+        return write(side, anchor, rel, k, filter_known, top)
 
     async def run_query(side: str, anchor_name: str, relation_name: str, k: int, filter_known: bool) -> Response:
         anchor, rel = await resolve("entity", anchor_name), await resolve("relation", relation_name)
-        top = await asyncio.wrap_future(scorer.predict(side, anchor, rel, k, filter_known))
-        key = "head" if side == "tail" else "tail"
-        query = {key: art.entities[anchor], "relation": art.relations[rel], "side": side, "k": k,
-                 "filter_known": filter_known}
-        return _json({"query": query, "predictions": answers(top)})
+        return Response(await answer(side, anchor, rel, k, filter_known), media_type="application/json")
 
     # The handlers return ready JSON (the response models document the schema in OpenAPI; re-validating every
     # answer through them would cost more than scoring a small model).
-    @app.post("/predict/tail", response_model=PredictResponse, summary="top-k tails of (head, relation, ?)")
+    @app.post("/predict/tail", response_model=PredictResponse, responses=ERRORS,
+              summary="top-k tails of (head, relation, ?)")
     async def predict_tail(q: TailQuery) -> Response:
         return await run_query("tail", q.head, q.relation, q.k, q.filter_known)
 
-    @app.post("/predict/head", response_model=PredictResponse, summary="top-k heads of (?, relation, tail)")
+    @app.post("/predict/head", response_model=PredictResponse, responses=ERRORS,
+              summary="top-k heads of (?, relation, tail)")
     async def predict_head(q: HeadQuery) -> Response:
         return await run_query("head", q.tail, q.relation, q.k, q.filter_known)
 
-    @app.post("/score", response_model=ScoreResponse, summary="scores of triples (higher = more plausible)")
+    @app.post("/score", response_model=ScoreResponse, responses=ERRORS,
+              summary="scores of triples (higher = more plausible)")
     async def score(req: ScoreRequest) -> Response:
         ids = [[await resolve("entity", t.head), await resolve("relation", t.relation), await resolve("entity", t.tail)]
                for t in req.triples]
@@ -220,4 +293,22 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
                                       "max_batch": max_batch},
                 "batching": scorer.stats.as_dict()}
 
+    # The hot path: a well-formed query whose names are known is answered here; anything else goes on to the routes.
+    def hot(side: str, model: type[BaseModel], anchor_field: str) -> Any:
+        async def handle(fields: Any) -> bytes | None:
+            try:
+                q = model.model_validate(fields)  # the validation FastAPI does (python mode, on json.loads)
+            except ValidationError:
+                return None
+            fields_ = q.model_dump()
+            anchor, rel = art.find_entity(fields_[anchor_field]), art.find_relation(fields_["relation"])
+            if anchor is None or rel is None:  # the route answers with close matches
+                return None
+            return await answer(side, anchor, rel, fields_["k"], fields_["filter_known"])
+        return handle
+
+    if hot_path:  # added first: it sits inside the size limit, which reads (and bounds) the body
+        app.add_middleware(HotRoutes, routes={"/predict/tail": hot("tail", TailQuery, "head"),
+                                              "/predict/head": hot("head", HeadQuery, "tail")})
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     return app

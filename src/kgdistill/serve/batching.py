@@ -2,9 +2,12 @@
 
 Requests enqueue a job and wait on a future. The worker takes the first job, drains whatever else is already
 waiting (up to ``max_batch``, optionally waiting ``max_wait_ms`` for more) and answers the tail queries with one
-``score_t`` call, the head queries with one ``score_h`` call and the triples with one ``score_hrt`` call. An idle
-server therefore adds no delay, and under load the entity table is read once per batch instead of once per query
-(for a large model that is the dominant cost). Errors are delivered to the jobs' futures; the worker never stops.
+``score_t`` call, the head queries with one ``score_h`` call and the triples with one ``score_hrt`` call. Under load
+the entity table is read once per batch instead of once per query (for a large model that is the dominant cost).
+Errors are delivered to the jobs' futures; the worker never stops.
+
+When nothing is queued or being scored, :meth:`BatchScorer.predict_now` answers a query on the caller's thread
+instead: an idle server then spends no time handing the query to the worker and the answer back.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from torch import Tensor
 
 from kgdistill.export import Artifact
 
+_NEG_INF = float("-inf")
+
 
 @dataclass(frozen=True)
 class TopK:
@@ -34,21 +39,29 @@ class TopK:
 @dataclass
 class _Job:
     kind: str  # "tail" | "head" | "score"
-    payload: Any
+    payload: Any  # (anchor, relation, k, exclude_known) | LongTensor[n, 3]
     future: Future = field(default_factory=Future)
 
 
 @dataclass
 class BatchStats:
-    """Counters of the worker (exposed by ``GET /metadata``)."""
+    """Counters of the scorer (exposed by ``GET /metadata``); ``inline``: queries answered on the caller's thread."""
 
     batches: int = 0
     queries: int = 0
     largest_batch: int = 0
+    inline: int = 0
+
+    def add(self, n: int, inline: bool = False) -> None:
+        self.batches += 1
+        self.queries += n
+        self.largest_batch = max(self.largest_batch, n)
+        self.inline += int(inline)
 
     def as_dict(self) -> dict[str, float]:
         return {"batches": self.batches, "queries": self.queries, "largest_batch": self.largest_batch,
-                "mean_batch": round(self.queries / self.batches, 3) if self.batches else 0.0}
+                "mean_batch": round(self.queries / self.batches, 3) if self.batches else 0.0,
+                "inline": self.inline}
 
 
 class BatchScorer:
@@ -65,22 +78,41 @@ class BatchScorer:
         self.max_batch = max(1, max_batch)
         self.max_wait = max_wait_ms / 1000.0
         self.stats = BatchStats()
+        self._lock = threading.Lock()
+        self._pending = 0  # jobs queued or being scored
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="kgdistill-batcher", daemon=True)
         self._thread.start()
 
     # ---- client side ------------------------------------------------------------------------------------------
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing being scored."""
+        return self._pending == 0
+
     def predict(self, side: str, anchor: int, relation: int, k: int, exclude_known: bool = False) -> Future:
         """Queue ``(anchor, relation, ?)`` (side "tail") or ``(?, relation, anchor)`` (side "head") → Future[TopK]."""
         if side not in ("tail", "head"):
             raise ValueError(f"side must be 'tail' or 'head', got {side!r}")
-        job = _Job(side, (anchor, relation, k, exclude_known))
-        self._queue.put(job)
-        return job.future
+        return self._put(_Job(side, (anchor, relation, k, exclude_known)))
+
+    def predict_now(self, side: str, anchor: int, relation: int, k: int, exclude_known: bool = False) -> TopK:
+        """Answer one query on this thread (same answer as :meth:`predict`); meant for when :attr:`idle`."""
+        if side not in ("tail", "head"):
+            raise ValueError(f"side must be 'tail' or 'head', got {side!r}")
+        with torch.inference_mode():
+            top = self._predict(side, [(anchor, relation, k, exclude_known)])[0]
+        with self._lock:
+            self.stats.add(1, inline=True)
+        return top
 
     def score(self, triples: Tensor) -> Future:
         """Queue ``triples: LongTensor[n, 3]`` → Future[list[float]]."""
-        job = _Job("score", triples)
+        return self._put(_Job("score", triples))
+
+    def _put(self, job: _Job) -> Future:
+        with self._lock:
+            self._pending += 1
         self._queue.put(job)
         return job.future
 
@@ -116,49 +148,56 @@ class BatchScorer:
             if first is None:
                 return
             jobs, stop = self._take_batch(first)
+            answers: list[tuple[Future, Any, BaseException | None]] = []
             for kind in ("tail", "head", "score"):
                 group = [j for j in jobs if j.kind == kind]
                 if not group:
                     continue
                 try:
                     with torch.inference_mode():
-                        results = self._score_triples(group) if kind == "score" else self._predict(kind, group)
-                    for job, result in zip(group, results):
-                        job.future.set_result(result)
+                        results = (self._score_triples(group) if kind == "score"
+                                   else self._predict(kind, [j.payload for j in group]))
+                    answers += [(job.future, result, None) for job, result in zip(group, results)]
                 except Exception as err:  # noqa: BLE001 - delivered to the waiting requests
-                    for job in group:
-                        if not job.future.done():
-                            job.future.set_exception(err)
-            self.stats.batches += 1
-            n = sum(self._size(j) for j in jobs)
-            self.stats.queries += n
-            self.stats.largest_batch = max(self.stats.largest_batch, n)
+                    answers += [(job.future, None, err) for job in group]
+            with self._lock:  # idle again before the answers arrive: the next request may be answered inline
+                self._pending -= len(jobs)
+                self.stats.add(sum(self._size(j) for j in jobs))
+            for future, result, err in answers:
+                if future.done():
+                    continue
+                if err is None:
+                    future.set_result(result)
+                else:
+                    future.set_exception(err)
             if stop:
                 return
 
-    def _predict(self, side: str, jobs: list[_Job]) -> list[TopK]:
+    def _predict(self, side: str, queries: list[tuple[int, int, int, bool]]) -> list[TopK]:
+        """Top-k of ``(anchor, relation, k, exclude_known)`` queries with one model call."""
         model = self.artifact.model
         device = model.device
-        anchors = torch.tensor([j.payload[0] for j in jobs])
-        relations = torch.tensor([j.payload[1] for j in jobs])
+        anchors = torch.tensor([q[0] for q in queries])
+        relations = torch.tensor([q[1] for q in queries])
         scores = model.score(side, anchors.to(device), relations.to(device))
         if scores.dtype != torch.float32:
             scores = scores.float()
-        known: list[set[int]] = [set() for _ in jobs]
+        known: list[set[int]] = [set() for _ in queries]
         index = self.artifact.filter_index
         if index is not None:  # known answers of these queries: a handful of (row, entity) pairs
             rows, cols = index.known(side, anchors, relations)
             for i, e in zip(rows.tolist(), cols.tolist()):
                 known[i].add(e)
-            for i, job in enumerate(jobs):
-                if job.payload[3] and known[i]:
-                    scores[i, torch.tensor(sorted(known[i]), device=device)] = float("-inf")
-        k_max = min(max(j.payload[2] for j in jobs), scores.shape[1])
-        top = torch.topk(scores, k_max, dim=1)
-        values, ids = top.values.tolist(), top.indices.tolist()
+            for i, q in enumerate(queries):
+                if q[3] and known[i]:
+                    scores[i, torch.tensor(sorted(known[i]), device=device)] = _NEG_INF
+        k_max = min(max(q[2] for q in queries), scores.shape[1])
+        values, ids = torch.topk(scores, k_max, dim=1)
+        values, ids = values.tolist(), ids.tolist()
         out = []
-        for i, job in enumerate(jobs):
-            pairs = [(e, v) for e, v in zip(ids[i][:job.payload[2]], values[i][:job.payload[2]]) if v != float("-inf")]
+        for i, q in enumerate(queries):
+            k = q[2]
+            pairs = [(e, v) for e, v in zip(ids[i][:k], values[i][:k]) if v != _NEG_INF]
             out.append(TopK([e for e, _ in pairs], [v for _, v in pairs], [e in known[i] for e, _ in pairs]))
         return out
 

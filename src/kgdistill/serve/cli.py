@@ -88,7 +88,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise KGDistillError("--max-batch, --max-k, --max-triples and --max-body-bytes must be ≥ 1")
     serve(args.artifact, args.host, args.port, threads=args.threads, log_level=args.log_level,
           access_log=args.access_log, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_k=args.max_k,
-          max_triples=args.max_triples, max_body_bytes=args.max_body_bytes)
+          max_triples=args.max_triples, max_body_bytes=args.max_body_bytes, http=args.http, loop=args.loop,
+          inline_when_idle=not args.always_batch, hot_path=not args.no_hot_path)
     return 0
 
 
@@ -125,6 +126,14 @@ def register(sub: Any, command: Callable[[str], Callable[[Handler], Handler]]) -
     s.add_argument("--max-k", type=int, default=1000)
     s.add_argument("--max-triples", type=int, default=1000, help="most triples per /score request")
     s.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    s.add_argument("--always-batch", action="store_true",
+                   help="hand every query to the batching thread, also when no other one waits")
+    s.add_argument("--no-hot-path", action="store_true",
+                   help="answer prediction requests through FastAPI's routes only (slower; for comparison)")
+    s.add_argument("--http", default="auto", choices=("auto", "httptools", "h11"),
+                   help="HTTP parser (auto: httptools when installed)")
+    s.add_argument("--loop", default="auto", choices=("auto", "uvloop", "asyncio"),
+                   help="event loop (auto: uvloop when installed)")
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     s.add_argument("--access-log", action="store_true", help="log every request (slower)")
     command("serve")(cmd_serve)

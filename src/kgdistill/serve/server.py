@@ -1,4 +1,9 @@
-"""Running the service with uvicorn: in the foreground (``kgdistill serve``) or on a thread (tests, benchmarks)."""
+"""Running the service with uvicorn: in the foreground (``kgdistill serve``) or on a thread (tests, benchmarks).
+
+uvicorn's ``auto`` choices use the ``httptools`` HTTP parser and the ``uvloop`` event loop when they are installed
+(both are in the ``serve`` extra; much less CPU per request than ``h11`` and asyncio's loop) and fall back to
+``h11`` / asyncio otherwise; ``http`` and ``loop`` choose explicitly.
+"""
 
 from __future__ import annotations
 
@@ -14,19 +19,29 @@ from kgdistill.export import load_artifact
 from kgdistill.serve.app import create_app
 
 
+HTTP_CHOICES = ("auto", "httptools", "h11")
+LOOP_CHOICES = ("auto", "uvloop", "asyncio")
+
+
 def make_server(app: Any, host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "warning",
-                access_log: bool = False, limit_concurrency: int | None = 512) -> uvicorn.Server:
-    """A uvicorn server for ``app``; ``port=0`` binds a free port (see :attr:`ServerThread.port`)."""
+                access_log: bool = False, limit_concurrency: int | None = 512, http: str = "auto",
+                loop: str = "auto") -> uvicorn.Server:
+    """A uvicorn server for ``app``; ``port=0`` binds a free port (see :attr:`ServerThread.port`).
+    ``http``: auto | httptools | h11; ``loop``: auto | uvloop | asyncio."""
+    if http not in HTTP_CHOICES or loop not in LOOP_CHOICES:
+        raise ValueError(f"http must be one of {HTTP_CHOICES} and loop one of {LOOP_CHOICES}")
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                            limit_concurrency=limit_concurrency, timeout_keep_alive=30, lifespan="on")
+                            limit_concurrency=limit_concurrency, timeout_keep_alive=30, lifespan="on", http=http,
+                            loop=loop)
     return uvicorn.Server(config)
 
 
 def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8000, *, threads: int | None = None,
-          log_level: str = "info", access_log: bool = False, limit_concurrency: int | None = 512,
-          **app_options: Any) -> None:
-    """Load ``artifact`` and serve it until interrupted. ``threads``: torch CPU threads for scoring;
-    ``app_options`` go to :func:`~kgdistill.serve.app.create_app` (max_batch, max_k, …)."""
+          log_level: str = "info", access_log: bool = False, limit_concurrency: int | None = 512, http: str = "auto",
+          loop: str = "auto", **app_options: Any) -> None:
+    """Load ``artifact`` and serve it until interrupted. ``threads``: torch CPU threads for scoring; ``http``,
+    ``loop``: see :func:`make_server`; ``app_options`` go to :func:`~kgdistill.serve.app.create_app` (max_batch,
+    max_k, …)."""
     if threads:
         torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -34,8 +49,8 @@ def serve(artifact: str | Path, host: str = "127.0.0.1", port: int = 8000, *, th
     app = create_app(art, **app_options)
     print(f"loaded {artifact} ({art.size_bytes or 0:,} bytes) in {time.perf_counter() - start:.2f}s; "
           f"serving on http://{host}:{port} (OpenAPI: /docs, /openapi.json)", flush=True)
-    make_server(app, host, port, log_level=log_level, access_log=access_log,
-                limit_concurrency=limit_concurrency).run()
+    make_server(app, host, port, log_level=log_level, access_log=access_log, limit_concurrency=limit_concurrency,
+                http=http, loop=loop).run()
 
 
 class ServerThread:
