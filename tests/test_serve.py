@@ -83,6 +83,12 @@ def test_predictions_agree_with_the_library(client: httpx.Client, art: Artifact)
     assert [p["entity"] for p in got] == [p.label for p in expected] and not any(p["known"] for p in got)
     assert 0 < len(got) < 14  # the known heads were left out
 
+    for side, key in (("tail", "head"), ("head", "tail")):  # every answer, flagged known or not
+        got = client.post(f"/predict/{side}", json={key: "uk", "relation": "embassy", "k": 14}).json()["predictions"]
+        expected = art.predict("embassy", **{key: "uk"}, k=14)
+        assert [(p["entity"], p["known"]) for p in got] == [(p.label, p.known) for p in expected]
+        assert any(p["known"] for p in got) and not all(p["known"] for p in got)
+
 
 def test_score_endpoint(client: httpx.Client, art: Artifact) -> None:
     triples = [{"head": "usa", "relation": "ngo", "tail": "china"}, {"head": "uk", "relation": "embassy",

@@ -80,6 +80,11 @@ class BatchScorer:
         self.stats = BatchStats()
         self._lock = threading.Lock()
         self._pending = 0  # jobs queued or being scored
+        known = artifact.known
+        self._e, self._r = artifact.num_entities, artifact.num_relations
+        # the known triples as integers (h·R + r)·E + t: whether a top-k answer is known is a set lookup
+        self._known_keys: set[int] | None = None if known is None else set(
+            ((known[:, 0].long() * self._r + known[:, 1].long()) * self._e + known[:, 2].long()).tolist())
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="kgdistill-batcher", daemon=True)
         self._thread.start()
@@ -182,9 +187,9 @@ class BatchScorer:
         scores = model.score(side, anchors.to(device), relations.to(device))
         if scores.dtype != torch.float32:
             scores = scores.float()
-        known: list[set[int]] = [set() for _ in queries]
         index = self.artifact.filter_index
-        if index is not None:  # known answers of these queries: a handful of (row, entity) pairs
+        if index is not None and any(q[3] for q in queries):  # leave out the known answers: find them all
+            known: list[set[int]] = [set() for _ in queries]
             rows, cols = index.known(side, anchors, relations)
             for i, e in zip(rows.tolist(), cols.tolist()):
                 known[i].add(e)
@@ -195,10 +200,18 @@ class BatchScorer:
         values, ids = torch.topk(scores, k_max, dim=1)
         values, ids = values.tolist(), ids.tolist()
         out = []
+        keys, n_e = self._known_keys, self._e
         for i, q in enumerate(queries):
             k = q[2]
             pairs = [(e, v) for e, v in zip(ids[i][:k], values[i][:k]) if v != _NEG_INF]
-            out.append(TopK([e for e, _ in pairs], [v for _, v in pairs], [e in known[i] for e, _ in pairs]))
+            if keys is None:
+                flags = [False] * len(pairs)
+            elif side == "tail":  # (anchor, r, e)
+                base = (q[0] * self._r + q[1]) * n_e
+                flags = [base + e in keys for e, _ in pairs]
+            else:  # (e, r, anchor)
+                flags = [(e * self._r + q[1]) * n_e + q[0] in keys for e, _ in pairs]
+            out.append(TopK([e for e, _ in pairs], [v for _, v in pairs], flags))
         return out
 
     def _score_triples(self, jobs: list[_Job]) -> list[list[float]]:
