@@ -110,7 +110,8 @@ grad[torch.rand(50, generator=g) < 0.6] = 0.0
 ref = grad.clone()
 dist.all_reduce(ref)
 ref /= ctx.world_size
-for name, kwargs in (("sparse", dict(mode="sparse")), ("auto_sparse", dict(mode="auto", min_table_numel=0)),
+for name, kwargs in (("sparse", dict(mode="sparse")),
+                     ("auto_sparse", dict(mode="auto", min_table_numel=0, max_ratio=1.0)),
                      ("auto_dense", dict(mode="auto", min_table_numel=0, max_ratio=0.1))):
     table, bias, unused = (torch.nn.Parameter(torch.zeros(*s)) for s in ((50, 3), (3,), (4, 3)))
     table.grad, bias.grad = grad.clone(), torch.full((3,), float(ctx.rank))

@@ -67,8 +67,8 @@ class TrainingConfig:
     patience: int = opt(5, "early stopping: validations without improvement (0: off)")
     checkpoint_every: int = opt(1, "write checkpoints/last.pt every N epochs")
     max_grad_norm: float | None = opt(None, "clip the gradient norm")
-    grad_sync: str = opt("auto", "several processes: gradient synchronisation of embedding tables: dense "
-                         "(DDP all-reduce) | sparse (exchange the touched rows) | auto (per step, the cheaper)")
+    grad_sync: str = opt("dense", "several processes: gradient synchronisation of embedding tables: dense "
+                         "(DDP all-reduce) | sparse (exchange the touched rows) | auto (per step, by rows touched)")
     num_threads: int | None = opt(None, "torch CPU threads (default: torch's choice)")
     retain_memory: bool = opt(True, "keep freed memory in the process (glibc) instead of returning it to the OS")
 

@@ -177,13 +177,17 @@ GRAD_SYNC_MODES = ("dense", "sparse", "auto")
 AUTO_MIN_TABLE_NUMEL = 1 << 16
 #: ``auto``: a table's rows are exchanged sparsely in a step when ``world_size × (most rows touched on one rank)``
 #: is at most this fraction of its rows (the rows every rank receives and adds, against a ring all-reduce of the
-#: whole table); calibrated on 2 CPU processes over gloo (BENCHMARKS.md, "Several processes").
-AUTO_SPARSE_MAX_RATIO = 1.0
+#: whole table). From the exchange micro-benchmark on 2 CPU processes over gloo (BENCHMARKS.md, "Several
+#: processes"): rows won below 0.2–0.5 (two runs), the all-reduce above; 0.2 is the conservative end.
+AUTO_SPARSE_MAX_RATIO = 0.2
 
 
 def touched_rows(grad: torch.Tensor) -> torch.Tensor:
-    """Ids of the rows of ``grad`` (dim 0) that are not all zero; NaN and inf count as touched."""
-    return grad.reshape(grad.shape[0], -1).ne(0).any(dim=1).nonzero().squeeze(1)
+    """Ids of the rows of ``grad`` (dim 0) that are not all zero; NaN and inf count as touched.
+
+    A row's L1 norm is zero exactly when every entry is (a per-row reduction; no ``E × D`` boolean tensor)."""
+    flat = grad.reshape(grad.shape[0], -1)
+    return torch.linalg.vector_norm(flat, ord=1, dim=1).ne(0).nonzero().squeeze(1)
 
 
 class GradSync:
@@ -192,8 +196,8 @@ class GradSync:
 
     A *table* is a parameter with ≥ 2 dimensions (its rows are ids). For each table every rank finds the rows its
     gradient touched (non-zero rows), all-gathers the row ids and the rows (scaled by ``1 / world_size``, as DDP
-    does), zeroes the union of the rows in its gradient and adds every rank's rows in rank order (one ``index_add_``
-    per rank, whose ids are distinct): every rank ends with the same, bitwise equal, dense gradient, equal to the
+    does) and sums every rank's rows into its gradient in rank order (one ``index_copy_`` / ``index_add_`` per rank,
+    whose ids are distinct): every rank ends with the same, bitwise equal, dense gradient, equal to the
     dense all-reduce up to float summation order, so the optimiser (Adam, Adagrad, ...) sees what it sees with DDP.
     Untouched rows are zero on every rank and stay zero. The other parameters are all-reduced in one flat tensor.
 
@@ -272,10 +276,13 @@ class GradSync:
         send_i[:n].copy_(mine)
         dist.all_gather([recv_i[k, :longest] for k in range(world)], send_i[:longest])
         dist.all_gather([recv_v[k, :longest] for k in range(world)], send_v[:longest])
-        for k, m in enumerate(sizes):  # zero the union of the rows, then add the ranks' rows in rank order
-            flat.index_fill_(0, recv_i[k, :m], 0.0)
-        for k, m in enumerate(sizes):
-            flat.index_add_(0, recv_i[k, :m], recv_v[k, :m])
+        # every rank computes (rank 0's rows) + (rank 1's rows) + ... in that order: clear this rank's own rows
+        # (rank 0's are overwritten next), write rank 0's rows, add the others' (the other rows are zero here)
+        if self.ctx.rank > 0:
+            flat.index_fill_(0, mine, 0.0)
+        flat.index_copy_(0, recv_i[0, :sizes[0]], recv_v[0, :sizes[0]])
+        for k in range(1, world):
+            flat.index_add_(0, recv_i[k, :sizes[k]], recv_v[k, :sizes[k]])
 
     def _buffers_for(self, key: int, longest: int, flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
         held = self._buffers.get(key)
