@@ -34,13 +34,18 @@ COLUMNS = ["row", "dim", "MRR", "H@1", "H@3", "H@10", "params", "nonzero", "byte
            "epochs", "budget"]
 
 
+def recipe(args: argparse.Namespace) -> dict:
+    """The teacher's training recipe, with ``--lr`` overriding the preset (students inherit it)."""
+    return {**RECIPES[args.model], **({"lr": args.lr} if args.lr is not None else {})}
+
+
 def teacher_run(args: argparse.Namespace, folder: Path) -> Path:
     if (folder / "metrics.json").exists():
         return folder
     cfg = RunConfig(data=DataConfig(dataset=args.dataset, data_dir=args.data_dir),
                     model=ModelConfig(model=args.model, dim=args.teacher_dim),
                     training=TrainingConfig(epochs=args.teacher_epochs, eval_every=args.eval_every, patience=0,
-                                            seed=args.seed, **RECIPES[args.model]),
+                                            seed=args.seed, **recipe(args)),
                     evaluation=EvaluationConfig(eval_splits=["valid", "test"]), output_dir=str(folder),
                     progress=False)
     runs.train(cfg)
@@ -58,6 +63,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=30, help="epochs of every student stage / step (uniform)")
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--lr", type=float, default=None, help="learning rate of the teacher recipe (students inherit it)")
     p.add_argument("--sparsity", type=float, default=0.9)
     p.add_argument("--methods", default="scratch,kd,dualde,iterde,metasd,iterde-metasd")
     p.add_argument("--out", default="runs/bench-distill")
