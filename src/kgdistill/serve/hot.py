@@ -13,6 +13,8 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from kgdistill.serve.limits import replay_body
+
 Handler = Callable[[Any], Awaitable[bytes | None]]
 
 
@@ -50,16 +52,7 @@ class HotRoutes:
             fields = None
         answer = await handler(fields) if fields is not None else None
         if answer is None:
-            delivered = False
-
-            async def replay() -> dict[str, Any]:
-                nonlocal delivered
-                if not delivered:
-                    delivered = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
-
-            await self.app(scope, replay, send)
+            await self.app(scope, replay_body(body, receive), send)
             return
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", str(len(answer)).encode()),
