@@ -124,17 +124,22 @@ if ctx.is_main:
 '''
 
 
-def test_sparse_gradient_exchange_equals_dense(tmp_path: Path) -> None:
-    """``grad_sync`` sparse and auto train to the parameters of DDP's dense all-reduce (sLCWA with an L2
-    regulariser and gradient clipping, Adam), without DDP; the ranks stay bitwise equal; the exchange alone equals a
-    dense all-reduce mean with rows touched on one rank, on both or on none."""
-    script, result = tmp_path / "grad_sync.py", tmp_path / "result.json"
-    script.write_text(GRAD_SYNC_SCRIPT)
+def _run_two_ranks(script_text: str, tmp_path: Path) -> dict:
+    """Run ``script_text SCRIPT RESULT`` on 2 gloo ranks under torchrun; the JSON its rank 0 wrote to RESULT."""
+    script, result = tmp_path / "two_ranks.py", tmp_path / "result.json"
+    script.write_text(script_text)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                            str(script), str(result)], env={**os.environ, "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    r = json.loads(result.read_text())
+    return json.loads(result.read_text())
+
+
+def test_sparse_gradient_exchange_equals_dense(tmp_path: Path) -> None:
+    """``grad_sync`` sparse and auto train to the parameters of DDP's dense all-reduce (sLCWA with an L2
+    regulariser and gradient clipping, Adam), without DDP; the ranks stay bitwise equal; the exchange alone equals a
+    dense all-reduce mean with rows touched on one rank, on both or on none."""
+    r = _run_two_ranks(GRAD_SYNC_SCRIPT, tmp_path)
     assert r["moved"] > 1e-3
     assert r["sparse_diff"] <= 1e-5 and r["auto_diff"] <= 1e-5, r
     assert r["ranks_equal"]
@@ -385,13 +390,7 @@ def test_contrastive_batch_spans_the_ranks(tmp_path: Path) -> None:
     false-negative mask holds across ranks, the mean of the ranks' losses is the one-process loss of the 10, and the
     DDP-averaged gradient equals the one-process gradient (it reaches the embeddings computed on the other rank)."""
     pytest.importorskip("transformers")
-    script, result = tmp_path / "contrastive.py", tmp_path / "result.json"
-    script.write_text(CONTRASTIVE_SCRIPT)
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                           str(script), str(result)], env={**os.environ, "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    r = json.loads(result.read_text())
+    r = _run_two_ranks(CONTRASTIVE_SCRIPT, tmp_path)
     assert r["logits"] == [5, 11] and r["columns"] == [5, 10] and r["offset"] == 0
     assert r["masked_across"] == 4  # rank 0's two queries × rank 1's two tails of the same entity
     assert sum(r["losses"]) / 2 == pytest.approx(r["loss1"], rel=1e-5)
