@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from kgdistill.distill import terms
+from kgdistill.distill.distiller import structure_of
 from kgdistill.distill.pruning import export_sparse, global_magnitude_masks, load_sparse
 from kgdistill.distill.schedules import make_schedule, sparsity_at, unit_decade
 from kgdistill.models.embedding import EmbeddingModel
@@ -43,6 +44,29 @@ def test_dualde_score_and_structure_distances() -> None:
                                         torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[3.0, 0.0, 0.0]]))
     # cos 0 vs 1 → SmoothL1(1) = 0.5; length ratio 0.5 vs 1/3 → 0.5 · (1/6)²
     assert s.item() == pytest.approx(0.5 + 0.5 * (1 / 6) ** 2)
+
+
+@pytest.mark.parametrize("random_layout", [False, True])
+def test_structure_of_equals_features_of_the_corrupted_rows(random_layout: bool) -> None:
+    """The shortcut (one dot product per candidate) = cos / norm ratio of explicitly built corrupted triples."""
+    torch.manual_seed(3)
+    model = EmbeddingModel("complex", 20, 3, 4)
+    B, N, k = 5, 6, 2
+    batch = torch.stack([torch.randint(0, 20, (B,)), torch.randint(0, 3, (B,)), torch.randint(0, 20, (B,))], 1)
+    neg = torch.randint(0, 20, (B, N))
+    corrupt = torch.rand(B, N) < 0.5 if random_layout else None
+    got = structure_of(model, batch, neg, corrupt, k)
+    h, t, c = model.entity_rows(batch[:, 0]), model.entity_rows(batch[:, 2]), model.entity_rows(neg)
+    ch = (corrupt if random_layout else torch.arange(N).expand(B, N) < k)[..., None]
+    heads = torch.where(ch, c, h[:, None].expand_as(c))
+    tails = torch.where(ch, t[:, None].expand_as(c), c)
+    cos_neg, ratio_neg = terms.structure_features(heads, tails)
+    cos_pos, ratio_pos = terms.structure_features(h, t)
+    torch.testing.assert_close(got.cos_neg, cos_neg)
+    torch.testing.assert_close(got.ratio_neg, ratio_neg)
+    torch.testing.assert_close(got.cos_pos, cos_pos)
+    torch.testing.assert_close(got.ratio_pos, ratio_pos)
+    assert torch.allclose(cos_pos, torch.nn.functional.cosine_similarity(h, t, dim=-1))
 
 
 def test_soft_label_weight_is_detached_and_loss_matches_eq10() -> None:

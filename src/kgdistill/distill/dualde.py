@@ -54,11 +54,12 @@ def _distance(student: Scores, teacher: Scores, structure: bool) -> tuple[Tensor
     assert student.neg is not None and teacher.neg is not None
     d_pos = terms.dualde_score_distance(student.pos, teacher.pos.detach())
     d_neg = terms.dualde_score_distance(student.neg, teacher.neg.detach())
-    if structure and student.heads is not None and teacher.heads is not None:
-        d_pos = d_pos + terms.dualde_structure_distance(student.heads, student.tails, teacher.heads.detach(),
-                                                        teacher.tails.detach())
-        d_neg = d_neg + terms.dualde_structure_distance(student.neg_heads, student.neg_tails,
-                                                        teacher.neg_heads.detach(), teacher.neg_tails.detach())
+    if structure and student.structure is not None and teacher.structure is not None:
+        s, t = student.structure, teacher.structure
+        d_pos = d_pos + terms.structure_feature_distance(s.cos_pos, s.ratio_pos, t.cos_pos.detach(),
+                                                         t.ratio_pos.detach())
+        d_neg = d_neg + terms.structure_feature_distance(s.cos_neg, s.ratio_neg, t.cos_neg.detach(),
+                                                         t.ratio_neg.detach())
     return d_pos, d_neg
 
 
@@ -111,7 +112,7 @@ class DualDE(Method):
             raise ConfigError("dualde: the soft-label evaluation (eq. 10) needs sampled negatives: training_mode "
                               "must be slcwa")
         ev_t = SoftLabelEvaluator().to(device)
-        d1 = Distiller(student, t_model, stage_terms(config, ev_t, None, False), hard_weight=0.0, with_rows=True)
+        d1 = Distiller(student, t_model, stage_terms(config, ev_t, None, False), hard_weight=0.0, with_structure=True)
         common = dict(dataset=teacher.dataset, base_config=teacher.config, method=self.name, method_config=config,
                       teacher_dir=str(teacher.path), device=device, progress=progress, ctx=ctx, resume=resume)
         name1 = f"dualde-{dim}-stage1"
@@ -126,7 +127,7 @@ class DualDE(Method):
         ev_s = SoftLabelEvaluator().to(device)
         extras: dict = {}
         d2 = Distiller(student, trained_teacher, stage_terms(config, ev_t, ev_s, True), hard_weight=0.0,
-                       train_teacher=True, with_rows=True, extras=extras)
+                       train_teacher=True, with_structure=True, extras=extras)
         training2 = replace(training, lr=training.lr * config.stage2_lr_factor,
                             epochs=config.stage2_epochs or training.epochs)
 

@@ -51,17 +51,24 @@ def dualde_score_distance(student: Tensor, teacher: Tensor) -> Tensor:
     return F.smooth_l1_loss(torch.sigmoid(student), torch.sigmoid(teacher), reduction="none")
 
 
+def structure_features(h: Tensor, t: Tensor, eps: float = 1e-8) -> tuple[Tensor, Tensor]:
+    """DualDE's structure of a triple (eq. 5): ``(cos(h, t), |h| / |t|)`` of head and tail rows ``[..., D]`` → ``[...]``."""
+    nh, nt = h.norm(dim=-1).clamp_min(eps), t.norm(dim=-1).clamp_min(eps)
+    return (h * t).sum(-1) / (nh * nt), nh / nt
+
+
+def structure_feature_distance(cos_s: Tensor, ratio_s: Tensor, cos_t: Tensor, ratio_t: Tensor) -> Tensor:
+    """DualDE eq. 5 on precomputed features: ``SmoothL1(cos_S, cos_T) + SmoothL1(ratio_S, ratio_T)``, elementwise."""
+    return F.smooth_l1_loss(cos_s, cos_t, reduction="none") + F.smooth_l1_loss(ratio_s, ratio_t, reduction="none")
+
+
 def dualde_structure_distance(h_s: Tensor, t_s: Tensor, h_t: Tensor, t_t: Tensor, eps: float = 1e-8) -> Tensor:
     """DualDE eq. 5, per triple: ``SmoothL1(cos(h_S, t_S), cos(h_T, t_T)) + SmoothL1(|h_S|/|t_S|, |h_T|/|t_T|)``.
 
     ``h_s, t_s``: student entity rows ``[..., Ds]``; ``h_t, t_t``: teacher rows ``[..., Dt]`` (dims may differ: only
     the angle and the length ratio of head and tail are compared). Returns ``[...]``.
     """
-    cos_s = F.cosine_similarity(h_s, t_s, dim=-1, eps=eps)
-    cos_t = F.cosine_similarity(h_t, t_t, dim=-1, eps=eps)
-    ratio_s = h_s.norm(dim=-1) / t_s.norm(dim=-1).clamp_min(eps)
-    ratio_t = h_t.norm(dim=-1) / t_t.norm(dim=-1).clamp_min(eps)
-    return F.smooth_l1_loss(cos_s, cos_t, reduction="none") + F.smooth_l1_loss(ratio_s, ratio_t, reduction="none")
+    return structure_feature_distance(*structure_features(h_s, t_s, eps), *structure_features(h_t, t_t, eps))
 
 
 def soft_label_weight(teacher: Tensor, a: Tensor, b: Tensor) -> Tensor:
@@ -103,6 +110,6 @@ def feature_mse(student: Tensor, teacher: Tensor) -> Tensor:
     return F.mse_loss(student, teacher)
 
 
-__all__ = ["kl_with_temperature", "symmetric_kl", "huber_scores", "dualde_score_distance",
-           "dualde_structure_distance", "soft_label_weight", "soft_label_calibration", "dualde_soft_label_loss",
+__all__ = ["kl_with_temperature", "symmetric_kl", "huber_scores", "dualde_score_distance", "structure_features",
+           "structure_feature_distance", "dualde_structure_distance", "soft_label_weight", "soft_label_calibration", "dualde_soft_label_loss",
            "feature_mse"]
