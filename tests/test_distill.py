@@ -106,6 +106,28 @@ def test_quiz_never_in_supervised_loss_and_mask_changes(tiny_kg: KGDataset) -> N
     assert any(not torch.equal(masks[0], m) for m in masks[1:])  # recomputed every epoch, and it moves
 
 
+@pytest.mark.parametrize("reciprocal", [True, False])
+def test_metasd_sampled_candidates(tiny_kg: KGDataset, reciprocal: bool) -> None:
+    """num_candidates=K: CE over the target (column 0) and K sampled entities, scores = the 1-N scores gathered."""
+    model, step, tr, supervised, _ = _metasd_parts(tiny_kg, num_candidates=5)
+    if not reciprocal:
+        model.base.reciprocal = False
+    q = queries_of(supervised[:8], tiny_kg.num_relations)
+    cands = step.candidates(q)
+    assert cands.shape == (16, 6) and torch.equal(cands[:, 0], q[:, 2])
+    dense = step.dense_params()
+    full = step.scores(dense, q)
+    torch.testing.assert_close(step.scores(dense, q, cands), full.gather(1, cands))
+    loss, _ = step.supervised(dense, q, cands)
+    expected = torch.nn.functional.cross_entropy(full.gather(1, cands), torch.zeros(16, dtype=torch.long))
+    assert loss.item() == pytest.approx(expected.item() + step.reg(dense, q).item(), rel=1e-5)
+    model.update_masks(0.5)
+    before = model.base.entity.detach().clone()
+    tr.run_dir = None
+    tr.train_epoch(1)  # the whole step (supervised, meta, mutual) runs on sampled candidates
+    assert not torch.equal(before, model.base.entity.detach())
+
+
 @pytest.fixture(scope="module")
 def kinship_teacher(tmp_path_factory) -> Path:
     torch.set_num_threads(1)

@@ -68,6 +68,8 @@ class MetaSDConfig(CommonConfig):
     relation_weight: float = opt(0.0, "weight of the relation-prediction CE (release: 4; 0 = off)")
     supervised_step: bool = opt(True, "step 1: a supervised step on the dense model before the meta step")
     meta_every: int = opt(1, "meta (quiz) update every N batches")
+    num_candidates: int = opt(0, "0: score every entity (1-N, as released); K: the target and K uniformly sampled "
+                                 "entities per query (sampled softmax, for graphs where 1-N exceeds the budget)")
 
 
 def split_quiz(train: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -94,6 +96,7 @@ class MetaSDStep:
         self.quiz_queries = queries_of(quiz, model.num_relations).to(device)
         self.meta_optimizer = make_optimizer("adagrad", model.base.parameters(), config.teacher_lr)
         self.quiz_generator = torch.Generator().manual_seed(config.seed + 1)
+        self.candidate_generator = torch.Generator().manual_seed(config.seed + 2)
         self.trainer: Any = None
         self.epoch = 0
         self.batches = 0
@@ -114,11 +117,13 @@ class MetaSDStep:
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs beyond the trainer's checkpoint: meta optimiser, quiz generator, batch count."""
         return {"meta_optimizer": self.meta_optimizer.state_dict(), "quiz_generator": self.quiz_generator.get_state(),
-                "batches": self.batches}
+                "candidate_generator": self.candidate_generator.get_state(), "batches": self.batches}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.meta_optimizer.load_state_dict(state["meta_optimizer"])
         self.quiz_generator.set_state(state["quiz_generator"])
+        if "candidate_generator" in state:
+            self.candidate_generator.set_state(state["candidate_generator"])
         self.batches = int(state["batches"])
 
     def update_masks(self, sparsity: float) -> float:
@@ -159,12 +164,25 @@ class MetaSDStep:
         labels = q[:, 1] if base.reciprocal else q[:, 1] % base.num_relations
         return F.cross_entropy(scores[:, : (2 if base.reciprocal else 1) * base.num_relations], labels)
 
-    def scores(self, params: dict[str, Tensor], q: Tensor) -> Tensor:
-        return self.model.call(params, "queries", q[:, 0], q[:, 1])
+    def candidates(self, q: Tensor) -> Tensor | None:
+        """``None`` (all entities), or ``[B, 1 + K]``: each query's target in column 0, then K sampled entities."""
+        k = self.config.num_candidates
+        if not k:
+            return None
+        sampled = torch.randint(self.model.num_entities, (q.shape[0], k), generator=self.candidate_generator)
+        return torch.cat([q[:, 2:3], sampled.to(q.device)], dim=1)
 
-    def supervised(self, params: dict[str, Tensor], q: Tensor) -> tuple[Tensor, Tensor]:
-        s = self.scores(params, q)
-        loss = F.cross_entropy(s, q[:, 2]) + self.reg(params, q)
+    def scores(self, params: dict[str, Tensor], q: Tensor, cands: Tensor | None = None) -> Tensor:
+        """``[B, E]`` over all entities, or ``[B, 1 + K]`` over ``cands`` (see :meth:`candidates`)."""
+        if cands is None:
+            return self.model.call(params, "queries", q[:, 0], q[:, 1])
+        return self.model.call(params, "query_candidates", q[:, 0], q[:, 1], cands)
+
+    def supervised(self, params: dict[str, Tensor], q: Tensor,
+                   cands: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        s = self.scores(params, q, cands)
+        target = q[:, 2] if cands is None else torch.zeros_like(q[:, 2])
+        loss = F.cross_entropy(s, target) + self.reg(params, q)
         if self.config.relation_weight:
             loss = loss + self.config.relation_weight * self.relation_ce(params, q)
         return loss, s
@@ -184,8 +202,9 @@ class MetaSDStep:
                            flipped=round(self.last_flip, 6), **extra)
         if self.record_batches:
             self.supervised_seen.append(q.detach().cpu())
+        cands = self.candidates(q)  # the same candidates for every branch of this batch
         if c.supervised_step:  # (1)
-            loss, _ = self.supervised(self.dense_params(), q)
+            loss, _ = self.supervised(self.dense_params(), q, cands)
             tr.optimizer.zero_grad(set_to_none=True)
             loss.backward()  # inside DDP's forward: DDP ignores it, so the ranks average here
             all_reduce_grads_(list(pm.base.parameters()), self.ctx)
@@ -193,21 +212,21 @@ class MetaSDStep:
             pm.apply_constraints()
             tr.optimizer.zero_grad(set_to_none=True)
         if self.batches % max(1, c.meta_every) == 0:
-            self.meta_step(q)
+            self.meta_step(q, cands)
         self.batches += 1
         # (4) mutual learning between the dense and the pruned branch
         dense = self.dense_params()
-        t_loss, t_scores = self.supervised(dense, q)
-        s_loss, s_scores = self.supervised(pm.masked_params(dense), q)
+        t_loss, t_scores = self.supervised(dense, q, cands)
+        s_loss, s_scores = self.supervised(pm.masked_params(dense), q, cands)
         return t_loss + s_loss + self.kd(t_scores, s_scores.detach()) + self.kd(s_scores, t_scores.detach())
 
-    def meta_step(self, q: Tensor) -> None:
+    def meta_step(self, q: Tensor, cands: Tensor | None = None) -> None:
         """(2) + (3): the lookahead student on the batch, its quiz loss updates the dense (teacher) parameters."""
         pm, c = self.model, self.config
         dense = self.dense_params()
         masked = pm.masked_params(dense)
-        s_loss, s_scores = self.supervised(masked, q)
-        t_scores = self.scores(dense, q)
+        s_loss, s_scores = self.supervised(masked, q, cands)
+        t_scores = self.scores(dense, q, cands)
         inner = s_loss + self.kd(s_scores, t_scores)
         grads = torch.autograd.grad(inner, list(masked.values()), create_graph=True)
         masks = pm.masks()
@@ -221,7 +240,9 @@ class MetaSDStep:
         quiz = self.quiz_queries[idx]
         if self.record_batches:
             self.quiz_seen.append(quiz.detach().cpu())
-        quiz_loss = F.cross_entropy(self.scores(fast, quiz), quiz[:, 2])
+        quiz_cands = self.candidates(quiz)
+        quiz_target = quiz[:, 2] if quiz_cands is None else torch.zeros_like(quiz[:, 2])
+        quiz_loss = F.cross_entropy(self.scores(fast, quiz, quiz_cands), quiz_target)
         meta_grads = [g.clone() for g in torch.autograd.grad(quiz_loss, list(dense.values()))]
         all_reduce_mean_(meta_grads, ctx)
         params = list(dense.values())

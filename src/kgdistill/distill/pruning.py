@@ -23,7 +23,7 @@ from torch.func import functional_call
 from kgdistill.errors import RunFolderError
 from kgdistill.models.base import MODEL_CONFIG, KGCModel, build_model, model_classes
 from kgdistill.models.embedding import EmbeddingModel
-from kgdistill.training.steps import score_queries
+from kgdistill.training.steps import score_queries, score_query_candidates
 
 SPARSE_WEIGHTS = "model.sparse.safetensors"
 TABLES = ("entity", "relation")
@@ -57,6 +57,8 @@ class _Scorer(nn.Module):
     def forward(self, kind: str, *args: Tensor) -> Tensor:
         if kind == "queries":
             return score_queries(self.base, *args)
+        if kind == "query_candidates":
+            return score_query_candidates(self.base, *args)
         return getattr(self.base, kind)(*args)
 
 

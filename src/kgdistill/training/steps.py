@@ -116,6 +116,19 @@ def score_queries(model: KGCModel, anchors: Tensor, relations: Tensor) -> Tensor
     return scores
 
 
+def score_query_candidates(model: KGCModel, anchors: Tensor, relations: Tensor, candidates: Tensor) -> Tensor:
+    """Scores ``[B, K]`` of 1-N queries against their own candidate ids ``candidates[B, K]`` (sampled softmax);
+    relations ≥ R are inverse (the candidates are heads)."""
+    num_rel = model.num_relations
+    if getattr(model, "reciprocal", False):
+        return model.score_t(anchors, relations, candidates)
+    inverse = relations >= num_rel
+    scores = model.score_t(anchors, relations % num_rel, candidates)
+    if inverse.any():
+        scores[inverse] = model.score_h(relations[inverse] - num_rel, anchors[inverse], candidates[inverse])
+    return scores
+
+
 def one_vs_all_loss(model: KGCModel, anchors: Tensor, relations: Tensor, targets: Tensor,
                     regularizer: Regularizer) -> Tensor:
     loss = cross_entropy_1vsall(score_queries(model, anchors, relations), targets)
