@@ -108,18 +108,18 @@ def test_quiz_never_in_supervised_loss_and_mask_changes(tiny_kg: KGDataset) -> N
 
 @pytest.mark.parametrize("reciprocal", [True, False])
 def test_metasd_sampled_candidates(tiny_kg: KGDataset, reciprocal: bool) -> None:
-    """num_candidates=K: CE over the target (column 0) and K sampled entities, scores = the 1-N scores gathered."""
+    """num_candidates=K: CE over the batch's targets and K sampled entities (shared), scores = 1-N scores' columns."""
     model, step, tr, supervised, _ = _metasd_parts(tiny_kg, num_candidates=5)
     if not reciprocal:
         model.base.reciprocal = False
     q = queries_of(supervised[:8], tiny_kg.num_relations)
     cands = step.candidates(q)
-    assert cands.shape == (16, 6) and torch.equal(cands[:, 0], q[:, 2])
+    assert cands.shape == (16 + 5,) and torch.equal(cands[:16], q[:, 2])
     dense = step.dense_params()
     full = step.scores(dense, q)
-    torch.testing.assert_close(step.scores(dense, q, cands), full.gather(1, cands))
+    torch.testing.assert_close(step.scores(dense, q, cands), full[:, cands])
     loss, _ = step.supervised(dense, q, cands)
-    expected = torch.nn.functional.cross_entropy(full.gather(1, cands), torch.zeros(16, dtype=torch.long))
+    expected = torch.nn.functional.cross_entropy(full[:, cands], torch.arange(16))
     assert loss.item() == pytest.approx(expected.item() + step.reg(dense, q).item(), rel=1e-5)
     model.update_masks(0.5)
     before = model.base.entity.detach().clone()

@@ -115,3 +115,19 @@ def test_bad_configuration_is_a_clear_error(tmp_path: Path) -> None:
         runs.train(replace(base, training=replace(base.training, training_mode="2vsall")))
     with pytest.raises(ConfigError, match="optimizer"):
         runs.train(replace(base, training=replace(base.training, optimizer="adamm")))
+
+
+def test_1vsall_without_reciprocal_relations_regularises_the_inverse_queries(tiny_kg) -> None:
+    """Inverse queries (r ≥ R) of a model without reciprocal relations use relation r - R's row in the regulariser."""
+    from kgdistill.models.embedding import EmbeddingModel
+    from kgdistill.losses import regularizers
+    from kgdistill.training.steps import one_vs_all_loss
+
+    torch.manual_seed(0)
+    model = EmbeddingModel("complex", tiny_kg.num_entities, tiny_kg.num_relations, 4, reciprocal=False)
+    h, r, t = tiny_kg.train[:6].unbind(1)
+    reg = regularizers.make("n3", weight=0.1)
+    inverse = one_vs_all_loss(model, t, r + tiny_kg.num_relations, h, reg)
+    plain = one_vs_all_loss(model, t, r + tiny_kg.num_relations, h, regularizers.make("n3", weight=0.0))
+    rows = [(model.entity_rows(t), "complex"), (model.relation_rows(r), "complex"), (model.entity_rows(h), "complex")]
+    assert inverse.item() == pytest.approx(plain.item() + reg(rows).item(), rel=1e-5)

@@ -68,8 +68,9 @@ class MetaSDConfig(CommonConfig):
     relation_weight: float = opt(0.0, "weight of the relation-prediction CE (release: 4; 0 = off)")
     supervised_step: bool = opt(True, "step 1: a supervised step on the dense model before the meta step")
     meta_every: int = opt(1, "meta (quiz) update every N batches")
-    num_candidates: int = opt(0, "0: score every entity (1-N, as released); K: the target and K uniformly sampled "
-                                 "entities per query (sampled softmax, for graphs where 1-N exceeds the budget)")
+    num_candidates: int = opt(0, "0: score every entity (1-N, as released); K: score the batch's targets and K "
+                                 "uniformly sampled entities, shared by the batch (sampled softmax, for graphs where "
+                                 "1-N exceeds the budget)")
 
 
 def split_quiz(train: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -151,8 +152,9 @@ class MetaSDStep:
             return params["entity"].new_zeros(())
         base = self.model.base
         inter = base.interaction
+        rel = q[:, 1] if base.reciprocal else q[:, 1] % base.num_relations  # inverse query: relation r - R's row
         rows = [(F.embedding(q[:, 0], params["entity"]), inter.entity_kind),
-                (F.embedding(q[:, 1], params["relation"]), inter.relation_kind),
+                (F.embedding(rel, params["relation"]), inter.relation_kind),
                 (F.embedding(q[:, 2], params["entity"]), inter.entity_kind)]
         return reg(rows)
 
@@ -165,24 +167,30 @@ class MetaSDStep:
         return F.cross_entropy(scores[:, : (2 if base.reciprocal else 1) * base.num_relations], labels)
 
     def candidates(self, q: Tensor) -> Tensor | None:
-        """``None`` (all entities), or ``[B, 1 + K]``: each query's target in column 0, then K sampled entities."""
+        """``None`` (all entities), or the batch's shared candidates ``[B + K]``: the targets of its ``B`` queries
+        (query ``i``'s own target in column ``i``), then ``K`` uniformly sampled entities. Another query's target
+        may be a true answer too; as with in-batch negatives, it counts as a negative."""
         k = self.config.num_candidates
         if not k:
             return None
-        sampled = torch.randint(self.model.num_entities, (q.shape[0], k), generator=self.candidate_generator)
-        return torch.cat([q[:, 2:3], sampled.to(q.device)], dim=1)
+        sampled = torch.randint(self.model.num_entities, (k,), generator=self.candidate_generator)
+        return torch.cat([q[:, 2], sampled.to(q.device)])
 
     def scores(self, params: dict[str, Tensor], q: Tensor, cands: Tensor | None = None) -> Tensor:
-        """``[B, E]`` over all entities, or ``[B, 1 + K]`` over ``cands`` (see :meth:`candidates`)."""
+        """``[B, E]`` over all entities, or ``[B, B + K]`` over the shared ``cands`` (see :meth:`candidates`)."""
         if cands is None:
             return self.model.call(params, "queries", q[:, 0], q[:, 1])
         return self.model.call(params, "query_candidates", q[:, 0], q[:, 1], cands)
 
+    @staticmethod
+    def targets(q: Tensor, cands: Tensor | None) -> Tensor:
+        """Column of each query's target: its entity id (1-N), or its row index (shared candidates)."""
+        return q[:, 2] if cands is None else torch.arange(q.shape[0], device=q.device)
+
     def supervised(self, params: dict[str, Tensor], q: Tensor,
                    cands: Tensor | None = None) -> tuple[Tensor, Tensor]:
         s = self.scores(params, q, cands)
-        target = q[:, 2] if cands is None else torch.zeros_like(q[:, 2])
-        loss = F.cross_entropy(s, target) + self.reg(params, q)
+        loss = F.cross_entropy(s, self.targets(q, cands)) + self.reg(params, q)
         if self.config.relation_weight:
             loss = loss + self.config.relation_weight * self.relation_ce(params, q)
         return loss, s
@@ -241,8 +249,7 @@ class MetaSDStep:
         if self.record_batches:
             self.quiz_seen.append(quiz.detach().cpu())
         quiz_cands = self.candidates(quiz)
-        quiz_target = quiz[:, 2] if quiz_cands is None else torch.zeros_like(quiz[:, 2])
-        quiz_loss = F.cross_entropy(self.scores(fast, quiz, quiz_cands), quiz_target)
+        quiz_loss = F.cross_entropy(self.scores(fast, quiz, quiz_cands), self.targets(quiz, quiz_cands))
         meta_grads = [g.clone() for g in torch.autograd.grad(quiz_loss, list(dense.values()))]
         all_reduce_mean_(meta_grads, ctx)
         params = list(dense.values())

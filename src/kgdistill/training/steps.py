@@ -100,6 +100,8 @@ def _query_rows(model: KGCModel, anchors: Tensor, relations: Tensor, targets: Te
     if not isinstance(model, EmbeddingModel):
         return []
     inter = model.interaction
+    if not model.reciprocal:  # an inverse query (r ≥ R) uses relation r - R's row
+        relations = relations % model.num_relations
     return [(model.entity_rows(anchors), inter.entity_kind), (model.relation_rows(relations), inter.relation_kind),
             (model.entity_rows(targets), inter.entity_kind)]
 
@@ -117,15 +119,16 @@ def score_queries(model: KGCModel, anchors: Tensor, relations: Tensor) -> Tensor
 
 
 def score_query_candidates(model: KGCModel, anchors: Tensor, relations: Tensor, candidates: Tensor) -> Tensor:
-    """Scores ``[B, K]`` of 1-N queries against their own candidate ids ``candidates[B, K]`` (sampled softmax);
-    relations ≥ R are inverse (the candidates are heads)."""
+    """Scores of 1-N queries against candidate ids: shared ``candidates[K]`` → ``[B, K]`` (one matmul), or per
+    query ``candidates[B, K]`` → ``[B, K]``; relations ≥ R are inverse (the candidates are heads)."""
     num_rel = model.num_relations
     if getattr(model, "reciprocal", False):
         return model.score_t(anchors, relations, candidates)
     inverse = relations >= num_rel
     scores = model.score_t(anchors, relations % num_rel, candidates)
     if inverse.any():
-        scores[inverse] = model.score_h(relations[inverse] - num_rel, anchors[inverse], candidates[inverse])
+        own = candidates[inverse] if candidates.dim() == 2 else candidates
+        scores[inverse] = model.score_h(relations[inverse] - num_rel, anchors[inverse], own)
     return scores
 
 
