@@ -128,6 +128,22 @@ def test_metasd_sampled_candidates(tiny_kg: KGDataset, reciprocal: bool) -> None
     assert not torch.equal(before, model.base.entity.detach())
 
 
+def test_metasd_sampled_step_on_touched_rows_equals_full_tables(tiny_kg: KGDataset, monkeypatch) -> None:
+    """The step on the gathered rows (row-sparse Adagrad) leaves the same weights as the step on whole tables."""
+    weights = []
+    for local in (True, False):
+        model, step, tr, _, _ = _metasd_parts(tiny_kg, num_candidates=4)
+        if not local:
+            monkeypatch.setattr(step, "touched_rows", lambda *batches: (None, list(batches)))
+        assert step.row_sparse_updates()
+        model.update_masks(0.5)
+        tr.run_dir = None
+        tr.train_epoch(1)
+        weights.append((model.base.entity.detach().clone(), model.base.relation.detach().clone()))
+    torch.testing.assert_close(weights[0][0], weights[1][0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(weights[0][1], weights[1][1], rtol=1e-4, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def kinship_teacher(tmp_path_factory) -> Path:
     torch.set_num_threads(1)

@@ -195,8 +195,42 @@ class MetaSDStep:
             loss = loss + self.config.relation_weight * self.relation_ce(params, q)
         return loss, s
 
-    def dense_params(self) -> dict[str, Tensor]:
-        return {"entity": self.model.base.entity, "relation": self.model.base.relation}
+    def dense_params(self, rows: Tensor | None = None) -> dict[str, Tensor]:
+        """The dense tables, or (``rows`` given) the entity rows ``rows`` of them (a differentiable gather)."""
+        base = self.model.base
+        if rows is None:
+            return {"entity": base.entity, "relation": base.relation}
+        return {"entity": F.embedding(rows, base.entity, sparse=self.row_sparse_updates()), "relation": base.relation}
+
+    def row_sparse_updates(self) -> bool:
+        """Whether the entity table may get row-sparse gradients (a gather of the touched rows): the optimisers
+        handle them (Adagrad, as released, or SGD; their update of an untouched row is a no-op, so the trajectory
+        is the dense one), in one process, with no gradient clipping."""
+        tr = self.trainer
+        return (not self.ctx.enabled and not tr.config.max_grad_norm
+                and isinstance(tr.optimizer, (torch.optim.Adagrad, torch.optim.SGD)))
+
+    def masked(self, params: dict[str, Tensor], rows: Tensor | None = None) -> dict[str, Tensor]:
+        """``params ⊙ masks`` (the pruned branch); ``rows``: ``params`` hold only those entity rows."""
+        masks = self.model.masks()
+        if rows is not None:
+            masks = {"entity": masks["entity"].index_select(0, rows), "relation": masks["relation"]}
+        return {k: params[k] * masks[k] for k in params}
+
+    def touched_rows(self, *batches: tuple[Tensor, Tensor | None]) -> tuple[Tensor | None, list]:
+        """With sampled candidates, a step reads only the entity rows of its queries and candidates: their sorted
+        ids ``U`` and each ``(queries, candidates)`` renumbered into ``U``, so the step runs on ``[|U|, D]`` tables
+        instead of ``[E, D]`` ones (the same losses and gradients; one gather links them to the full tables).
+        1-N (no candidates) reads every row: ``(None, batches)`` unchanged."""
+        if any(c is None for _, c in batches):
+            return None, list(batches)
+        rows = torch.unique(torch.cat([torch.cat([q[:, 0], q[:, 2], c]) for q, c in batches]))  # type: ignore
+        local = []
+        for q, c in batches:
+            anchors, targets = torch.searchsorted(rows, q[:, [0, 2]].T.contiguous())
+            lq = torch.stack([anchors, q[:, 1], targets], 1)
+            local.append((lq, torch.searchsorted(rows, c)))  # type: ignore[arg-type]
+        return rows, local
 
     # ---- the step --------------------------------------------------------------------------------------------
     def __call__(self, model: KGCModel, q: Tensor, generator: torch.Generator) -> Tensor:
@@ -211,8 +245,9 @@ class MetaSDStep:
         if self.record_batches:
             self.supervised_seen.append(q.detach().cpu())
         cands = self.candidates(q)  # the same candidates for every branch of this batch
+        rows, [(lq, lc)] = self.touched_rows((q, cands))
         if c.supervised_step:  # (1)
-            loss, _ = self.supervised(self.dense_params(), q, cands)
+            loss, _ = self.supervised(self.dense_params(rows), lq, lc)
             tr.optimizer.zero_grad(set_to_none=True)
             loss.backward()  # inside DDP's forward: DDP ignores it, so the ranks average here
             all_reduce_grads_(list(pm.base.parameters()), self.ctx)
@@ -223,36 +258,41 @@ class MetaSDStep:
             self.meta_step(q, cands)
         self.batches += 1
         # (4) mutual learning between the dense and the pruned branch
-        dense = self.dense_params()
-        t_loss, t_scores = self.supervised(dense, q, cands)
-        s_loss, s_scores = self.supervised(pm.masked_params(dense), q, cands)
+        dense = self.dense_params(rows)
+        t_loss, t_scores = self.supervised(dense, lq, lc)
+        s_loss, s_scores = self.supervised(self.masked(dense, rows), lq, lc)
         return t_loss + s_loss + self.kd(t_scores, s_scores.detach()) + self.kd(s_scores, t_scores.detach())
 
-    def meta_step(self, q: Tensor, cands: Tensor | None = None) -> None:
-        """(2) + (3): the lookahead student on the batch, its quiz loss updates the dense (teacher) parameters."""
-        pm, c = self.model, self.config
-        dense = self.dense_params()
-        masked = pm.masked_params(dense)
-        s_loss, s_scores = self.supervised(masked, q, cands)
-        t_scores = self.scores(dense, q, cands)
-        inner = s_loss + self.kd(s_scores, t_scores)
-        grads = torch.autograd.grad(inner, list(masked.values()), create_graph=True)
-        masks = pm.masks()
-        fast = {k: (v - c.lookahead_lr * g) * masks[k] for (k, v), g in zip(masked.items(), grads)}
+    def quiz_batch(self, q: Tensor) -> Tensor:
+        """This rank's share of a global quiz batch as large as the global training batch (seeded draw)."""
         n, ctx = self.quiz_queries.shape[0], self.ctx
         global_batch = sum(gather_sizes(q.shape[0], ctx)) if ctx.enabled else q.shape[0]
         idx = torch.randint(n, (min(n, global_batch),), generator=self.quiz_generator).to(q.device)
         if ctx.enabled:  # the same global quiz batch on every rank; each takes its share
             lo, hi = shard_bounds(idx.shape[0], ctx.rank, ctx.world_size)
             idx = idx[lo:hi]
-        quiz = self.quiz_queries[idx]
+        return self.quiz_queries[idx]
+
+    def meta_step(self, q: Tensor, cands: Tensor | None = None) -> None:
+        """(2) + (3): the lookahead student on the batch, its quiz loss updates the dense (teacher) parameters."""
+        pm, c = self.model, self.config
+        quiz = self.quiz_batch(q)
         if self.record_batches:
             self.quiz_seen.append(quiz.detach().cpu())
-        quiz_cands = self.candidates(quiz)
-        quiz_loss = F.cross_entropy(self.scores(fast, quiz, quiz_cands), self.targets(quiz, quiz_cands))
-        meta_grads = [g.clone() for g in torch.autograd.grad(quiz_loss, list(dense.values()))]
-        all_reduce_mean_(meta_grads, ctx)
-        params = list(dense.values())
+        quiz_cands = self.candidates(quiz) if cands is not None else None
+        rows, [(lq, lc), (lquiz, lquiz_c)] = self.touched_rows((q, cands), (quiz, quiz_cands))
+        full = self.dense_params()
+        dense = self.dense_params(rows)
+        masked = self.masked(dense, rows)
+        s_loss, s_scores = self.supervised(masked, lq, lc)
+        t_scores = self.scores(dense, lq, lc)
+        inner = s_loss + self.kd(s_scores, t_scores)
+        grads = torch.autograd.grad(inner, list(masked.values()), create_graph=True)
+        fast = self.masked({k: v - c.lookahead_lr * g for (k, v), g in zip(masked.items(), grads)}, rows)
+        quiz_loss = F.cross_entropy(self.scores(fast, lquiz, lquiz_c), self.targets(lquiz, lquiz_c))
+        meta_grads = [g.clone() for g in torch.autograd.grad(quiz_loss, list(full.values()))]
+        all_reduce_mean_(meta_grads, self.ctx)
+        params = list(full.values())
         saved = [p.grad for p in params]
         for p, g in zip(params, meta_grads):
             p.grad = g
