@@ -199,3 +199,26 @@ def test_cli_distill_all_methods(tmp_path: Path, capsys) -> None:
     assert main(["distill", "--method", "kd", "--teacher", str(teacher), "--sparsity", "0.5", "--out",
                  str(tmp_path / "bad")]) == 2
     assert "options of this method" in capsys.readouterr().err
+
+
+def test_stage_training_presets_follow_the_mode_change() -> None:
+    """A 1-N stage from a sampled-loss teacher takes Adagrad 0.1, an sLCWA stage from a 1-N teacher a sampled loss;
+    the user's options win over both."""
+    from types import SimpleNamespace
+
+    from kgdistill.distill.method import CommonConfig, stage_training
+    from kgdistill.distill.metasd import MetaSDConfig
+
+    def run(mode: str):
+        cfg = RunConfig(data=DataConfig(dataset="kinship"), model=ModelConfig(model="transe", dim=8),
+                        training=TrainingConfig(training_mode=mode, optimizer="adam", lr=1e-3, loss="nssa"))
+        return SimpleNamespace(config=cfg, model=EmbeddingModel("transe", 4, 2, 8))
+
+    one_n = stage_training(run("slcwa"), MetaSDConfig(), mode="1vsall")
+    assert (one_n.training_mode, one_n.optimizer, one_n.lr) == ("1vsall", "adagrad", 0.1)
+    mine = stage_training(run("slcwa"), MetaSDConfig(optimizer="adam", lr=0.01), mode="1vsall")
+    assert (mine.optimizer, mine.lr) == ("adam", 0.01)
+    same = stage_training(run("slcwa"), CommonConfig(), mode="slcwa")
+    assert (same.optimizer, same.lr, same.loss) == ("adam", 1e-3, "nssa")
+    sampled = stage_training(run("1vsall"), CommonConfig(), mode="slcwa")
+    assert (sampled.loss, sampled.margin, sampled.optimizer) == ("nssa", 6.0, "adam")

@@ -53,6 +53,9 @@ SLCWA_PRESETS: dict[str, dict[str, Any]] = {
     "rotate": {"loss": "nssa", "margin": 6.0, "adversarial_temperature": 1.0},
 }
 SLCWA_DEFAULT = {"loss": "softplus", "margin": 0.0, "adversarial_temperature": 1.0}
+#: 1-N optimiser used when the teacher was trained by negative sampling (its Adam settings are tuned for sampled
+#: losses): Adagrad lr 0.1, the 1-N recipe of Lacroix et al. (2018) and MetaSD's release.
+ONE_N_PRESET: dict[str, Any] = {"optimizer": "adagrad", "lr": 0.1}
 
 
 def stage_training(teacher: Run, config: CommonConfig, mode: str | None = None, **fixed: Any) -> TrainingConfig:
@@ -63,6 +66,8 @@ def stage_training(teacher: Run, config: CommonConfig, mode: str | None = None, 
     if chosen_mode == "slcwa" and base.training_mode != "slcwa":
         interaction = getattr(teacher.model, "interaction_name", "")
         changes.update(SLCWA_PRESETS.get(interaction, SLCWA_DEFAULT))
+    if chosen_mode == "1vsall" and base.training_mode == "slcwa":
+        changes.update(ONE_N_PRESET)
     changes.update(fixed)
     for name in TRAINING_OVERRIDES:
         value = getattr(config, name)
