@@ -222,3 +222,18 @@ def test_stage_training_presets_follow_the_mode_change() -> None:
     assert (same.optimizer, same.lr, same.loss) == ("adam", 1e-3, "nssa")
     sampled = stage_training(run("1vsall"), CommonConfig(), mode="slcwa")
     assert (sampled.loss, sampled.margin, sampled.optimizer) == ("nssa", 6.0, "adam")
+
+
+def test_resume_check_reads_a_later_added_option_as_its_default(tmp_path: Path) -> None:
+    import yaml
+
+    from kgdistill.distill.stage import _check_same_stage
+    from kgdistill.errors import ConfigError
+
+    saved = {k: v for k, v in json.loads(json.dumps(MetaSDConfig().__dict__)).items() if k != "num_candidates"}
+    (tmp_path / "distill.yaml").write_text(yaml.safe_dump({"method": "metasd", "stage": "s", "config": saved}))
+    _check_same_stage(tmp_path, "s", "metasd", MetaSDConfig())  # the new option at its default: same stage
+    with pytest.raises(ConfigError, match="num_candidates"):
+        _check_same_stage(tmp_path, "s", "metasd", MetaSDConfig(num_candidates=8))
+    with pytest.raises(ConfigError, match="sparsity"):
+        _check_same_stage(tmp_path, "s", "metasd", MetaSDConfig(sparsity=0.5))

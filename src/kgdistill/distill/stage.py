@@ -197,7 +197,12 @@ def _check_same_stage(run_dir: Path, name: str, method: str, method_config: Any)
     saved = yaml.safe_load(path.read_text()) or {}
     now = _jsonable(method_config)
     before = saved.get("config") or {}
-    differ = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
+    # an option added to the method after the folder was written reads as that option's default
+    missing = object()
+    defaults = {f.name: _jsonable(f.default if f.default is not dataclasses.MISSING else f.default_factory())
+                for f in dataclasses.fields(method_config)} if dataclasses.is_dataclass(method_config) else {}
+    differ = sorted(k for k in set(now) | set(before)
+                    if now.get(k, missing) != before.get(k, defaults.get(k, missing)))
     if saved.get("method") != method or saved.get("stage") != name or differ:
         raise ConfigError(f"{run_dir}: written by method {saved.get('method')!r}, stage {saved.get('stage')!r}"
                           + (f", with other options ({', '.join(differ)})" if differ else "")
