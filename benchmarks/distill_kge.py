@@ -53,7 +53,7 @@ def teacher_run(args: argparse.Namespace, folder: Path) -> Path:
                     training=TrainingConfig(epochs=args.teacher_epochs, eval_every=args.eval_every, patience=0,
                                             seed=args.seed, **recipe(args)),
                     evaluation=EvaluationConfig(eval_splits=["valid", "test"]), output_dir=str(folder),
-                    progress=False)
+                    progress=False, device=args.device)
     runs.train(cfg)
     return folder
 
@@ -72,24 +72,25 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=None, help="learning rate of the teacher recipe (students inherit it)")
     p.add_argument("--sparsity", type=float, default=0.9)
     p.add_argument("--methods", default="scratch,kd,dualde,iterde,metasd,iterde-metasd",
-                   help="comma list; NAME:key=value+key=value adds a variant row with a method option changed, written to "
-                        "the folder NAME-key-value, e.g. iterde:soft_weight=1")
+                   help="comma list; NAME:key=value+key=value adds a variant row with a method option changed, "
+                        "written to the folder NAME-key-value, e.g. iterde:soft_weight=1")
     p.add_argument("--metasd-candidates", type=int, default=0,
                    help="MetaSD (and the combination): score K sampled candidates per query instead of all entities "
                         "(0 = all, as released)")
     p.add_argument("--resume", action="store_true", help="continue interrupted method runs from their checkpoints")
     p.add_argument("--out", default="runs/bench-distill")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (every training and evaluation)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out) / f"{args.dataset}-{args.model}"
     t0 = time.perf_counter()
     teacher_dir = teacher_run(args, out / "teacher")
-    teacher = runs.load_run(teacher_dir)
+    teacher = runs.load_run(teacher_dir, device=args.device)
     rows = [{**teacher_row(teacher), "budget": f"{teacher.metrics.get('epochs_done', args.teacher_epochs)} ep"}]
     rows[0]["train s"] = teacher.metrics.get("train_seconds")
     common = dict(epochs=args.epochs, eval_every=args.eval_every, patience=0, seed=args.seed, num_threads=args.threads,
-                  with_teacher_row=False)
+                  with_teacher_row=False, device=args.device)
     sd = args.student_dim
     plans = {
         "scratch": dict(dims=[sd]),
@@ -121,7 +122,8 @@ def main() -> None:
         print(format_table(rows, COLUMNS + ["chain train s"]), flush=True)
     meta = {"dataset": args.dataset, "model": args.model, "teacher_dim": args.teacher_dim, "student_dim": sd,
             "epochs": args.epochs, "teacher_epochs": args.teacher_epochs, "threads": args.threads,
-            "machine": platform.platform(), "cpu_count": torch.get_num_threads(), "torch": torch.__version__,
+            "machine": platform.platform(), "device": args.device, "cpu_count": torch.get_num_threads(),
+            "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "seconds": round(time.perf_counter() - t0, 1)}
     (out / "table.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     (out / "table.md").write_text(format_table(rows, COLUMNS + ["chain train s", "method wall s"]) + "\n\n"

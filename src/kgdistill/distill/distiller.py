@@ -292,5 +292,5 @@ class Distiller:
         self.epoch_sums, self.epoch_batches = {}, 0
 
 
-__all__ = ["freeze", "Scores", "Structure", "structure_of", "slcwa_scores", "query_scores", "LossTerm", "StepContext", "DistillModel",
-           "Distiller"]
+__all__ = ["freeze", "Scores", "Structure", "structure_of", "slcwa_scores", "query_scores", "LossTerm", "StepContext",
+           "DistillModel", "Distiller"]

@@ -52,7 +52,7 @@ def dualde_score_distance(student: Tensor, teacher: Tensor) -> Tensor:
 
 
 def structure_features(h: Tensor, t: Tensor, eps: float = 1e-8) -> tuple[Tensor, Tensor]:
-    """DualDE's structure of a triple (eq. 5): ``(cos(h, t), |h| / |t|)`` of head and tail rows ``[..., D]`` → ``[...]``."""
+    """DualDE's structure of a triple (eq. 5): ``(cos(h, t), |h| / |t|)`` of rows ``h, t [..., D]`` → ``[...]`` each."""
     nh, nt = h.norm(dim=-1).clamp_min(eps), t.norm(dim=-1).clamp_min(eps)
     return (h * t).sum(-1) / (nh * nt), nh / nt
 
@@ -111,5 +111,5 @@ def feature_mse(student: Tensor, teacher: Tensor) -> Tensor:
 
 
 __all__ = ["kl_with_temperature", "symmetric_kl", "huber_scores", "dualde_score_distance", "structure_features",
-           "structure_feature_distance", "dualde_structure_distance", "soft_label_weight", "soft_label_calibration", "dualde_soft_label_loss",
-           "feature_mse"]
+           "structure_feature_distance", "dualde_structure_distance", "soft_label_weight", "soft_label_calibration",
+           "dualde_soft_label_loss", "feature_mse"]
