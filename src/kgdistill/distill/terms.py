@@ -52,7 +52,7 @@ def dualde_score_distance(student: Tensor, teacher: Tensor) -> Tensor:
 
 
 def structure_features(h: Tensor, t: Tensor, eps: float = 1e-8) -> tuple[Tensor, Tensor]:
-    """DualDE's structure of a triple (eq. 5): ``(cos(h, t), |h| / |t|)`` of rows ``h, t [..., D]`` → ``[...]`` each."""
+    """DualDE's structure of a triple (eq. 5): ``(cos(h, t), |h| / |t|)``, rows ``[..., D]`` → ``[...]`` each."""
     nh, nt = h.norm(dim=-1).clamp_min(eps), t.norm(dim=-1).clamp_min(eps)
     return (h * t).sum(-1) / (nh * nt), nh / nt
 
