@@ -31,7 +31,7 @@ RECIPES = {  # teacher recipes (students inherit them)
     "transe": dict(training_mode="slcwa", optimizer="adam", lr=0.01, margin=6.0, num_negatives=64, batch_size=512),
     # ComplEx trained by negative sampling: the CPU-budget recipe for WN18RR / FB15k-237, where a 512-dim 1-N epoch
     # takes many minutes on one thread (self-adversarial softplus, as IterDE's release trains ComplEx)
-    "complex-slcwa": dict(training_mode="slcwa", optimizer="adam", lr=1e-3, loss="softplus",
+    "complex-slcwa": dict(training_mode="slcwa", optimizer="adam", lr=0.01, loss="softplus",
                           adversarial_temperature=1.0, num_negatives=64, batch_size=512, regularizer="n3",
                           regularizer_weight=1e-3),
 }
