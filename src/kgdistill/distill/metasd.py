@@ -29,6 +29,7 @@ generator seeded the same on every rank and each rank takes its share of it.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,11 @@ from kgdistill.models.base import KGCModel, save_model
 from kgdistill.models.embedding import EmbeddingModel
 from kgdistill.runs import Run
 from kgdistill.training.optim import make_optimizer
+
+
+# torch's Adagrad builds the row-sparse update with invariant checks off and says so once per process; the rows
+# come from an embedding gradient (valid by construction)
+warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
 
 
 @dataclass(frozen=True)
