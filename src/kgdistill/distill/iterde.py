@@ -4,7 +4,9 @@ Each step trains a fresh, randomly initialised student of the next dimension of 
 the teacher's dimension down to ``target_dim``, e.g. 512→256→128→64→32) from the previous model, then that student
 teaches the next step. Per batch ``L = L_hard + w · SmoothL1(f_S, f_T)`` on the raw scores of the positive and its
 negatives (no temperature); ``w`` follows a soft-label weighting schedule (SWDA: the released two-phase rule by
-default; linear ramp, step ramp and constant are pluggable) and is a detached float.
+default; linear ramp, step ramp and constant are pluggable) and is a detached float. Beyond the paper,
+``soft_loss="kl"`` swaps the Huber term for one-shot KD's KL with temperature, to separate what the chain brings from
+what the loss brings.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ class IterDEConfig(CommonConfig):
     soft_weight: float | None = opt(None, "target soft weight l (default: the release's, 0.001 then 0.01 for "
                                           "TransE's first / second half of the chain, 1 otherwise)")
     huber_beta: float = opt(1.0, "β of the SmoothL1 soft loss")
+    soft_loss: str = opt("huber", "soft loss of every step: huber (released: SmoothL1 on raw scores) | kl (beyond "
+                                  "the paper: KL with temperature over the candidates, as one-shot KD)")
+    temperature: float = opt(2.0, "temperature of the kl soft loss")
 
 
 def chain(teacher_dim: int, config: IterDEConfig) -> list[int]:
@@ -51,15 +56,23 @@ def chain(teacher_dim: int, config: IterDEConfig) -> list[int]:
 def soft_weight(config: IterDEConfig, interaction: str, step: int, num_steps: int) -> float:
     if config.soft_weight is not None:
         return config.soft_weight
-    if interaction == "transe":
+    if interaction == "transe" and config.soft_loss == "huber":
         return 0.001 if step < num_steps / 2 else 0.01
     return 1.0
 
 
 def iterde_term(config: IterDEConfig, weight: float) -> LossTerm:
-    def fn(ctx: StepContext) -> object:
-        return terms.huber_scores(ctx.student.candidates, ctx.teacher.candidates, beta=config.huber_beta)
-    return LossTerm("soft_huber", fn, make_schedule(config.schedule, weight))  # type: ignore[arg-type]
+    """The step's soft term: SmoothL1 on raw scores (released) or KL with temperature (``soft_loss="kl"``)."""
+    if config.soft_loss == "huber":
+        def fn(ctx: StepContext) -> object:
+            return terms.huber_scores(ctx.student.candidates, ctx.teacher.candidates, beta=config.huber_beta)
+    elif config.soft_loss == "kl":
+        def fn(ctx: StepContext) -> object:
+            return terms.kl_with_temperature(ctx.student.candidates, ctx.teacher.candidates, config.temperature)
+    else:
+        raise ConfigError(f"iterde: soft_loss must be 'huber' or 'kl', got {config.soft_loss!r}")
+    name = f"soft_{config.soft_loss}"
+    return LossTerm(name, fn, make_schedule(config.schedule, weight))  # type: ignore[arg-type]
 
 
 def run_chain(teacher: Run, config: IterDEConfig, out: Path, *, device: str = "cpu", progress: bool = False,
