@@ -5,7 +5,7 @@ parallelised with OpenMP; inside a process that imported torch, ``libgomp.so.1``
 runtime, so the kernels share torch's thread pool. Bumping :data:`VERSION` forces a rebuild.
 """
 
-VERSION = 1
+VERSION = 2
 
 SOURCE = r"""
 // kgdistill CPU kernels: plain C++ (no torch headers), OpenMP from torch's runtime, GCC vector extensions.
@@ -138,9 +138,51 @@ static void tile(int kind, const float* q, int64_t ldq, const float* e, int64_t 
   else cl1_tile<QB, EB>(q, ldq, e, lde, D, out, ldo);
 }
 
+// Small D (L1): with few dimensions the horizontal sum per output costs as much as the distance itself, so a block
+// of TB = 3 W entities is transposed once (eT[d][j]) and W entities share one vector: no horizontal sums.
+#define KG_L1_SMALL_D 128
+#define TB (3 * W)
+template <int QB>
+static inline void l1_tile_t(const float* q, int64_t ldq, const float* eT, int64_t D, float* out, int64_t ldo,
+                             int64_t valid) {
+  vf acc[QB][3];
+  for (int a = 0; a < QB; ++a) acc[a][0] = acc[a][1] = acc[a][2] = (vf){};
+  for (int64_t d = 0; d < D; ++d) {
+    const vf e0 = ld(eT + d * TB), e1 = ld(eT + d * TB + W), e2 = ld(eT + d * TB + 2 * W);
+    for (int a = 0; a < QB; ++a) {
+      const vf qa = splat(q[a * ldq + d]);
+      acc[a][0] += vabs(qa - e0); acc[a][1] += vabs(qa - e1); acc[a][2] += vabs(qa - e2);
+    }
+  }
+  for (int a = 0; a < QB; ++a) {
+    float row[TB];
+    st(row, -acc[a][0]); st(row + W, -acc[a][1]); st(row + 2 * W, -acc[a][2]);
+    memcpy(out + a * ldo, row, valid * sizeof(float));
+  }
+}
+
+static void l1_small_d(const float* q, int64_t n, int64_t ldq, const float* e, int64_t k, int64_t lde, int64_t D,
+                       float* out, int nthreads) {
+  const int64_t nblk = (k + TB - 1) / TB;
+#pragma omp parallel for schedule(dynamic, 4) num_threads(nthreads)
+  for (int64_t blk = 0; blk < nblk; ++blk) {
+    const int64_t j0 = blk * TB, valid = j0 + TB < k ? TB : k - j0;
+    float eT[KG_L1_SMALL_D * TB];
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t jj = 0; jj < TB; ++jj) eT[d * TB + jj] = jj < valid ? e[(j0 + jj) * lde + d] : 0.f;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) l1_tile_t<4>(q + i * ldq, ldq, eT, D, out + i * k + j0, k, valid);
+    for (; i < n; ++i) l1_tile_t<1>(q + i * ldq, ldq, eT, D, out + i * k + j0, k, valid);
+  }
+}
+
 // q [n, D], e [k, D] (row strides ldq, lde), out [n, k] contiguous
 extern "C" void kg_all_pairs(int kind, const float* q, int64_t n, int64_t ldq, const float* e, int64_t k,
                              int64_t lde, int64_t D, float* out, int nthreads) {
+  if (kind == K_L1 && D <= KG_L1_SMALL_D) {
+    l1_small_d(q, n, ldq, e, k, lde, D, out, nthreads);
+    return;
+  }
   const int QB = 4, EB = 6, EBLK = 48;
   const int64_t nblk = (k + EBLK - 1) / EBLK;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
