@@ -64,23 +64,29 @@ def make_student(teacher: EmbeddingModel, dim: int, seed: int) -> EmbeddingModel
                           interaction_options=cfg["interaction_options"], init_scale=cfg["init_scale"])
 
 
-def scoring_throughput(model: KGCModel, dataset: KGDataset, batch_size: int = 256, min_seconds: float = 1.0,
-                       max_queries: int = 4096) -> float:
-    """Queries per second of ``score_t(h, r)`` against all entities (test tail queries, inference mode)."""
+def scoring_throughput(model: KGCModel, dataset: KGDataset, batch_sizes: tuple[int, ...] = (64, 256),
+                       min_seconds: float = 1.0, max_queries: int = 4096) -> float:
+    """Queries per second of ``score_t(h, r)`` against all entities (test tail queries, inference mode), at the
+    best of ``batch_sizes`` (small batches keep the ``[B, E]`` scores in cache, large ones suit matrix products;
+    each size is timed for ``min_seconds / len(batch_sizes)``)."""
     triples = dataset.test[:max_queries]
     dev = model.device
     h, r = triples[:, 0].to(dev), triples[:, 1].to(dev)
     model.eval()
+    best = 0.0
     with torch.inference_mode():
-        model.score_t(h[:batch_size], r[:batch_size])  # warm-up
-        done, start = 0, time.perf_counter()
-        while True:
-            for i in range(0, h.shape[0], batch_size):
-                model.score_t(h[i:i + batch_size], r[i:i + batch_size])
-            done += h.shape[0]
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_seconds:
-                return done / elapsed
+        for batch_size in batch_sizes:
+            model.score_t(h[:batch_size], r[:batch_size])  # warm-up
+            done, start = 0, time.perf_counter()
+            while True:
+                for i in range(0, h.shape[0], batch_size):
+                    model.score_t(h[i:i + batch_size], r[i:i + batch_size])
+                done += h.shape[0]
+                elapsed = time.perf_counter() - start
+                if elapsed >= min_seconds / len(batch_sizes):
+                    break
+            best = max(best, done / elapsed)
+    return best
 
 
 def summary_row(name: str, model: KGCModel, metrics: dict[str, Any]) -> dict[str, Any]:
