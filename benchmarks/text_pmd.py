@@ -38,6 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset", default="umls")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--subgraph", type=int, default=0, help="keep a BFS subgraph of N entities (0 = whole graph)")
+    p.add_argument("--subgraph-seed", type=int, default=None,
+                   help="seed of the BFS subgraph (default: --seed); fix it to vary --seed on one graph")
     p.add_argument("--plm", default="minilm-l6")
     p.add_argument("--grades", default="6,3", help="PMD grades after the teacher (pre-distillation added)")
     p.add_argument("--mask-rates", default="0.2,0", help="one per stage, pre-distillation first")
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         full = load_dataset(a.dataset, data_dir=a.data_dir)
         folder = out / f"{full.name}-sub{a.subgraph}"
         if not (folder / "train.tsv").exists():
-            write_subgraph(full, folder, a.subgraph, seed=a.seed)
+            write_subgraph(full, folder, a.subgraph, seed=a.seed if a.subgraph_seed is None else a.subgraph_seed)
         dataset_ref = str(folder.resolve())
     ds = load_dataset(dataset_ref, data_dir=a.data_dir)
     stats = {k: v for k, v in ds.statistics().items() if isinstance(v, int)}
