@@ -20,17 +20,18 @@ COLUMNS = ["row", "dim", "MRR", "H@1", "H@3", "H@10", "params", "nonzero", "byte
 
 
 def teacher_row(folder: Path) -> dict:
-    """The teacher's row from its run folder; queries/s from the last ``table.json`` beside it (measured there)."""
+    """The teacher's row from its run folder; queries/s (and bytes, without weights) from ``table.json`` beside it."""
     m = json.loads((folder / "metrics.json").read_text())
     table = folder.parent / "table.json"
-    if "queries_per_second" not in m and table.exists():
-        m["queries_per_second"] = json.loads(table.read_text())["rows"][0].get("queries/s")
+    measured = json.loads(table.read_text())["rows"][0] if table.exists() else {}
+    m.setdefault("queries_per_second", measured.get("queries/s"))
+    weights = folder / "model.safetensors"  # absent where only the JSON files of a run were copied back
     test = m["test"]["both"]
     model = json.loads((folder / "model.json").read_text())
     return {"row": "teacher", "dim": model.get("dim", model.get("config", {}).get("dim")), "MRR": test["mrr"],
             "H@1": test["hits@1"], "H@3": test["hits@3"], "H@10": test["hits@10"],
             "params": m.get("num_parameters"), "nonzero": m.get("num_parameters"),
-            "bytes": (folder / "model.safetensors").stat().st_size, "queries/s": m.get("queries_per_second"),
+            "bytes": weights.stat().st_size if weights.exists() else measured.get("bytes"), "queries/s": m.get("queries_per_second"),
             "train s": m.get("train_seconds"), "epochs": m.get("epochs_done", m.get("epochs"))}
 
 

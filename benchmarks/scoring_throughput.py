@@ -5,6 +5,9 @@
 Every round times every run once (the same function the distillation tables use: the best of batches of 64 and
 256 test queries, one thread), so the runs share the machine's state; prints the median per run over the rounds
 and each run's ratio to the first one.
+
+``--dims 32 64`` adds, for each dim, a randomly initialised model of the first run's kind and graph at that dim
+(throughput depends on the shapes only, not on the weights): the way to time a student whose weights are elsewhere.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import statistics
 import torch
 
 from kgdistill import runs
+from kgdistill.models.embedding import EmbeddingModel
 from kgdistill.distill.stage import scoring_throughput
 
 
@@ -24,16 +28,23 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=1.0, help="timing per run and round")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dims", type=int, nargs="*", default=[],
+                   help="also time random models of the first run's kind at these dims")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     loaded = [runs.load_run(r) for r in args.runs]
-    qps: list[list[float]] = [[] for _ in loaded]
+    first = loaded[0]
+    assert first.dataset is not None and isinstance(first.model, EmbeddingModel)
+    models = [(str(path), run.model) for path, run in zip(args.runs, loaded)]
+    for dim in args.dims:
+        model = EmbeddingModel(**{**first.model.config(), "dim": dim})
+        models.append((f"random {model.interaction_name}-{dim} on the graph of {args.runs[0]}", model))
+    qps: list[list[float]] = [[] for _ in models]
     for _ in range(args.rounds):
-        for i, run in enumerate(loaded):
-            assert run.dataset is not None
-            qps[i].append(scoring_throughput(run.model, run.dataset, min_seconds=args.seconds))
+        for i, (_, model) in enumerate(models):
+            qps[i].append(scoring_throughput(model, first.dataset, min_seconds=args.seconds))
     base = statistics.median(qps[0])
-    for path, values in zip(args.runs, qps):
+    for (path, _), values in zip(models, qps):
         med = statistics.median(values)
         print(f"{med:12,.0f} queries/s  {med / base:6.2f}x  {path}  (rounds: {', '.join(f'{v:,.0f}' for v in values)})")
 
