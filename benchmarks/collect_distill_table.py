@@ -31,7 +31,8 @@ def teacher_row(folder: Path) -> dict:
     return {"row": "teacher", "dim": model.get("dim", model.get("config", {}).get("dim")), "MRR": test["mrr"],
             "H@1": test["hits@1"], "H@3": test["hits@3"], "H@10": test["hits@10"],
             "params": m.get("num_parameters"), "nonzero": m.get("num_parameters"),
-            "bytes": weights.stat().st_size if weights.exists() else measured.get("bytes"), "queries/s": m.get("queries_per_second"),
+            "bytes": weights.stat().st_size if weights.exists() else measured.get("bytes"),
+            "queries/s": m.get("queries_per_second"),
             "train s": m.get("train_seconds"), "epochs": m.get("epochs_done", m.get("epochs"))}
 
 

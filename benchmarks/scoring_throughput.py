@@ -18,8 +18,8 @@ import statistics
 import torch
 
 from kgdistill import runs
-from kgdistill.models.embedding import EmbeddingModel
 from kgdistill.distill.stage import scoring_throughput
+from kgdistill.models.embedding import EmbeddingModel
 
 
 def main() -> None:
@@ -34,8 +34,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     loaded = [runs.load_run(r) for r in args.runs]
     first = loaded[0]
-    assert first.dataset is not None and isinstance(first.model, EmbeddingModel)
+    assert first.dataset is not None
     models = [(str(path), run.model) for path, run in zip(args.runs, loaded)]
+    if args.dims and not isinstance(first.model, EmbeddingModel):
+        p.error(f"--dims needs a dense embedding model as the first run, {args.runs[0]} holds a "
+                f"{type(first.model).__name__}")
     for dim in args.dims:
         model = EmbeddingModel(**{**first.model.config(), "dim": dim})
         models.append((f"random {model.interaction_name}-{dim} on the graph of {args.runs[0]}", model))
