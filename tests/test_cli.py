@@ -112,3 +112,22 @@ def test_output_into_a_closed_pipe_is_not_a_traceback():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0, err
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_demo_runs_again_in_the_same_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's `make demo` twice: the second run reuses the finished runs; other settings are refused."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--epochs", "1"]) == 0
+    first = capsys.readouterr().out
+    teacher_weights = (out / "teacher" / "model.safetensors").stat().st_mtime_ns
+    assert main(["demo", "--out", str(out), "--epochs", "1"]) == 0
+    second = capsys.readouterr().out
+    assert (out / "teacher" / "model.safetensors").stat().st_mtime_ns == teacher_weights  # not retrained
+
+    def mrr_of(text: str, row: str) -> str:
+        return next(line for line in text.splitlines() if line.startswith(f"| {row} ")).split("|")[3]
+
+    for row in ("teacher", "scratch-8", "kd-8"):
+        assert mrr_of(second, row) == mrr_of(first, row)
+    assert main(["demo", "--out", str(out), "--epochs", "2"]) == 2
+    assert "holds a teacher of another demo" in capsys.readouterr().err

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from kgdistill.config import DataConfig, EvaluationConfig, ModelConfig, RunConfig, TrainingConfig
+from kgdistill.errors import RunFolderError
 from kgdistill.predict import predict
-from kgdistill.runs import train
+from kgdistill.runs import Run, load_run, read_run_config, train
 from kgdistill.tables import format_table
 
 TABLE_COLUMNS = ["row", "dim", "MRR", "H@1", "H@3", "H@10", "params", "bytes", "queries/s", "train s"]
@@ -29,17 +30,41 @@ def teacher_config(out: Path, dataset: str, epochs: int) -> RunConfig:
     )
 
 
+def demo_teacher(config: RunConfig) -> Run:
+    """Train the demo's teacher, or take back the one a previous demo left in the same folder.
+
+    A finished teacher is reloaded and an interrupted one resumed, so running the demo again (or after a crash)
+    works; a folder holding a teacher of another dataset or epoch count is refused.
+    """
+    run_dir = Path(config.output_dir)  # type: ignore[arg-type]
+    if not (run_dir / "config.yaml").exists():
+        return train(config)
+    found = read_run_config(run_dir)
+    wanted = (config.data.dataset, config.model.model, config.model.dim, config.training.epochs)
+    have = (found.data.dataset, found.model.model, found.model.dim, found.training.epochs)
+    if have != wanted:
+        raise RunFolderError(f"{run_dir}: holds a teacher of another demo (dataset, model, dim, epochs = {have}, "
+                             f"this demo wants {wanted}); choose another --out")
+    if (run_dir / "metrics.json").exists():
+        return load_run(run_dir)
+    return train(config, resume=(run_dir / "checkpoints" / "last.pt").exists())
+
+
 def run_demo(out: Path, epochs: int | None = None, dataset: str = "kinship", student_dim: int = 8
              ) -> list[dict[str, Any]]:
-    """Teacher → distilled student → table, on ``dataset``; every run folder lands under ``out``."""
+    """Teacher → distilled student → table, on ``dataset``; every run folder lands under ``out``.
+
+    Runs already finished under ``out`` by an earlier demo with the same settings are reused, unfinished ones resumed.
+    """
     from kgdistill.distill.api import distill
 
     epochs = epochs or 60
     print(f"[1/3] teacher: ComplEx dim 64 on {dataset}, {epochs} epochs → {out / 'teacher'}", flush=True)
-    teacher = train(teacher_config(out, dataset, epochs))
+    teacher = demo_teacher(teacher_config(out, dataset, epochs))
     print(f"[2/3] students of dim {student_dim}: from scratch, and distilled from the teacher (KD)", flush=True)
-    scratch = distill("scratch", teacher.path, out / "scratch", dims=[student_dim], epochs=epochs)
-    kd = distill("kd", teacher.path, out / "kd", dims=[student_dim], epochs=epochs, with_teacher_row=False)
+    scratch = distill("scratch", teacher.path, out / "scratch", dims=[student_dim], epochs=epochs, resume=True)
+    kd = distill("kd", teacher.path, out / "kd", dims=[student_dim], epochs=epochs, with_teacher_row=False,
+                 resume=True)
     rows = [*scratch.rows, *kd.rows]
     ds = teacher.dataset
     assert ds is not None
