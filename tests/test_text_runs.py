@@ -167,3 +167,20 @@ def test_cli_text_train_and_pmd_chain(umls_small: Path, teacher_run, tmp_path: P
     assert [s["mask_rate"] for s in summary] == [0.2, 0.1, 0.0]
     assert summary[1]["teacher"] == summary[0]["run"]  # each grade learns from the previous one
     assert "run folder" in capsys.readouterr().out
+
+
+def test_teacher_of_another_graph_of_the_same_size_is_refused(teacher_run, umls_small: Path, tmp_path: Path
+                                                              ) -> None:  # type: ignore[no-untyped-def]
+    """Same entity and relation counts but other ids (e.g. another subgraph seed): a clear error, not a silent
+    distillation across graphs."""
+    from kgdistill.errors import ConfigError
+    from kgdistill.text.trainer import build_text_model
+
+    dataset = load_dataset(str(umls_small))
+    shuffled = replace(dataset, entities=list(reversed(dataset.entities)))
+    config = replace(base_config(umls_small, tmp_path / "student"),
+                     distill=DistillConfig(method="none", teacher=str(teacher_run.path), student_layers=2))
+    student, _, _ = build_text_model(config, dataset)
+    assert student.num_layers == 2
+    with pytest.raises(ConfigError, match="another graph of the same size"):
+        build_text_model(config, shuffled)

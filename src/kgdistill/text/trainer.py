@@ -37,7 +37,7 @@ from kgdistill.errors import ConfigError, RunFolderError, TrainingDivergedError
 from kgdistill.evaluate import DatasetEvaluator
 from kgdistill.models.base import save_model
 from kgdistill.registry import UnknownNameError
-from kgdistill.runs import Run, _meta, _write_json, evaluate_splits, write_id_maps
+from kgdistill.runs import Run, _meta, _write_json, evaluate_splits, read_id_map, write_id_maps
 from kgdistill.text import hrkd as _hrkd  # noqa: F401  (registers the method)
 from kgdistill.text import kd_baselines as _kd  # noqa: F401
 from kgdistill.text import pmd as _pmd  # noqa: F401
@@ -103,6 +103,11 @@ def build_text_model(config: TextRunConfig, dataset: KGDataset, attn_implementat
         raise ConfigError(f"{d.teacher}: the teacher was trained on another graph ({teacher.num_entities} entities, "
                           f"{teacher.num_relations} relations; this dataset: {dataset.num_entities}, "
                           f"{dataset.num_relations})")
+    teacher_dir = Path(d.teacher)
+    for name, ids in (("entities.tsv", dataset.entities), ("relations.tsv", dataset.relations)):
+        if read_id_map(teacher_dir / name) != ids:
+            raise ConfigError(f"{teacher_dir / name}: the teacher was trained on another graph of the same size "
+                              f"(its ids differ from this dataset's; e.g. another --subgraph seed)")
     if attn_implementation != teacher.config()["attn_implementation"]:
         t2 = BiEncoder(**teacher.with_args(attn_implementation=attn_implementation))
         t2.load_state_dict(teacher.state_dict())
