@@ -184,3 +184,22 @@ def test_teacher_of_another_graph_of_the_same_size_is_refused(teacher_run, umls_
     assert student.num_layers == 2
     with pytest.raises(ConfigError, match="another graph of the same size"):
         build_text_model(config, shuffled)
+
+
+def test_cli_text_train_reads_a_text_config_file(teacher_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``text-train --config RUN/text_config.yaml`` repeats a run (flags still override): the YAML is read as a text
+    config, not as a KGE one."""
+    from kgdistill import cli
+    from kgdistill.text.cli import register
+    from kgdistill.text.trainer import load_text_config
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    register(sub, cli.command)
+    args = parser.parse_args(["text-train", "--config", str(teacher_run.path / "text_config.yaml"),
+                              "--steps-per-epoch", "1", "--out", str(tmp_path / "again")])
+    assert cli.COMMANDS["text-train"](args) == 0
+    first, again = load_text_config(teacher_run.path / "text_config.yaml"), \
+        load_text_config(tmp_path / "again" / "text_config.yaml")
+    assert again.model == first.model and again.data == first.data
+    assert again.training == replace(first.training, steps_per_epoch=1)

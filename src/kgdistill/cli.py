@@ -40,8 +40,11 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type = RunConfig) -> 
                         help="override any config key, e.g. --set training.lr=0.01 (repeatable)")
 
 
-def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
-    config = load_yaml(args.config) if getattr(args, "config", None) else (base or RunConfig())
+def config_from_args(args: argparse.Namespace, base: Any = None) -> Any:
+    """``base`` (default: ``RunConfig()``), or the ``--config`` YAML read as ``base``'s type, then every flag and
+    ``--set`` applied."""
+    base = base if base is not None else RunConfig()
+    config = load_yaml(args.config, type(base)) if getattr(args, "config", None) else base
     overrides: dict[str, Any] = {}
     for key, value in vars(args).items():
         if key.startswith("cfg_") and value is not None:
