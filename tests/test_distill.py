@@ -258,3 +258,58 @@ def test_iterde_soft_loss_choice() -> None:
     assert soft_weight(IterDEConfig(soft_loss="kl"), "transe", 0, 4) == 1.0
     with pytest.raises(ConfigError, match="soft_loss"):
         iterde_term(IterDEConfig(soft_loss="mse"), 1.0)
+
+
+def test_multi_teacher_kd_scores_every_teacher_on_the_same_candidates(tiny_kg: KGDataset) -> None:
+    torch.manual_seed(0)
+    teacher = EmbeddingModel("distmult", tiny_kg.num_entities, tiny_kg.num_relations, 16)
+    other = EmbeddingModel("transe", tiny_kg.num_entities, tiny_kg.num_relations, 8)
+    student = make_student(teacher, 4, seed=1)
+    seen = []
+
+    def ensemble(ctx):  # type: ignore[no-untyped-def]
+        seen.append(ctx)
+        return terms.ensemble_kl(ctx.student.candidates, [ctx.teacher.candidates,
+                                                           *(t.candidates for t in ctx.more_teachers)])
+
+    d = Distiller(student, teacher, [LossTerm("kd", ensemble)], more_teachers=[other])
+    tr = _trainer(DistillModel(student), tiny_kg, d, num_negatives=4)
+    d.bind(tr)
+    batch = tiny_kg.train[:8]
+    d(tr.model, batch, torch.Generator().manual_seed(3)).backward()
+    assert all(not p.requires_grad for p in other.parameters()) and not other.training and other.entity.grad is None
+    neg, _ = tr.sampler.sample(batch, torch.Generator().manual_seed(3))
+    from kgdistill.training.steps import negative_sampling_scores
+
+    op, on, _ = negative_sampling_scores(other, batch, neg, None, tr.sampler.num_head_negatives)
+    assert len(seen[0].more_teachers) == 1
+    assert torch.allclose(seen[0].more_teachers[0].candidates, torch.cat([op[:, None], on], 1))
+
+
+def test_cli_multi_teacher_kd(tmp_path: Path, capsys) -> None:
+    """``--more-teachers``: two teachers of other kinds and sizes on one graph; refused for another graph and for the
+    Huber soft loss; the option is recorded with the stage."""
+    common = ["--dataset", "nations", "--training-mode", "1vsall", "--optimizer", "adagrad", "--lr", "0.1",
+              "--epochs", "3", "--eval-every", "0", "--progress", "false"]
+    a, b, c = tmp_path / "complex", tmp_path / "distmult", tmp_path / "kinship"
+    assert main(["train", *common, "--model", "complex", "--dim", "16", "--out", str(a)]) == 0
+    assert main(["train", *common, "--model", "distmult", "--dim", "8", "--out", str(b)]) == 0
+    out = tmp_path / "kd2"
+    assert main(["distill", "--method", "kd", "--teacher", str(a), "--more-teachers", str(b), "--dims", "4",
+                 "--epochs", "2", "--out", str(out)]) == 0
+    import yaml
+
+    saved = yaml.safe_load((out / "kd-4" / "distill.yaml").read_text())
+    assert saved["config"]["more_teachers"] == [str(b)]
+    single = distill("kd", a, tmp_path / "kd1", dims=[4], epochs=2, with_teacher_row=False)
+    two = runs.load_run(out / "kd-4").model
+    assert not torch.allclose(single.results[-1].model.entity, two.entity)  # the second teacher changed the targets
+    capsys.readouterr()
+    assert main(["train", "--dataset", "kinship", "--model", "distmult", "--dim", "4", "--epochs", "1",
+                 "--eval-every", "0", "--progress", "false", "--out", str(c)]) == 0
+    assert main(["distill", "--method", "kd", "--teacher", str(a), "--more-teachers", str(c), "--dims", "4",
+                 "--epochs", "1", "--out", str(tmp_path / "bad")]) == 2
+    assert "teachers must share the graph" in capsys.readouterr().err
+    assert main(["distill", "--method", "kd", "--teacher", str(a), "--more-teachers", str(b), "--kd-loss", "huber",
+                 "--epochs", "1", "--out", str(tmp_path / "bad2")]) == 2
+    assert "needs kd_loss kl" in capsys.readouterr().err

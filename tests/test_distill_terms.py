@@ -27,6 +27,25 @@ def test_kl_with_temperature() -> None:
     assert terms.kl_with_temperature(torch.randn(3, 5), torch.randn(3, 5) * 0, 1.0).item() >= 0
 
 
+def test_ensemble_kl_averages_the_teachers_distributions() -> None:
+    s = torch.zeros(1, 2)
+    # teachers [.75, .25] and [.25, .75] average to [.5, .5]: the uniform student matches it exactly
+    both = [torch.tensor([[LN3, 0.0]]), torch.tensor([[0.0, LN3]])]
+    assert terms.ensemble_kl(s, both, 1.0).item() == pytest.approx(0.0, abs=1e-6)
+    # [.75, .25] and [.5, .5] average to [.625, .375]
+    mean = [0.625, 0.375]
+    expected = sum(p * math.log(p / 0.5) for p in mean)
+    assert terms.ensemble_kl(s, [torch.tensor([[LN3, 0.0]]), torch.zeros(1, 2)], 1.0).item() == \
+        pytest.approx(expected, abs=1e-6)
+    # one teacher, or the same teacher twice, is plain KD at any temperature
+    st, t = torch.randn(4, 6), torch.randn(4, 6)
+    one = terms.kl_with_temperature(st, t, 2.0)
+    assert terms.ensemble_kl(st, [t], 2.0).item() == pytest.approx(one.item(), rel=1e-5)
+    assert terms.ensemble_kl(st, [t, t.clone()], 2.0).item() == pytest.approx(one.item(), rel=1e-5)
+    with pytest.raises(ValueError):
+        terms.ensemble_kl(st, [], 1.0)
+
+
 def test_symmetric_kl_metasd() -> None:
     val = terms.symmetric_kl(torch.zeros(1, 2), torch.tensor([[3 * LN3, 0.0]]), temperature=3.0)
     assert val.item() == pytest.approx(3 * KL_75_50 + KL_50_75, abs=1e-6)

@@ -14,6 +14,9 @@ from typing import Any
 
 from kgdistill.distill.method import methods
 
+#: options that take several values (``--dims 64 32`` or ``--dims 64,32``)
+LIST_OPTIONS = ("dims", "more_teachers")
+
 
 def _default(f: dataclasses.Field) -> Any:
     return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
@@ -50,7 +53,7 @@ def register(subparsers: Any, command: Callable) -> None:
                    help="run N data-parallel processes on this machine (torchrun --standalone --nproc-per-node N)")
     group = p.add_argument_group("method options (None: the teacher run's value)")
     for name, (f, shown) in _method_fields().items():
-        kwargs: dict[str, Any] = {"nargs": "+"} if name == "dims" else {}
+        kwargs: dict[str, Any] = {"nargs": "+"} if name in LIST_OPTIONS else {}
         group.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", default=None, metavar="VALUE",
                            help=f"{f.metadata.get('help', '')} (default: {shown})".replace("%", "%%"), **kwargs)
     command("distill")(run)
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {}
     for key, value in vars(args).items():
         if key.startswith("opt_") and value is not None:
-            if key == "opt_dims":
+            if key[4:] in LIST_OPTIONS:
                 value = [d for v in value for d in str(v).split(",") if d]
             options[key[4:]] = value
     out = args.out or f"runs/distill-{args.method}-{time.strftime('%Y%m%d-%H%M%S')}"

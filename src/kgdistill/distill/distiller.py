@@ -146,6 +146,8 @@ class StepContext:
     epoch: int
     num_epochs: int
     extras: dict[str, Any] = field(default_factory=dict)
+    #: scores of the further (frozen) teachers of a multi-teacher stage, on the same candidates
+    more_teachers: list[Scores] = field(default_factory=list)
 
 
 class DistillModel(KGCModel):
@@ -190,12 +192,15 @@ class Distiller:
             student's regulariser, if configured, always applies).
         teacher_terms: extra terms evaluated when ``train_teacher`` (DualDE stage 2's teacher losses).
         with_structure: also compute the head-tail :class:`Structure` of positives and negatives (DualDE).
+        more_teachers: further frozen teachers (any :class:`KGCModel` over the same ids), scored on the same
+            candidates for the terms of a multi-teacher stage (``StepContext.more_teachers``).
     """
 
     def __init__(self, student: KGCModel, teacher: KGCModel, terms: list[LossTerm], *, hard_weight: float = 1.0,
                  train_teacher: bool = False, with_structure: bool = False,
-                 extras: dict[str, Any] | None = None) -> None:
+                 extras: dict[str, Any] | None = None, more_teachers: list[KGCModel] | None = None) -> None:
         self.student, self.teacher, self.terms = student, teacher, terms
+        self.more_teachers = [freeze(t) for t in more_teachers or []]
         self.hard_weight, self.train_teacher, self.with_structure = hard_weight, train_teacher, with_structure
         self.extras = extras if extras is not None else {}
         self.trainer: Any = None
@@ -245,7 +250,9 @@ class Distiller:
             self.teacher.eval()
             with torch.no_grad():
                 teacher = self._scores(self.teacher, batch, sample)
-        ctx = StepContext(batch, student, teacher, epoch, num_epochs, self.extras)
+        with torch.no_grad():
+            more = [self._scores(t, batch, sample) for t in self.more_teachers]
+        ctx = StepContext(batch, student, teacher, epoch, num_epochs, self.extras, more)
         values = {t.name: t.fn(ctx) for t in self.terms}
         hard = self.hard_loss(student, batch) if self.hard_weight else student.pos.new_zeros(())
         total = self.hard_weight * hard

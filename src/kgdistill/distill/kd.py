@@ -2,7 +2,8 @@
 
 ``kd``: ``L = hard_weight · L_hard + soft_weight · L_soft`` with ``L_soft`` the temperature KL between the
 teacher's and the student's distributions over each query's candidates (the positive and its negatives in sLCWA,
-all entities in 1-N), or a Huber loss on the raw scores (``kd_loss=huber``).
+all entities in 1-N), or a Huber loss on the raw scores (``kd_loss=huber``). With ``more_teachers`` the target is
+the mean of several teachers' distributions on the same candidates (multi-teacher KD).
 ``scratch``: the student trained with its hard loss only, same config and epochs (the reference row).
 """
 
@@ -15,7 +16,8 @@ from kgdistill.config import opt
 from kgdistill.distributed import DistContext
 from kgdistill.distill import terms
 from kgdistill.distill.distiller import DistillModel, Distiller, LossTerm, StepContext
-from kgdistill.distill.method import CommonConfig, Method, methods, stage_training, teacher_model
+from kgdistill.distill.method import (CommonConfig, Method, methods, more_teacher_models, stage_training,
+                                     teacher_model)
 from kgdistill.distill.schedules import make_schedule
 from kgdistill.distill.stage import StageResult, make_student, run_stage
 from kgdistill.errors import ConfigError
@@ -31,12 +33,22 @@ class KDConfig(CommonConfig):
     soft_weight: float = opt(1.0, "weight of the soft loss")
     hard_weight: float = opt(1.0, "weight of the hard loss")
     schedule: str = opt("constant", "soft weight schedule: constant | linear | step | swda")
+    more_teachers: list = opt([], "further teacher run folders (same graph; any model or size): the soft targets "
+                                  "are the mean of every teacher's distribution (multi-teacher KD, kd_loss kl)")
 
 
 def kd_term(config: KDConfig) -> LossTerm:
     if config.kd_loss not in KD_LOSSES:
         raise ConfigError(f"kd_loss: unknown {config.kd_loss!r}; known: {', '.join(KD_LOSSES)}")
-    if config.kd_loss == "kl":
+    if config.more_teachers and config.kd_loss != "kl":
+        raise ConfigError(f"more_teachers: several teachers are averaged as distributions, which needs kd_loss kl "
+                          f"(got {config.kd_loss!r})")
+    if config.kd_loss == "kl" and config.more_teachers:
+        def fn(ctx: StepContext) -> object:
+            return terms.ensemble_kl(ctx.student.candidates,
+                                     [ctx.teacher.candidates, *(t.candidates for t in ctx.more_teachers)],
+                                     config.temperature)
+    elif config.kd_loss == "kl":
         def fn(ctx: StepContext) -> object:
             return terms.kl_with_temperature(ctx.student.candidates, ctx.teacher.candidates, config.temperature)
     else:
@@ -55,8 +67,10 @@ class KD(Method):
         t_model = teacher_model(teacher)
         assert teacher.dataset is not None
         dim = config.dims[-1]
+        term = kd_term(config)
+        more = more_teacher_models(teacher, [str(d) for d in config.more_teachers], device)
         student = make_student(t_model, dim, config.seed).to(device)
-        distiller = Distiller(student, t_model, [kd_term(config)], hard_weight=config.hard_weight)
+        distiller = Distiller(student, t_model, [term], hard_weight=config.hard_weight, more_teachers=more)
         result = run_stage(f"kd-{dim}", run_dir=Path(out) / f"kd-{dim}", model=DistillModel(student),
                            student=student, dataset=teacher.dataset, base_config=teacher.config,
                            training=stage_training(teacher, config), step_loss=distiller, method=self.name,

@@ -84,6 +84,23 @@ def teacher_model(teacher: Run) -> EmbeddingModel:
     return teacher.model
 
 
+def more_teacher_models(teacher: Run, run_dirs: list[str], device: str = "cpu") -> list[Any]:
+    """The models of further teacher runs for a multi-teacher stage; each must use the main teacher's entity and
+    relation ids (same graph, same id maps). Any model kind or size will do: only their scores are used."""
+    from kgdistill.runs import load_run
+
+    assert teacher.dataset is not None
+    models = []
+    for run_dir in run_dirs:
+        run = load_run(run_dir, device=device)
+        assert run.dataset is not None
+        if run.dataset.entities != teacher.dataset.entities or run.dataset.relations != teacher.dataset.relations:
+            raise ConfigError(f"{run_dir}: this teacher's entities.tsv / relations.tsv differ from those of the main "
+                              f"teacher {teacher.path} (teachers must share the graph and its ids)")
+        models.append(run.model)
+    return models
+
+
 def teacher_row(teacher: Run) -> dict[str, Any]:
     """The teacher's summary row (from its metrics; size and throughput measured now)."""
     from kgdistill.distill.stage import scoring_throughput
@@ -139,4 +156,5 @@ def make_config(method: str, options: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-__all__ = ["methods", "Method", "CommonConfig", "stage_training", "teacher_model", "teacher_row", "make_config"]
+__all__ = ["methods", "Method", "CommonConfig", "stage_training", "teacher_model", "more_teacher_models", "teacher_row",
+           "make_config"]

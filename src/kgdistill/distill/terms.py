@@ -7,6 +7,9 @@ entities in 1-N training). Every term returns a scalar (batch mean) unless its n
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -20,6 +23,22 @@ def kl_with_temperature(student: Tensor, teacher: Tensor, temperature: float = 1
     """
     log_p_s = F.log_softmax(student / temperature, dim=-1)
     log_p_t = F.log_softmax(teacher / temperature, dim=-1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)
+    return temperature**2 * kl.mean()
+
+
+def ensemble_kl(student: Tensor, teachers: Sequence[Tensor], temperature: float = 1.0) -> Tensor:
+    """Multi-teacher KD: ``T² · mean_b KL(p̄_b || softmax(s_b / T))`` with ``p̄ = mean_i softmax(t_i / T)``, the mean
+    of the teachers' distributions over the same candidates (ensemble distillation, Hinton et al., 2015, §3).
+
+    ``student``: ``[B, K]``; ``teachers``: one or more ``[B, K]`` score matrices (models of any kind or size, on the
+    same candidates). One teacher gives :func:`kl_with_temperature`.
+    """
+    if not teachers:
+        raise ValueError("ensemble_kl needs at least one teacher")
+    log_p_s = F.log_softmax(student / temperature, dim=-1)
+    stacked = torch.stack([F.log_softmax(t / temperature, dim=-1) for t in teachers])  # [n, B, K]
+    log_p_t = torch.logsumexp(stacked, dim=0) - math.log(len(teachers))
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)
     return temperature**2 * kl.mean()
 
