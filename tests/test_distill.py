@@ -168,13 +168,18 @@ def test_iterde_student_beats_scratch_student(kinship_teacher: Path, tmp_path: P
     assert sum(iterde) / 3 > sum(scratch) / 3 + 0.05, (iterde, scratch)
 
 
+#: every distillation method and the options of its CLI run below (test_registries checks the list is complete)
+CLI_METHODS = {"iterde": ["--dims", "4,2"], "kd": ["--dims", "4"], "dualde": ["--dims", "4", "--num-negatives", "4"],
+               "metasd": ["--sparsity", "0.8"], "iterde-metasd": ["--dims", "4"], "scratch": ["--dims", "4"]}
+
+
 def test_cli_distill_all_methods(tmp_path: Path, capsys) -> None:
     teacher = tmp_path / "teacher"
     assert main(["train", "--dataset", "nations", "--model", "complex", "--dim", "8", "--training-mode", "1vsall",
                  "--optimizer", "adagrad", "--lr", "0.1", "--epochs", "2", "--eval-every", "0", "--out",
                  str(teacher), "--progress", "false"]) == 0
     out = tmp_path / "iterde"
-    assert main(["distill", "--method", "iterde", "--teacher", str(teacher), "--dims", "4,2", "--epochs", "1",
+    assert main(["distill", "--method", "iterde", "--teacher", str(teacher), *CLI_METHODS["iterde"], "--epochs", "1",
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "iterde-8-4" in printed and "iterde-4-2" in printed and "queries/s" in printed
@@ -185,9 +190,9 @@ def test_cli_distill_all_methods(tmp_path: Path, capsys) -> None:
             assert (folder / name).exists(), name
     assert main(["evaluate", str(out / "iterde-4-2")]) == 0
     assert runs.load_run(out / "iterde-4-2").model.dim == 2
-    for method, extra in (("kd", ["--dims", "4"]), ("dualde", ["--dims", "4", "--num-negatives", "4"]),
-                          ("metasd", ["--sparsity", "0.8"]), ("iterde-metasd", ["--dims", "4"]),
-                          ("scratch", ["--dims", "4"])):
+    for method, extra in CLI_METHODS.items():
+        if method == "iterde":
+            continue
         assert main(["distill", "--method", method, "--teacher", str(teacher), "--epochs", "1", "--out",
                      str(tmp_path / method), *extra]) == 0, method
     summary = json.loads((tmp_path / "metasd" / "summary.json").read_text())

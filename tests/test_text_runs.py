@@ -98,9 +98,11 @@ def test_resume_continues(umls_small: Path, tmp_path: Path) -> None:
     assert epochs == [1, 2] and any(r["event"] == "resume" for r in run.trace())
 
 
-@pytest.mark.parametrize("method,variant", [("none", "input-mask"), ("logit", "input-mask"),
-                                            ("patient", "input-mask"), ("pmd", "input-mask"),
-                                            ("pmd", "feature-generator"), ("hrkd", "input-mask")])
+METHOD_CASES = [("none", "input-mask"), ("logit", "input-mask"), ("patient", "input-mask"), ("pmd", "input-mask"),
+                ("pmd", "feature-generator"), ("hrkd", "input-mask")]  # every text objective (test_registries)
+
+
+@pytest.mark.parametrize("method,variant", METHOD_CASES)
 def test_distillation_methods(teacher_run, umls_small: Path, tmp_path: Path, method: str, variant: str) -> None:  # type: ignore[no-untyped-def]
     cfg = base_config(umls_small, tmp_path / method, steps=3)
     cfg = replace(cfg, distill=DistillConfig(method=method, teacher=str(teacher_run.path), layers=[0, 2],
