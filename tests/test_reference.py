@@ -38,7 +38,9 @@ def test_check_judges_the_metric_and_the_configuration() -> None:
     outside = ref.check_metrics(r, _metrics(value - 1.1 * tol), r.config)
     assert not outside.ok and "OUTSIDE" in outside.lines()[0]
     # where a run is written and on which device do not matter; what it computes does
-    moved = replace(r.config, output_dir="/elsewhere", device="cuda")
+    moved = replace(r.config, output_dir="/elsewhere", device="cuda",
+                    data=replace(r.config.data, data_dir="/data"),
+                    evaluation=replace(r.config.evaluation, eval_batch_size=7))
     assert ref.check_metrics(r, _metrics(value), moved).ok
     other = replace(r.config, training=replace(r.config.training, lr=0.5))
     verdict = ref.check_metrics(r, _metrics(value), other)
