@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", default="runs/bench-text")
     p.add_argument("--teacher", default=None, help="reuse a trained teacher run folder")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep every run's checkpoints/last.pt (model + AdamW state, ~0.5-0.9 GB for MiniLM) once it "
+                        "has finished; by default they are deleted (the finished models are kept)")
     return p.parse_args(argv)
 
 
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         training=TextTrainingConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, warmup_steps=20,
                                     self_negatives=bool(a.self_negatives), pre_batch=a.pre_batch,
                                     steps_per_epoch=a.teacher_steps or None, seed=a.seed, num_threads=a.threads,
-                                    log_every=25),
+                                    log_every=25, keep_checkpoint=a.keep_checkpoints),
         evaluation=EvaluationConfig(eval_batch_size=a.eval_batch_size, eval_splits=["test"]), device=a.device)
     results: list[dict] = []
 

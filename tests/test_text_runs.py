@@ -205,3 +205,22 @@ def test_cli_text_train_reads_a_text_config_file(teacher_run, tmp_path: Path) ->
         load_text_config(tmp_path / "again" / "text_config.yaml")
     assert again.model == first.model and again.data == first.data
     assert again.training == replace(first.training, steps_per_epoch=1)
+
+
+def test_keep_checkpoint_false_deletes_it_at_the_end(umls_small: Path, tmp_path: Path) -> None:
+    """A finished run without its checkpoint: model and metrics stay, the folder is still refused as a new run's
+    target, and resuming it says why it cannot."""
+    from kgdistill.errors import RunFolderError
+    from kgdistill.text.trainer import resume_text
+
+    config = base_config(umls_small, tmp_path / "run", steps=2)
+    config = replace(config, training=replace(config.training, keep_checkpoint=False))
+    run = train_text(config)
+    assert not (run.path / "checkpoints" / "last.pt").exists()
+    assert (run.path / "model.safetensors").exists() and run.metrics["test"]["both"]["mrr"] > 0
+    with pytest.raises(RunFolderError, match="already holds a run"):
+        train_text(config)
+    with pytest.raises(RunFolderError, match="keep_checkpoint false"):
+        resume_text(run.path)
+    kept = train_text(base_config(umls_small, tmp_path / "kept", steps=2))
+    assert (kept.path / "checkpoints" / "last.pt").exists()

@@ -43,6 +43,8 @@ class TextTrainingConfig:
     seed: int = opt(42, "random seed (initialisation, shuffling, masks)")
     eval_every: int = opt(1, "validate every N epochs and keep the best (0 = only the last)")
     checkpoint_every: int = opt(1, "write checkpoints/last.pt every N epochs")
+    keep_checkpoint: bool = opt(True, "keep checkpoints/last.pt once the run has finished (model + AdamW state, "
+                                      "about 4× the model: what continuing with more epochs needs); false deletes it")
     num_threads: int | None = opt(None, "torch CPU threads")
     log_every: int = opt(50, "trace the loss every N steps")
 

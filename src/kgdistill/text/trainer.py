@@ -176,8 +176,9 @@ def train_text(config: TextRunConfig, dataset: KGDataset | None = None, resume: 
     run_dir = Path(config.output_dir)  # type: ignore[arg-type]
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     if resume and not ckpt_path.exists():
-        raise RunFolderError(f"{run_dir}: nothing to resume (no checkpoints/last.pt)")
-    if not resume and ckpt_path.exists():
+        raise RunFolderError(f"{run_dir}: nothing to resume (no checkpoints/last.pt; a run finished with "
+                             f"training.keep_checkpoint false cannot be continued)")
+    if not resume and (ckpt_path.exists() or (run_dir / "metrics.json").exists()):
         raise RunFolderError(f"{run_dir}: already holds a run; resume it or choose another output folder")
     barrier(ctx)  # every rank has checked the folder before rank 0 writes into it
     device = torch.device(config.device)
@@ -336,6 +337,8 @@ def train_text(config: TextRunConfig, dataset: KGDataset | None = None, resume: 
     if ctx.is_main:
         _write_json(run_dir / "metrics.json", metrics)
         _write_json(meta_path, meta)
+        if not t.keep_checkpoint:
+            ckpt_path.unlink(missing_ok=True)
     barrier(ctx)  # the folder is complete before any rank returns (a next stage reads it)
     if teacher is not None:
         del teacher
