@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", default="runs/bench-text")
     p.add_argument("--teacher", default=None, help="reuse a trained teacher run folder")
+    p.add_argument("--cache-teacher", action="store_true",
+                   help="logit / patient KD rows: keep the teacher's per-text features across epochs "
+                        "(distill.cache_teacher)")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep every run's checkpoints/last.pt (model + AdamW state, ~0.5-0.9 GB for MiniLM) once it "
                         "has finished; by default they are deleted (the finished models are kept)")
@@ -145,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     for method in [m for m in a.baselines.split(",") if m]:
         start = time.perf_counter()
         cfg = replace(student_base, output_dir=str(out / f"{method}-L{lowest}"),
-                      distill=replace(student_base.distill, method=method, teacher=teacher_dir, layers=layers))
+                      distill=replace(student_base.distill, method=method, teacher=teacher_dir, layers=layers,
+                                      cache_teacher=a.cache_teacher and method in ("logit", "patient")))
         record(f"{method}-L{lowest}", train_text(cfg, ds), time.perf_counter() - start)
     write_table(out, results)
     return 0

@@ -224,3 +224,55 @@ def test_keep_checkpoint_false_deletes_it_at_the_end(umls_small: Path, tmp_path:
         resume_text(run.path)
     kept = train_text(base_config(umls_small, tmp_path / "kept", steps=2))
     assert (kept.path / "checkpoints" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("method", ["logit", "patient"])
+def test_cached_teacher_gives_the_same_loss_and_skips_seen_texts(teacher_run,  # type: ignore[no-untyped-def]
+                                                                 method: str) -> None:
+    """``cache_teacher``: the loss equals the uncached one (first sight and from the cache), and a batch of texts
+    already seen does not run the teacher again; a batch mixing seen and new texts runs it on the new rows only."""
+    from kgdistill.errors import ConfigError
+    from kgdistill.text.objective import objectives
+    from kgdistill.text.students import make_student
+    from kgdistill.text.textdata import KnownTails, make_batch, with_inverses
+
+    teacher, ds = teacher_run.model, teacher_run.dataset
+    examples = with_inverses(ds.train, ds.num_relations)
+    known = KnownTails(examples, ds.num_entities, ds.num_relations)
+    student = make_student(teacher, [0, 2])
+    student.eval()  # no dropout: two forwards of the student agree
+    plain = objectives.get(method)(student, teacher, TextRunConfig(distill=DistillConfig(method=method)), known,
+                                   [0, 2])
+    cached = objectives.get(method)(student, teacher, TextRunConfig(distill=DistillConfig(method=method,
+                                                                                          cache_teacher=True)),
+                                    known, [0, 2])
+    rows_seen: list[int] = []
+    encode = teacher.encode
+
+    def counting(which, inputs, **kw):  # type: ignore[no-untyped-def]
+        rows_seen.append(int(inputs["input_ids"].shape[0]))
+        return encode(which, inputs, **kw)
+
+    teacher.encode = counting  # type: ignore[method-assign]
+    try:
+        batch = make_batch(student.tokenizer, student.entity_texts, student.relation_texts, examples[:16], 20)
+        expected, logs = plain.loss(batch, 0)
+        rows_seen.clear()
+        first, _ = cached.loss(batch, 0)
+        assert sum(rows_seen) > 0
+        rows_seen.clear()
+        again, logs_again = cached.loss(batch, 1)
+        assert rows_seen == []  # every text of the batch was cached
+        assert first.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+        assert again.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+        assert logs_again["logit"] == pytest.approx(logs["logit"], rel=1e-5, abs=1e-6)
+        mixed = make_batch(student.tokenizer, student.entity_texts, student.relation_texts,
+                           torch.cat([examples[:4], examples[1000:1004]]), 20)
+        rows_seen.clear()
+        cached.loss(mixed, 2)
+        assert 0 < sum(rows_seen) < 3 * 8  # only the new (h, r) texts and entities went through the teacher
+    finally:
+        del teacher.encode
+    with pytest.raises(ConfigError, match="cache_teacher"):
+        objectives.get("pmd")(student, teacher, TextRunConfig(distill=DistillConfig(method="pmd", cache_teacher=True)),
+                              known, [0, 2])

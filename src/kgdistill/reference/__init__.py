@@ -31,7 +31,8 @@ KINDS = ("kge", "text")
 #: config keys that do not change what a run computes (where it is written, on which device, how it reports)
 IGNORED_KEYS = ("output_dir", "device", "progress", "data.data_dir", "data.download", "data.data_url",
                 "training.num_threads", "training.log_every", "training.checkpoint_every", "training.keep_checkpoint",
-                "training.retain_memory", "evaluation.eval_batch_size", "model.encode_batch_size")
+                "training.retain_memory", "evaluation.eval_batch_size", "model.encode_batch_size",
+                "distill.cache_teacher")
 
 
 @dataclass(frozen=True)

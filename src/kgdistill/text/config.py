@@ -62,6 +62,9 @@ class DistillConfig:
     mask_rate: float = opt(0.2, "PMD: fraction of tokens masked (never [CLS] / [SEP])")
     mgfd_variant: str = opt("input-mask", "PMD feature term: input-mask (PMD code) | feature-generator (MGD style)")
     kd_temperature: float = opt(1.0, "temperature of logit KD / HRKD soft CE")
+    cache_teacher: bool = opt(False, "logit / patient KD: keep the frozen teacher's per-text features across epochs "
+                                     "(the teacher then runs once per distinct text; memory: (1 + layers) × hidden "
+                                     "floats per text)")
     hrkd_domains: str = opt("relation", "HRKD domains: relation (one per relation) | prefix (first path segment) "
                                         "| clusters:K (relations hashed into K groups by their text)")
     hrkd_meta_every: int = opt(10, "HRKD: one meta step on held-out triples every N steps")

@@ -23,10 +23,12 @@ import torch
 from torch import Tensor, nn
 
 from kgdistill.distributed import DistContext, gather_sizes, gather_with_grad
+from kgdistill.errors import ConfigError
 from kgdistill.registry import Registry
 from kgdistill.text.biencoder import BiEncoder, BiEncoderOutput
 from kgdistill.text.contrastive import (PreBatchQueue, in_batch_false_negatives, prebatch_false_negatives,
                                         self_negative_mask, sharded_simkgc_loss, simkgc_logits, simkgc_loss)
+from kgdistill.text.teacher_cache import TeacherCache
 from kgdistill.text.textdata import KnownTails, TextBatch
 
 objectives: Registry[type["Objective"]] = Registry("text training method")
@@ -69,6 +71,8 @@ class Objective:
     """SimKGC training without a teacher: ``loss = CE(logits) + CE(logits[:, :B]ᵀ)``."""
 
     needs_teacher = False
+    #: whether the objective's teacher terms use only per-text vectors (``distill.cache_teacher`` applies)
+    caches_teacher = False
 
     def __init__(self, student: BiEncoder, teacher: BiEncoder | None, config: Any, known: KnownTails,
                  layer_map: list[int] | None = None, ctx: DistContext | None = None) -> None:
@@ -87,6 +91,13 @@ class Objective:
             self.teacher.eval()
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
+        #: the frozen teacher's per-text features kept across epochs (``distill.cache_teacher``), or None
+        self.teacher_cache: TeacherCache | None = None
+        if getattr(d, "cache_teacher", False):
+            if not self.caches_teacher:
+                raise ConfigError(f"distill.cache_teacher: the {d.method!r} objective needs the teacher's token-level "
+                                  f"outputs on inputs that change every step; it applies to logit and patient KD")
+            self.teacher_cache = TeacherCache()
 
     # ---- pieces shared by all methods ----------------------------------------------------------------------------
     def modules(self) -> list[nn.Module]:
@@ -177,15 +188,20 @@ class Objective:
         """``(logits [b, B (+1)], valid [b, B (+1)])``: teacher/student-comparable logits and where they are real
         candidates (false negatives excluded); ``B`` is the global batch over every rank."""
         heads = out.head.pooled if out.head is not None else None
+        return self.aligned_logits_of(model.inv_t, out.hr.pooled, out.tail.pooled, heads, batch)
+
+    def aligned_logits_of(self, inv_t: Tensor, hr: Tensor, tails: Tensor, heads: Tensor | None, batch: TextBatch
+                          ) -> tuple[Tensor, Tensor]:
+        """:meth:`aligned_logits` from pooled embeddings ``hr, tails, heads: [b, d]`` (this rank's share)."""
         if not self.ctx.enabled:
             in_batch, self_mask = self.masks(batch)
-            tails, offset = out.tail.pooled, 0
+            offset = 0
         else:
             g = self.global_batch(batch)
             in_batch, offset = g.mask[g.rows], g.offset
             self_mask = self_negative_mask(batch.h, batch.r, batch.t, self.known)
-            tails = self.gather(out.tail.pooled, batch)
-        logits = simkgc_logits(out.hr.pooled, tails, model.inv_t, 0.0, in_batch, heads, self_mask, offset=offset)
+            tails = self.gather(tails, batch)
+        logits = simkgc_logits(hr, tails, inv_t, 0.0, in_batch, heads, self_mask, offset=offset)
         invalid = in_batch if heads is None else torch.cat([in_batch, self_mask.unsqueeze(1)], dim=1)
         return logits, ~invalid
 
