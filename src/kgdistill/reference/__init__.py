@@ -173,16 +173,29 @@ def config_differences(config: Any, reference: Reference) -> dict[str, tuple[Any
 
 def check_metrics(reference: Reference, metrics: dict[str, Any], config: Any | None = None) -> Verdict:
     """Compare ``metrics`` (a run's ``metrics.json``: ``{"test": {"both": {...}}}``) with ``reference``."""
-    test = (metrics.get("test") or {}).get("both")
-    if not test:
-        raise RunFolderError("the run has no test metrics (metrics.json → test → both); evaluate it on the test "
-                             "split")
+    test = _test_metrics(metrics)
     checks = []
     for metric, (value, tol) in reference.expected.items():
         if metric not in test:
             raise RunFolderError(f"the run's test metrics have no {metric!r} (they have {', '.join(test)})")
         checks.append(Check(metric, float(test[metric]), value, tol))
     return Verdict(checks, config_differences(config, reference) if config is not None else {})
+
+
+def _test_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The ``test`` / ``both`` block of a run's metrics (filtered, both directions)."""
+    test = (metrics.get("test") or {}).get("both")
+    if not test:
+        raise RunFolderError("the run has no test metrics (metrics.json → test → both); evaluate it on the test "
+                             "split")
+    return test
+
+
+def _run_metrics(run_dir: Path) -> dict[str, Any]:
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.exists():
+        raise RunFolderError(f"{run_dir}: no metrics.json (not a finished run folder)")
+    return json.loads(metrics_path.read_text())
 
 
 def _read_config(run_dir: Path, kind: str) -> Any:
@@ -198,10 +211,7 @@ def _read_config(run_dir: Path, kind: str) -> Any:
 def check_run(reference: Reference, run_dir: str | Path) -> Verdict:
     """Check the finished run in ``run_dir`` (its ``metrics.json`` and configuration) against ``reference``."""
     run_dir = Path(run_dir)
-    metrics_path = run_dir / "metrics.json"
-    if not metrics_path.exists():
-        raise RunFolderError(f"{run_dir}: no metrics.json (not a finished run folder)")
-    return check_metrics(reference, json.loads(metrics_path.read_text()), _read_config(run_dir, reference.kind))
+    return check_metrics(reference, _run_metrics(run_dir), _read_config(run_dir, reference.kind))
 
 
 def run_reference(reference: Reference, out: str | Path, device: str = "cpu", data_dir: str | None = None,
@@ -231,12 +241,7 @@ def reference_from_run(run_dir: str | Path, tolerance: float, description: str =
     run_dir = Path(run_dir)
     kind = "text" if (run_dir / "text_config.yaml").exists() else "kge"
     config = _read_config(run_dir, kind)
-    metrics_path = run_dir / "metrics.json"
-    if not metrics_path.exists():
-        raise RunFolderError(f"{run_dir}: no metrics.json (not a finished run folder)")
-    test = (json.loads(metrics_path.read_text()).get("test") or {}).get("both")
-    if not test:
-        raise RunFolderError(f"{run_dir}: metrics.json has no test metrics")
+    test = _test_metrics(_run_metrics(run_dir))
     data = to_dict(config)
     for key in ("output_dir", "device", "progress"):
         data.pop(key, None)
