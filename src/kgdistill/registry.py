@@ -1,8 +1,15 @@
-"""A small typed registry: components are looked up by name (PyKEEN's resolver pattern)."""
+"""A small typed registry: components are looked up by name (PyKEEN's resolver pattern).
+
+Entries are either registered objects (the ``@registry.register(name)`` decorator, run when the defining module is
+imported) or *declared* lazy entries, ``registry.declare(name, "package.module:object")``, resolved by importing
+the module on first :meth:`Registry.get`. A registry declares the entries that live in other modules, so that which
+names exist does not depend on what was imported first: ``names()`` lists them all without importing anything.
+"""
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -41,21 +48,47 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
         self._canonical: dict[str, str] = {}
+        self._lazy: dict[str, str] = {}  # declared, not yet resolved: name -> "module:object"
+
+    def _claim(self, name: str, aliases: tuple[str, ...]) -> None:
+        for key in (name, *aliases):
+            norm = normalize_name(key)
+            if norm in self._canonical:
+                raise ValueError(f"{self.kind} {key!r} registered twice")
+            self._canonical[norm] = name
+
+    def declare(self, name: str, target: str, *aliases: str) -> None:
+        """Declare ``name`` (and ``aliases``) as ``"module:object"``, imported on first :meth:`get`.
+
+        The module may also register the object with the decorator under the same name (the declared aliases, or
+        a subset of them): that fills the entry instead of failing as a second registration.
+        """
+        module, sep, attr = target.partition(":")
+        if not sep or not module or not attr:
+            raise ValueError(f"{self.kind} {name!r}: target must be 'module:object', got {target!r}")
+        self._claim(name, aliases)
+        self._lazy[name] = target
 
     def register(self, name: str, *aliases: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
-            for key in (name, *aliases):
-                norm = normalize_name(key)
-                if norm in self._canonical:
-                    raise ValueError(f"{self.kind} {key!r} registered twice")
-                self._canonical[norm] = name
+            if name in self._lazy and name not in self._items:
+                unknown = [a for a in aliases if self._canonical.get(normalize_name(a)) != name]
+                if unknown:
+                    raise ValueError(f"{self.kind} {name!r}: aliases {unknown} were not declared with it")
+            else:
+                self._claim(name, aliases)
             self._items[name] = obj
             return obj
 
         return decorator
 
     def names(self) -> list[str]:
-        return sorted(self._items)
+        """Every registered or declared name (imports nothing)."""
+        return sorted({*self._items, *self._lazy})
+
+    def is_loaded(self, name: str) -> bool:
+        """Whether ``name``'s object is in memory (False for a declared entry not yet resolved)."""
+        return self.canonical(name) in self._items
 
     def canonical(self, name: str) -> str:
         norm = normalize_name(name)
@@ -66,7 +99,13 @@ class Registry(Generic[T]):
         return self._canonical[norm]
 
     def get(self, name: str) -> T:
-        return self._items[self.canonical(name)]
+        """The object of ``name`` (or an alias); a declared entry is imported now."""
+        key = self.canonical(name)
+        if key not in self._items:
+            module, _, attr = self._lazy[key].partition(":")
+            obj = getattr(importlib.import_module(module), attr)  # the import may register it with the decorator
+            self._items.setdefault(key, obj)
+        return self._items[key]
 
     def make(self, name_or_obj: str | Any, **kwargs: Any) -> Any:
         """Build a component from its name (calling the factory with ``kwargs``); instances pass through."""

@@ -2,10 +2,9 @@
 
 Library entry point: :func:`distill` (``kgdistill distill`` on the command line). A method is a frozen config
 dataclass + small pure loss terms (:mod:`.terms`) + weight schedules (:mod:`.schedules`) + its stages, registered
-by name in :data:`methods`.
+by name in :data:`methods` (declared there, each method's module imported on first use).
 """
 
-from kgdistill.distill import combo, dualde, iterde, kd, metasd  # noqa: F401 - registers the methods
 from kgdistill.distill.api import DistillReport, distill
 from kgdistill.distill.distiller import DistillModel, Distiller, LossTerm, Scores, StepContext, freeze
 from kgdistill.distill.method import CommonConfig, Method, make_config, methods

@@ -20,6 +20,13 @@ from kgdistill.runs import Run
 from kgdistill.distill.stage import StageResult, summary_row
 
 methods: Registry[type[Method]] = Registry("distillation method")
+# declared here, imported on first use (each module also registers its class with the decorator)
+methods.declare("kd", "kgdistill.distill.kd:KD")
+methods.declare("scratch", "kgdistill.distill.kd:Scratch", "from_scratch")
+methods.declare("dualde", "kgdistill.distill.dualde:DualDE")
+methods.declare("iterde", "kgdistill.distill.iterde:IterDE")
+methods.declare("metasd", "kgdistill.distill.metasd:MetaSD")
+methods.declare("iterde-metasd", "kgdistill.distill.combo:IterDEMetaSD")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,9 @@ from kgdistill.errors import RunFolderError
 from kgdistill.registry import Registry
 
 model_classes: Registry[type[KGCModel]] = Registry("model class")
+# declared here, imported on first use: a fresh process loads any kind of run folder without importing it first
+model_classes.declare("embedding", "kgdistill.models.embedding:EmbeddingModel")
+model_classes.declare("biencoder", "kgdistill.text.biencoder:BiEncoder", "simkgc")
 
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_CONFIG = "model.json"

@@ -1,7 +1,7 @@
 """``kgdistill text-train`` and ``kgdistill text-distill``: the CLI of text bi-encoders (a plugin of kgdistill.cli).
 
-Importing this module registers the ``biencoder`` model class, so ``kgdistill evaluate`` / ``predict`` load text
-runs once it is in the plugin list.
+``kgdistill evaluate`` / ``predict`` load text runs through the model-class registry (``biencoder`` is declared
+there and imported on first use).
 
     kgdistill text-train --dataset umls --plm minilm-l6 --epochs 3 --out runs/umls-simkgc
     kgdistill text-distill --method pmd --teacher runs/umls-simkgc --grades 6,3 --mask-rates 0.2,0 --out runs/pmd
@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from typing import Any
-
-from kgdistill.text import biencoder as _biencoder  # noqa: F401  (registers the model class)
 
 
 def _config(args: argparse.Namespace) -> Any:

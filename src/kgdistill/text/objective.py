@@ -32,6 +32,12 @@ from kgdistill.text.teacher_cache import TeacherCache
 from kgdistill.text.textdata import KnownTails, TextBatch
 
 objectives: Registry[type["Objective"]] = Registry("text training method")
+# declared here, imported on first use (each module also registers its class with the decorator)
+objectives.declare("none", "kgdistill.text.objective:Objective", "no-kd", "simkgc")
+objectives.declare("logit", "kgdistill.text.kd_baselines:LogitKD", "logit-kd", "kd")
+objectives.declare("patient", "kgdistill.text.kd_baselines:PatientKD", "patient-kd", "pkd")
+objectives.declare("pmd", "kgdistill.text.pmd:PMDObjective")
+objectives.declare("hrkd", "kgdistill.text.hrkd:HRKDObjective")
 
 
 def sqdist(a: Tensor, b: Tensor) -> Tensor:

@@ -1,0 +1,162 @@
+"""What a fresh Python process sees: registries that do not depend on import order, and imports without
+process-wide side effects. Every check runs in a new interpreter (``subprocess``), where nothing was imported
+before the code under test."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from kgdistill import runs
+from kgdistill.config import DataConfig, EvaluationConfig, ModelConfig, RunConfig, TrainingConfig
+
+TINY = "tiny:layers=2,hidden=32,heads=2,intermediate=64"
+
+
+def fresh(code: str, cwd: Path | None = None) -> str:
+    """Run ``code`` in a new interpreter; returns its stdout (fails the test on a non-zero exit)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        env.pop(key, None)
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def embedding_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "nations-distmult"
+    config = RunConfig(data=DataConfig(dataset="nations"), model=ModelConfig(model="distmult", dim=8),
+                       training=TrainingConfig(epochs=1, batch_size=256, eval_every=0, patience=0),
+                       evaluation=EvaluationConfig(eval_splits=["test"]), output_dir=str(out), progress=False)
+    runs.train(config)
+    return out
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("transformers")
+    import importlib.resources
+
+    from kgdistill.text.config import TextModelConfig, TextRunConfig, TextTrainingConfig
+    from kgdistill.text.trainer import train_text
+
+    bundled = Path(str(importlib.resources.files("kgdistill.data").joinpath("bundled", "umls")))
+    folder = tmp_path_factory.mktemp("umls_small")
+    for name in ("train.tsv", "entity2text.tsv", "entity2description.tsv", "relation2text.tsv"):
+        shutil.copy(bundled / name, folder / name)
+    for split in ("valid", "test"):
+        lines = (bundled / f"{split}.tsv").read_text().splitlines()[:20]
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    out = tmp_path_factory.mktemp("runs") / "umls-text"
+    threads = torch.get_num_threads()
+    config = TextRunConfig(
+        data=DataConfig(dataset=str(folder)), model=TextModelConfig(plm=TINY, max_length=16),
+        training=TextTrainingConfig(epochs=1, batch_size=32, lr=2e-3, warmup_steps=1, steps_per_epoch=2,
+                                    self_negatives=False, log_every=1, num_threads=1),
+        evaluation=EvaluationConfig(eval_splits=["test"]), output_dir=str(out))
+    try:
+        train_text(config)
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def test_registries_list_every_name_without_importing_them() -> None:
+    """Declared entries are listed before any module defining them was imported, and transformers stays unloaded."""
+    out = fresh("""
+        import json, sys
+        from kgdistill.models.base import model_classes
+        from kgdistill.distill.method import methods
+        loaded = sorted(m for m in ("kgdistill.distill.kd", "kgdistill.distill.dualde", "kgdistill.distill.iterde",
+                                    "kgdistill.distill.metasd", "kgdistill.distill.combo", "kgdistill.text.biencoder",
+                                    "transformers") if m in sys.modules)
+        print(json.dumps({"models": model_classes.names(), "methods": methods.names(), "loaded": loaded,
+                          "lazy": [n for n in methods.names() if not methods.is_loaded(n)]}))
+    """)
+    seen = json.loads(out)
+    assert seen["models"] == ["biencoder", "embedding"]
+    assert seen["methods"] == ["dualde", "iterde", "iterde-metasd", "kd", "metasd", "scratch"]
+    assert seen["loaded"] == [] and seen["lazy"] == seen["methods"]
+
+
+def test_every_distillation_method_resolves_in_a_fresh_process() -> None:
+    out = fresh("""
+        import json
+        from kgdistill.distill.method import methods
+        print(json.dumps({n: [methods.get(n).__name__, methods.get(n).name] for n in methods.names()}
+                         | {"alias": methods.get("from_scratch").__name__}))
+    """)
+    got = json.loads(out)
+    assert got == {"dualde": ["DualDE", "dualde"], "iterde": ["IterDE", "iterde"],
+                   "iterde-metasd": ["IterDEMetaSD", "iterde-metasd"], "kd": ["KD", "kd"],
+                   "metasd": ["MetaSD", "metasd"], "scratch": ["Scratch", "scratch"], "alias": "Scratch"}
+
+
+def test_text_objectives_resolve_in_a_fresh_process() -> None:
+    pytest.importorskip("transformers")
+    out = fresh("""
+        import json
+        from kgdistill.text.objective import objectives
+        print(json.dumps({n: objectives.get(n).__name__ for n in objectives.names()} | {"pkd": objectives.get("pkd").__name__}))
+    """)
+    assert json.loads(out) == {"hrkd": "HRKDObjective", "logit": "LogitKD", "none": "Objective",
+                               "patient": "PatientKD", "pmd": "PMDObjective", "pkd": "PatientKD"}
+
+
+def test_load_model_and_load_run_of_an_embedding_run_in_a_fresh_process(embedding_run: Path) -> None:
+    out = fresh(f"""
+        from kgdistill.models.base import load_model
+        model = load_model({str(embedding_run)!r})
+        print(type(model).__name__, model.num_entities)
+    """)
+    assert out.split() == ["EmbeddingModel", "14"]
+    out = fresh(f"""
+        from kgdistill.runs import load_run
+        run = load_run({str(embedding_run)!r})
+        print(type(run.model).__name__, run.dataset.name, run.dataset.num_entities)
+    """)
+    assert out.split() == ["EmbeddingModel", "nations", "14"]
+
+
+def test_load_model_and_load_run_of_a_text_run_in_a_fresh_process(text_run: Path) -> None:
+    out = fresh(f"""
+        from kgdistill.models.base import load_model
+        print(type(load_model({str(text_run)!r})).__name__)
+        from kgdistill.runs import load_run
+        run = load_run({str(text_run)!r})
+        print(type(run.model).__name__, run.dataset.num_entities)
+    """)
+    assert out.split() == ["BiEncoder", "BiEncoder", "135"]
+
+
+def test_a_registered_name_cannot_be_taken_twice_and_declared_entries_resolve() -> None:
+    from kgdistill.registry import Registry, UnknownNameError
+
+    reg: Registry[object] = Registry("thing")
+    reg.declare("join", "os.path:join", "path-join")
+    assert reg.names() == ["join"] and not reg.is_loaded("Path_Join")
+    assert reg.get("path-join") is os.path.join and reg.is_loaded("join")
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.declare("pathjoin", "os.path:join")
+    with pytest.raises(ValueError, match="module:object"):
+        reg.declare("other", "os.path.join")
+    with pytest.raises(UnknownNameError, match="Did you mean 'join'"):
+        reg.get("jion")
+    # a module that registers a declared name with the decorator fills the entry (no second registration)
+    reg.declare("exists", "os.path:exists")
+    reg.register("exists")(os.path.exists)
+    assert reg.get("exists") is os.path.exists
+    with pytest.raises(ValueError, match="not declared"):
+        reg.declare("isdir", "os.path:isdir")
+        reg.register("isdir", "folder")(os.path.isdir)
+
