@@ -160,3 +160,69 @@ def test_a_registered_name_cannot_be_taken_twice_and_declared_entries_resolve() 
         reg.declare("isdir", "os.path:isdir")
         reg.register("isdir", "folder")(os.path.isdir)
 
+
+def test_importing_the_library_leaves_the_process_environment_alone() -> None:
+    """No module sets environment variables (offline switches and the like) when it is imported."""
+    out = fresh("""
+        import importlib, json, os
+        before = dict(os.environ)
+        names = ["kgdistill", "kgdistill.runs", "kgdistill.cli", "kgdistill.distill", "kgdistill.export",
+                 "kgdistill.kernels", "kgdistill.evaluate", "kgdistill.reference", "kgdistill.text",
+                 "kgdistill.text.plm", "kgdistill.text.biencoder", "kgdistill.text.trainer", "kgdistill.text.pmd",
+                 "kgdistill.text.hrkd", "kgdistill.text.cli"]
+        imported = []
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except ModuleNotFoundError as err:  # an optional extra that is not installed
+                if not (err.name or "").startswith(("transformers", "tokenizers")):
+                    raise
+                continue
+            imported.append(name)
+        import kgdistill.cli
+        kgdistill.cli.build_parser()
+        changed = sorted(k for k in {*before, *os.environ} if before.get(k) != os.environ.get(k))
+        print(json.dumps({"changed": changed, "imported": imported}))
+    """)
+    seen = json.loads(out)
+    assert seen["changed"] == []
+    assert "kgdistill.runs" in seen["imported"] and "kgdistill.text" in seen["imported"]
+
+
+def test_library_training_makes_no_process_wide_memory_setting(tmp_path: Path) -> None:
+    """``runs.train`` leaves glibc's allocator alone; the ``kgdistill train`` command applies retain_memory."""
+    out = fresh(f"""
+        import json
+        from kgdistill import cli, runs
+        from kgdistill.config import DataConfig, ModelConfig, RunConfig, TrainingConfig, EvaluationConfig
+        from kgdistill.training import memory
+        config = RunConfig(data=DataConfig(dataset="nations"), model=ModelConfig(model="distmult", dim=4),
+                           training=TrainingConfig(epochs=1, eval_every=0, patience=0),
+                           evaluation=EvaluationConfig(eval_splits=["test"]), output_dir={str(tmp_path / "lib")!r},
+                           progress=False)
+        runs.train(config)
+        after_library = memory._done
+        cli.main(["train", "--dataset", "nations", "--model", "distmult", "--dim", "4", "--epochs", "1",
+                  "--eval-every", "0", "--eval-splits", "test", "--out", {str(tmp_path / "cli")!r}])
+        print(json.dumps([after_library, memory._done]))
+    """)
+    assert json.loads(out.strip().splitlines()[-1]) == [False, True]
+
+
+def test_the_kernel_switch_is_scoped_to_its_context() -> None:
+    import threading
+
+    from kgdistill import kernels
+
+    outer = kernels.enabled()
+    seen: list[bool] = []
+    with kernels.use(False):
+        assert not kernels.enabled()
+        worker = threading.Thread(target=lambda: seen.append(kernels.enabled()))
+        worker.start()
+        worker.join()
+        with kernels.use(True):
+            assert kernels.enabled()
+        assert not kernels.enabled()
+    assert kernels.enabled() == outer
+    assert seen == [outer]  # another thread keeps its own setting

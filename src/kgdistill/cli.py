@@ -80,12 +80,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         return launch_torchrun(args.nproc, strip_nproc(args.argv))
     if args.resume:
+        config = runs.read_run_config(args.resume)
+        if config.training.retain_memory:
+            retain_freed_memory()
         run = runs.resume(args.resume, epochs=int(args.cfg_epochs) if args.cfg_epochs else None)
     else:
-        run = runs.train(config_from_args(args))
+        config = config_from_args(args)
+        if config.training.retain_memory:
+            retain_freed_memory()
+        run = runs.train(config)
     if is_main_process():
         print_metrics(run.metrics, f"run folder: {run.path}")
     return 0
+
+
+def retain_freed_memory() -> None:
+    """glibc keeps freed memory in this process (``training.retain_memory``): a process-wide setting that the
+    library never makes on its own."""
+    from kgdistill.training.memory import retain_freed_memory as apply
+
+    apply()
 
 
 def is_main_process() -> bool:
@@ -177,6 +191,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from kgdistill.demo import run_demo
 
+    retain_freed_memory()  # every demo run keeps the default training.retain_memory
     run_demo(Path(args.out), epochs=args.epochs, dataset=args.dataset)
     return 0
 
@@ -279,7 +294,15 @@ def route_text_distill(argv: list[str]) -> list[str]:
     return argv
 
 
+def process_defaults() -> None:
+    """Settings of the ``kgdistill`` process itself, made here and never by importing the library: no model hub
+    is contacted (the library also loads pretrained folders with ``local_files_only=True``)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    process_defaults()
     parser = build_parser()
     argv = route_text_distill(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)

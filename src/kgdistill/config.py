@@ -70,7 +70,8 @@ class TrainingConfig:
     grad_sync: str = opt("dense", "several processes: gradient synchronisation of embedding tables: dense "
                          "(DDP all-reduce) | sparse (exchange the touched rows) | auto (per step, by rows touched)")
     num_threads: int | None = opt(None, "torch CPU threads (default: torch's choice)")
-    retain_memory: bool = opt(True, "keep freed memory in the process (glibc) instead of returning it to the OS")
+    retain_memory: bool = opt(True, "keep freed memory in the process (glibc) instead of returning it to the OS; "
+                                    "a process-wide setting, applied by the command line")
 
 
 @dataclass(frozen=True)

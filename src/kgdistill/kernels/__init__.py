@@ -11,13 +11,15 @@ Three kernels, each with a pure-PyTorch twin that stays the reference (tests com
 
 The library is compiled at first use (see :mod:`kgdistill.kernels._build`). Every function here returns None when
 the kernels are unavailable, disabled, or not applicable to the inputs (device, dtype, layout, autograd needs), and
-the caller then runs its PyTorch code. ``KGDISTILL_KERNELS=0`` in the environment, :func:`set_enabled` or the
-:func:`disabled` context manager switch them off.
+the caller then runs its PyTorch code. ``KGDISTILL_KERNELS=0`` in the environment (read when first needed, never
+written), or the :func:`use` / :func:`disabled` context managers switch them off; the switch is a context variable,
+so a block that turns them off affects only its own thread (or asyncio task), and importing changes nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 from collections.abc import Iterator
 
@@ -28,39 +30,51 @@ from torch.autograd.function import once_differentiable
 from kgdistill.kernels import _build
 
 __all__ = ["KINDS", "GradientLink", "adam_step", "all_pairs", "available", "corruption_scores", "disabled", "enabled",
-           "gather_rows", "load_error", "set_enabled"]
+           "gather_rows", "load_error", "set_enabled", "use"]
 
 #: similarity name -> kernel code
 KINDS = {"dot": 0, "l1": 1, "l2": 2, "complex_l1": 3}
 _ALL_PAIRS_KINDS = ("l1", "complex_l1")
 
-_enabled = os.environ.get("KGDISTILL_KERNELS", "1").strip().lower() not in ("0", "off", "false", "no")
+#: None: not set in this context, ``KGDISTILL_KERNELS`` decides
+_switch: contextvars.ContextVar[bool | None] = contextvars.ContextVar("kgdistill_kernels", default=None)
+
+
+def _from_environment() -> bool:
+    return os.environ.get("KGDISTILL_KERNELS", "1").strip().lower() not in ("0", "off", "false", "no")
 
 
 def enabled() -> bool:
-    """Whether the kernels may be used (they may still be unavailable: see :func:`available`)."""
-    return _enabled
+    """Whether the kernels may be used here (they may still be unavailable: see :func:`available`)."""
+    flag = _switch.get()
+    return _from_environment() if flag is None else flag
 
 
 def set_enabled(flag: bool) -> bool:
-    """Switch the kernels on or off for this process; returns the previous setting."""
-    global _enabled
-    previous, _enabled = _enabled, bool(flag)
+    """Switch the kernels on or off in the current context (thread / task); returns the previous setting.
+    Prefer the :func:`use` context manager, which restores it."""
+    previous = enabled()
+    _switch.set(bool(flag))
     return previous
 
 
 @contextlib.contextmanager
-def disabled() -> Iterator[None]:
-    """Run a block on the pure-PyTorch paths."""
-    previous = set_enabled(False)
+def use(flag: bool) -> Iterator[None]:
+    """Run a block with the kernels on (``True``, where available) or off (``False``: the pure-PyTorch paths)."""
+    token = _switch.set(bool(flag))
     try:
         yield
     finally:
-        set_enabled(previous)
+        _switch.reset(token)
+
+
+def disabled() -> contextlib.AbstractContextManager[None]:
+    """Run a block on the pure-PyTorch paths (``use(False)``)."""
+    return use(False)
 
 
 def _lib():
-    return _build.load() if _enabled else None
+    return _build.load() if enabled() else None
 
 
 def available() -> bool:

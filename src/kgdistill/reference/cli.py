@@ -46,6 +46,10 @@ def cmd_reference(args: argparse.Namespace) -> int:
     if args.action == "check":
         return _verdict_exit(reference.name, ref.check_run(reference, args.run_dir))
     print(f"reference {reference.name}: {reference.description}\nmeasured: {reference.measured}")
+    if getattr(reference.config.training, "retain_memory", False):  # process-wide (glibc): the CLI sets it
+        from kgdistill.training.memory import retain_freed_memory
+
+        retain_freed_memory()
     run, verdict = ref.run_reference(reference, args.out, device=args.device, data_dir=args.data_dir,
                                      resume=args.resume)
     print(f"run folder: {run.path}")

@@ -11,11 +11,7 @@ Public API (imported lazily, so ``import kgdistill.text`` stays cheap)::
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Any
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 _EXPORTS = {
     "BiEncoder": "kgdistill.text.biencoder",

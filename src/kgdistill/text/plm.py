@@ -9,7 +9,8 @@ Names understood by :func:`resolve_plm`:
 * ``tiny:layers=4,hidden=32,heads=2,intermediate=64``: a randomly initialised BERT with a WordPiece vocabulary built
   from the dataset's own text (tests, CLI smoke runs; nothing downloaded).
 
-Nothing here ever contacts a model hub: ``HF_HUB_OFFLINE=1`` is set before ``transformers`` is imported.
+Nothing here ever contacts a model hub: pretrained folders are read with ``local_files_only=True`` (the process
+environment is left alone; the ``kgdistill`` command line also sets ``HF_HUB_OFFLINE=1`` for its own process).
 """
 
 from __future__ import annotations
@@ -22,10 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-from kgdistill.errors import ConfigError  # noqa: E402
+from kgdistill.errors import ConfigError
 
 _ALIASES = {"minilml6": "minilm-l6", "allminilml6v2": "minilm-l6", "minilm": "minilm-l6",
             "mpnet": "mpnet", "allmpnetbasev2": "mpnet", "mpnetbase": "mpnet"}
@@ -132,13 +130,14 @@ def load_pretrained(path: Path, attn_implementation: str = "sdpa") -> tuple[Any,
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 
     def make(attn: str) -> Any:
         try:
-            return AutoModel.from_pretrained(str(path), add_pooling_layer=False, attn_implementation=attn)
+            return AutoModel.from_pretrained(str(path), add_pooling_layer=False, attn_implementation=attn,
+                                             local_files_only=True)
         except TypeError:
-            return AutoModel.from_pretrained(str(path), attn_implementation=attn)
+            return AutoModel.from_pretrained(str(path), attn_implementation=attn, local_files_only=True)
 
     return tokenizer, _with_attention_fallback(make, attn_implementation)
 
