@@ -3,7 +3,13 @@ detected, every bad input one clear message."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +17,8 @@ import torch
 
 from kgdistill import cli, runs
 from kgdistill.config import DataConfig, EvaluationConfig, ModelConfig, RunConfig, TrainingConfig
-from kgdistill.errors import RunFolderError
+from kgdistill.errors import ConfigError, RunFolderError
+from kgdistill.runfolder import LOCK_FILE, RunFolderLock
 from kgdistill.training.checkpoint import load_checkpoint
 
 
@@ -75,3 +82,120 @@ def test_damaged_checkpoint_is_one_message(tmp_path: Path) -> None:
     torch.save([1, 2, 3], path)
     with pytest.raises(RunFolderError, match="not a kgdistill checkpoint"):
         load_checkpoint(path)
+
+
+# ---- 2. one writer per run folder -------------------------------------------------------------------------------
+def _cli(*args: str, cwd: Path | None = None, **popen: object) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "kgdistill", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **popen)  # type: ignore[call-overload]
+
+
+def _wait_for_lock_holder(run: Path, proc: subprocess.Popen, seconds: float = 120.0) -> int:
+    lock = run / LOCK_FILE
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        text = lock.read_text().strip() if lock.exists() else ""
+        if text.isdigit():
+            return int(text)
+        time.sleep(0.05)
+    raise AssertionError("the first writer never took the lock")
+
+
+def test_second_writer_of_a_run_folder_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    flags = ["--dataset", "nations", "--model", "transe", "--dim", "8", "--num-negatives", "4", "--eval-every",
+             "0", "--eval-splits", "test", "--progress", "false", "--num-threads", "1", "--out", str(run)]
+    first = _cli("train", *flags, "--epochs", "100000")
+    try:
+        holder = _wait_for_lock_holder(run, first)
+        assert holder == first.pid
+        second = _cli("train", *flags, "--epochs", "1", "--model", "distmult")
+        out, err = second.communicate(timeout=120)
+        assert second.returncode == 2, err
+        assert err.count("\n") == 1 and f"pid {first.pid}" in err and str(run) in err, err
+        assert "Traceback" not in err
+        assert "distmult" not in (run / "config.yaml").read_text()  # the refused run wrote nothing
+        resume = _cli("train", "--resume", str(run), "--epochs", "1")
+        _, err = resume.communicate(timeout=120)
+        assert resume.returncode == 2 and f"pid {first.pid}" in err, err
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=60)
+    # the kernel dropped the lock with its holder: the folder can be taken again at once
+    with RunFolderLock(run) as lock:
+        assert lock.held and (run / LOCK_FILE).read_text().strip() == str(os.getpid())
+    assert (run / LOCK_FILE).read_text() == ""  # released
+
+
+def test_lock_is_released_when_training_fails_in_process(tmp_path: Path) -> None:
+    """A run that raises inside the library (not a dead process) must not keep its folder locked."""
+    run = tmp_path / "run"
+    bad = small_config(run)
+    bad = replace(bad, training=replace(bad.training, optimizer="nope"))
+    with pytest.raises(ConfigError):
+        runs.train(bad)
+    with RunFolderLock(run) as lock:
+        assert lock.held
+
+
+# ---- 3. no silent overwrites ------------------------------------------------------------------------------------
+TRAIN_FAST = ["train", "--dataset", "nations", "--model", "transe", "--dim", "8", "--num-negatives", "4",
+              "--eval-every", "0", "--eval-splits", "test", "--progress", "false"]
+
+
+def test_train_refuses_a_folder_of_user_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    files = {"config.yaml": "my: settings\n", "metrics.json": "{\"mine\": 1}", "entities.tsv": "a\tb\n"}
+    for name, text in files.items():
+        (mine / name).write_text(text)
+    assert cli.main([*TRAIN_FAST, "--epochs", "1", "--out", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a kgdistill run folder" in err and "config.yaml" in err and err.count("\n") == 1
+    assert {p.name: p.read_text() for p in mine.iterdir()} == files  # untouched, nothing added
+
+
+def test_finished_epochs_0_run_is_not_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert cli.main([*TRAIN_FAST, "--epochs", "0", "--out", str(run)]) == 0
+    assert not (run / "checkpoints" / "last.pt").exists()  # the case the old check missed
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != LOCK_FILE}
+    capsys.readouterr()
+    assert cli.main([*TRAIN_FAST, "--epochs", "1", "--model", "distmult", "--out", str(run)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != LOCK_FILE} == before
+
+
+@pytest.mark.parametrize("below", [False, True])
+def test_out_at_or_below_a_file_is_an_option_error(tmp_path: Path, below: bool,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    target = tmp_path / "file.txt"
+    target.write_text("keep")
+    out = target / "run" if below else target
+    assert cli.main([*TRAIN_FAST, "--epochs", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "file.txt" in err and "file" in err and "Traceback" not in err and err.count("\n") == 1
+    assert target.read_text() == "keep"
+
+
+def test_export_never_overwrites_silently(finished_run: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    run = copy_run(finished_run, tmp_path / "run")
+    weights = (run / "model.safetensors").read_bytes()
+    mine = tmp_path / "notes.txt"
+    mine.write_text("my notes")
+    assert cli.main(["export", str(run), str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert "exists; use --force" in err and err.count("\n") == 1
+    assert mine.read_text() == "my notes"
+    for own in ("model.safetensors", "model.json", "config.yaml"):
+        for force in ([], ["--force"]):
+            assert cli.main(["export", str(run), str(run / own), *force]) == 2
+            assert "is a file of the run folder" in capsys.readouterr().err
+    assert (run / "model.safetensors").read_bytes() == weights
+    assert cli.main(["export", str(run), str(mine), "--force"]) == 0
+    assert mine.read_bytes()[:8] != b"my notes"
+    assert cli.main(["export", str(run), str(run)]) == 0  # into the run folder under its own name: allowed
+    assert (run / "run-float32.safetensors").exists()
+    assert runs.load_run(run, with_dataset=False).model.state_dict().keys()

@@ -475,9 +475,37 @@ def _score_error(a: KGCModel, b: KGCModel, num_entities: int, num_relations: int
     return {"max_abs_score_error": float((sa - sb).abs().max()), "max_abs_score": float(sa.abs().max())}
 
 
+#: the files of a run folder an export never writes over (``--force`` or not)
+RUN_FILES = ("model.safetensors", "model.json", "config.yaml", "meta.json", "metrics.json", "entities.tsv",
+             "relations.tsv", "trace.jsonl", "manifest.json", "text_config.yaml", "distill.yaml", ".kgdistill.lock")
+
+
+def export_target(run_dir: Path, out: str | Path, dtype: str, force: bool = False) -> Path:
+    """The artifact path ``export_run`` writes, checked before any work: never a file of the run folder (which
+    would break the run), never an existing file unless ``force``, never below a file."""
+    out = Path(out)
+    if out.is_dir():
+        out = out / f"{run_dir.name}-{dtype}.safetensors"
+    if out.is_dir():
+        raise KGDistillError(f"{out}: is a folder; give the artifact a file name")
+    inside = out.resolve().relative_to(run_dir.resolve()).as_posix() \
+        if out.resolve().is_relative_to(run_dir.resolve()) else None
+    if inside is not None and (inside in RUN_FILES or inside.startswith("checkpoints/")):
+        raise KGDistillError(f"{out}: is a file of the run folder {run_dir} (exporting onto it would break the "
+                             f"run); write the artifact elsewhere")
+    if out.exists() and not force:
+        raise KGDistillError(f"{out}: exists; use --force to replace it, or choose another file")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise KGDistillError(f"{out}: {parent} is a file, so nothing can be written below it")
+            break
+    return out
+
+
 def export_run(run_dir: str | Path, out: str | Path, dtype: str = "float32", *, eval_split: str | None = "test",
                eval_max_triples: int | None = 5000, include_known: bool = True,
-               dataset: KGDataset | None = None) -> Path:
+               dataset: KGDataset | None = None, force: bool = False) -> Path:
     """Export the model of a run folder to one artifact file; returns its path.
 
     ``dtype``: float32 (lossless) | float16 | int8 (per-row scale), applied to the tensors the model's exporter
@@ -486,7 +514,8 @@ def export_run(run_dir: str | Path, out: str | Path, dtype: str = "float32", *, 
     stored in the metadata (``quantization``). ``include_known`` stores train ∪ valid
     ∪ test so that predictions can hide known answers. The dataset is read from the run's config (or given); when it
     cannot be found the artifact is written without known triples and without the MRR measurement.
-    ``out``: a file path, or an existing folder (the file is then named ``<run>-<dtype>.safetensors``).
+    ``out``: a file path, or an existing folder (the file is then named ``<run>-<dtype>.safetensors``). An existing
+    file is only replaced with ``force``; a file of the run folder itself (its model, config, ...) never is.
     """
     from kgdistill.evaluate import DatasetEvaluator
     from kgdistill.models.base import load_model
@@ -495,6 +524,7 @@ def export_run(run_dir: str | Path, out: str | Path, dtype: str = "float32", *, 
         raise KGDistillError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     run_dir = Path(run_dir)
     files = read_run_files(run_dir)
+    out = export_target(run_dir, out, dtype, force)
     import_model_plugins(str(files["model"].get("class", "")) or None)
     model = load_model(run_dir).eval()
     exporter = exporter_for(model)
@@ -539,9 +569,6 @@ def export_run(run_dir: str | Path, out: str | Path, dtype: str = "float32", *, 
         "quantization": quant, "notes": notes, "kgdistill": kgdistill.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    out = Path(out)
-    if out.is_dir():
-        out = out / f"{run_dir.name}-{dtype}.safetensors"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     save_file(stored, str(tmp), metadata={"format": FORMAT, "version": str(VERSION), "meta": json.dumps(meta)})

@@ -35,8 +35,8 @@ from kgdistill.models.base import KGCModel, load_model, save_model
 from kgdistill.models.embedding import EmbeddingModel
 from kgdistill.models.interactions import interactions
 from kgdistill.registry import UnknownNameError
+from kgdistill.runfolder import check_no_finished_run, check_output_folder, run_folder_lock
 from kgdistill.training.loop import Trainer
-from kgdistill.training.memory import retain_freed_memory
 
 REQUIRED_FILES = ("config.yaml", "entities.tsv", "relations.tsv")
 
@@ -134,6 +134,9 @@ def train(config: RunConfig, dataset: KGDataset | None = None, resume: bool = Fa
 
     Under ``torchrun`` (or with a multi-process ``ctx``) training is data-parallel over triples with the same
     global batch, evaluation is sharded over the ranks, and only rank 0 writes the run folder.
+
+    Process-wide settings are left alone: ``training.retain_memory`` (glibc ``mallopt``) is applied by the command
+    line; a library caller who wants it calls :func:`kgdistill.training.memory.retain_freed_memory` once.
     """
     ctx = ctx or init_distributed(config.device)
     config = replace(config, device=ctx.device)
@@ -141,17 +144,24 @@ def train(config: RunConfig, dataset: KGDataset | None = None, resume: bool = Fa
         d = config.data
         dataset = load_dataset(d.dataset, data_dir=d.data_dir, download=d.download, data_url=d.data_url)
     config = resolve_config(config, dataset)
+    run_dir = Path(config.output_dir)  # type: ignore[arg-type]
+    if not resume:
+        check_output_folder(run_dir)
+    with run_folder_lock(run_dir, enabled=ctx.is_main):
+        return _train_locked(config, dataset, resume, ctx, run_dir)
+
+
+def _train_locked(config: RunConfig, dataset: KGDataset, resume: bool, ctx: DistContext, run_dir: Path) -> Run:
+    """The body of :func:`train`, run while this process holds the run folder's lock (see
+    :mod:`kgdistill.runfolder`): the checks below cannot be raced by another writer."""
     t = config.training
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
-    if t.retain_memory:
-        retain_freed_memory()
-    run_dir = Path(config.output_dir)  # type: ignore[arg-type]
     if resume:
         if not (run_dir / "checkpoints" / "last.pt").exists():
             raise RunFolderError(f"{run_dir}: nothing to resume (no checkpoints/last.pt)")
-    elif (run_dir / "checkpoints" / "last.pt").exists():
-        raise RunFolderError(f"{run_dir}: already holds a run; use --resume to continue it or choose another --out")
+    else:
+        check_no_finished_run(run_dir)
     barrier(ctx)  # every rank has checked the folder before rank 0 writes into it
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ from kgdistill.errors import ConfigError, RunFolderError
 from kgdistill.evaluate import DatasetEvaluator
 from kgdistill.models.base import MODEL_WEIGHTS, KGCModel, load_model, save_model
 from kgdistill.models.embedding import EmbeddingModel
+from kgdistill.runfolder import locks_run_dir
 from kgdistill.runs import _meta, _write_json, evaluate_splits, write_id_maps
 from kgdistill.training.checkpoint import atomic_torch_save, load_checkpoint
 from kgdistill.training.loop import LAST_CHECKPOINT, Trainer
@@ -215,6 +216,7 @@ def _check_same_stage(run_dir: Path, name: str, method: str, method_config: Any)
                           + "; resume with the same method and options, or choose another --out")
 
 
+@locks_run_dir  # one writer per stage folder (kgdistill.runfolder)
 def run_stage(name: str, *, run_dir: Path, model: KGCModel, student: KGCModel, dataset: KGDataset,
               base_config: RunConfig, training: TrainingConfig, step_loss: Callable[..., torch.Tensor] | None,
               method: str, method_config: Any, teacher_dir: str | None, device: str = "cpu",

@@ -28,7 +28,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     split = None if args.eval_split in ("none", "") else args.eval_split
-    path = export_run(args.run_dir, args.out, args.dtype, eval_split=split, include_known=not args.no_known)
+    path = export_run(args.run_dir, args.out, args.dtype, eval_split=split, include_known=not args.no_known,
+                      force=args.force)
     meta = read_metadata(path)
     print(f"artifact: {path} ({path.stat().st_size:,} bytes, {time.perf_counter() - start:.1f}s)")
     print(format_table(_size_rows(meta)))
@@ -103,6 +104,7 @@ def register(sub: Any, command: Callable[[str], Callable[[Handler], Handler]]) -
     e.add_argument("--eval-split", default="test",
                    help="split on which the MRR change of float16 / int8 is measured ('none': skip)")
     e.add_argument("--no-known", action="store_true", help="leave out the known triples (no filtering in serve)")
+    e.add_argument("--force", action="store_true", help="replace OUT if it exists (never a file of the run folder)")
     command("export")(cmd_export)
 
     lo = sub.add_parser("load", help="load an artifact (no training data needed): summary and optional top-k")

@@ -37,6 +37,7 @@ from kgdistill.errors import ConfigError, RunFolderError, TrainingDivergedError
 from kgdistill.evaluate import DatasetEvaluator
 from kgdistill.models.base import save_model
 from kgdistill.registry import UnknownNameError
+from kgdistill.runfolder import check_no_finished_run, check_output_folder, run_folder_lock
 from kgdistill.runs import Run, _meta, _write_json, evaluate_splits, read_id_map, write_id_maps
 from kgdistill.text import hrkd as _hrkd  # noqa: F401  (registers the method)
 from kgdistill.text import kd_baselines as _kd  # noqa: F401
@@ -174,12 +175,22 @@ def train_text(config: TextRunConfig, dataset: KGDataset | None = None, resume: 
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     run_dir = Path(config.output_dir)  # type: ignore[arg-type]
+    if not resume:
+        check_output_folder(run_dir)
+    with run_folder_lock(run_dir, enabled=ctx.is_main):
+        return _train_text_locked(config, dataset, resume, ctx, run_dir)
+
+
+def _train_text_locked(config: TextRunConfig, dataset: KGDataset, resume: bool, ctx: DistContext, run_dir: Path
+                       ) -> Run:
+    """The body of :func:`train_text`, run while this process holds the run folder's lock."""
+    t, d = config.training, config.distill
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     if resume and not ckpt_path.exists():
         raise RunFolderError(f"{run_dir}: nothing to resume (no checkpoints/last.pt; a run finished with "
                              f"training.keep_checkpoint false cannot be continued)")
-    if not resume and (ckpt_path.exists() or (run_dir / "metrics.json").exists()):
-        raise RunFolderError(f"{run_dir}: already holds a run; resume it or choose another output folder")
+    if not resume:
+        check_no_finished_run(run_dir)
     barrier(ctx)  # every rank has checked the folder before rank 0 writes into it
     device = torch.device(config.device)
     attn = "eager" if objectives.get(d.method) is _hrkd.HRKDObjective else "sdpa"
