@@ -7,11 +7,19 @@ over real tokens and L2-normalised, so the score is a cosine. Head prediction ``
 saved run folder (``model.safetensors``) carries it and ``kgdistill predict`` / ``evaluate`` need not re-encode.
 Optional SimKGC re-ranking adds ``rerank_weight`` to the scores of entities within ``rerank_hops`` hops of the anchor
 in the training graph.
+
+``encode_dtype`` sets how entities and queries are encoded outside training (evaluation, the entity cache, predict,
+serving): ``fp32``; ``bf16`` (autocast: matrix products in bfloat16, on CPUs with AVX512-BF16 / AMX ≈ 3× fp32; the
+embeddings are returned in fp32); ``int8`` (a copy of the encoder with dynamically quantised Linear layers, per-output
+channel weights, CPU only; see :func:`quantize_int8`). Training forward passes never use it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +59,23 @@ def mean_pool(last_hidden: Tensor, attention_mask: Tensor) -> Tensor:
     return (last_hidden * m).sum(1) / m.sum(1).clamp_min(1e-6)
 
 
+ENCODE_DTYPES = ("fp32", "bf16", "int8")
+
+
+def quantize_int8(encoder: nn.Module) -> nn.Module:
+    """A copy of ``encoder`` whose ``nn.Linear`` layers are dynamically quantised to int8 (weights per output
+    channel, activations per tensor at run time; ``torch.ao.quantization.quantize_dynamic``, CPU kernels). The
+    embeddings and LayerNorms stay fp32."""
+    import copy
+
+    from torch.ao import quantization as tq
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
+        return tq.quantize_dynamic(copy.deepcopy(encoder).eval(), {nn.Linear: tq.per_channel_dynamic_qconfig},
+                                   dtype=torch.qint8)
+
+
 @model_classes.register("biencoder", "simkgc")
 class BiEncoder(KGCModel):
     """SimKGC bi-encoder over ``len(entity_texts)`` entities and ``len(relation_texts)`` relations.
@@ -66,10 +91,13 @@ class BiEncoder(KGCModel):
                  max_length: int = 50, pooling: str = "mean", init_temperature: float = 0.05,
                  learn_temperature: bool = True, additive_margin: float = 0.02, neighbour_names: int = 0,
                  neighbour_min_words: int = 20, rerank_hops: int = 0, rerank_weight: float = 0.05,
-                 encode_batch_size: int = 128, attn_implementation: str = "sdpa", plm_name: str = "") -> None:
+                 encode_batch_size: int = 128, attn_implementation: str = "sdpa", plm_name: str = "",
+                 encode_dtype: str = "fp32") -> None:
         super().__init__()
         if pooling not in ("mean", "cls"):
             raise ConfigError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+        if encode_dtype not in ENCODE_DTYPES:
+            raise ConfigError(f"encode_dtype must be one of {', '.join(ENCODE_DTYPES)}, got {encode_dtype!r}")
         if len(entity_names) != len(entity_texts):
             raise ConfigError("entity_names and entity_texts must have one entry per entity")
         self._args = dict(plm_config=plm_config, tokenizer=tokenizer, entity_names=list(entity_names),
@@ -79,13 +107,15 @@ class BiEncoder(KGCModel):
                           additive_margin=float(additive_margin), neighbour_names=int(neighbour_names),
                           neighbour_min_words=int(neighbour_min_words), rerank_hops=int(rerank_hops),
                           rerank_weight=float(rerank_weight), encode_batch_size=int(encode_batch_size),
-                          attn_implementation=attn_implementation, plm_name=plm_name)
+                          attn_implementation=attn_implementation, plm_name=plm_name, encode_dtype=encode_dtype)
         self.num_entities = len(entity_texts)
         self.num_relations = len(relation_texts)
         self.max_length, self.pooling = int(max_length), pooling
         self.additive_margin = float(additive_margin)
         self.rerank_hops, self.rerank_weight = int(rerank_hops), float(rerank_weight)
         self.encode_batch_size = int(encode_batch_size)
+        self.encode_dtype = encode_dtype
+        self._int8: dict[str, nn.Module] = {}
         self.relation_texts = list(relation_texts)
         self.tokenizer = plm_mod.tokenizer_from_dict(tokenizer)
         self.hr_encoder = plm_mod.encoder_from_config(plm_config, attn_implementation)
@@ -156,18 +186,54 @@ class BiEncoder(KGCModel):
         if key in state_dict:
             self.entity_cache = torch.empty_like(state_dict[key], device=self.entity_cache.device)
         self._texts, self._adjacency = None, None
+        self._int8 = {}
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ---- encoding ----------------------------------------------------------------------------------------------
-    def encode(self, which: str, inputs: dict[str, Tensor], output_hidden_states: bool = False,
-               output_attentions: bool = False) -> EncoderOutput:
-        """Run ``hr_encoder`` (``which="hr"``) or ``tail_encoder`` (``"tail"``) on tokenised ``inputs``."""
+    def set_encode_dtype(self, encode_dtype: str) -> BiEncoder:
+        """Switch the inference encoding (``fp32`` | ``bf16`` | ``int8``); drops the entity cache when it changes."""
+        if encode_dtype not in ENCODE_DTYPES:
+            raise ConfigError(f"encode_dtype must be one of {', '.join(ENCODE_DTYPES)}, got {encode_dtype!r}")
+        if encode_dtype != self.encode_dtype:
+            self.encode_dtype, self._args["encode_dtype"], self._int8 = encode_dtype, encode_dtype, {}
+            self.invalidate_cache()
+        return self
+
+    @contextlib.contextmanager
+    def inference_precision(self) -> Iterator[None]:
+        """The context of inference encoding: bf16 autocast with ``encode_dtype="bf16"``, nothing otherwise."""
+        if self.encode_dtype == "bf16":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+
+    def inference_encoder(self, which: str) -> nn.Module:
+        """The encoder inference runs: the model's own, or (``int8``) its quantised copy, made once and dropped when
+        the model trains or loads weights."""
         encoder = self.hr_encoder if which == "hr" else self.tail_encoder
+        if self.encode_dtype != "int8":
+            return encoder
+        if self.device.type != "cpu":
+            raise ConfigError("encode_dtype int8 (dynamically quantised Linear layers) runs on CPU only; use bf16 "
+                              "on a GPU")
+        if which not in self._int8:
+            self._int8[which] = quantize_int8(encoder)
+        return self._int8[which]
+
+    def encode(self, which: str, inputs: dict[str, Tensor], output_hidden_states: bool = False,
+               output_attentions: bool = False, encoder: nn.Module | None = None) -> EncoderOutput:
+        """Run ``hr_encoder`` (``which="hr"``) or ``tail_encoder`` (``"tail"``), or ``encoder`` when given, on
+        tokenised ``inputs``."""
+        if encoder is None:
+            encoder = self.hr_encoder if which == "hr" else self.tail_encoder
         out = encoder(**inputs, output_hidden_states=output_hidden_states, output_attentions=output_attentions,
                       return_dict=True)
         last = out.last_hidden_state
         mask = inputs["attention_mask"]
         pooled = mean_pool(last, mask) if self.pooling == "mean" else last[:, 0]
+        if pooled.dtype != torch.float32 and not torch.is_autocast_enabled(pooled.device.type):
+            pooled = pooled.float()
         return EncoderOutput(F.normalize(pooled, dim=-1), last, mask, out.hidden_states if output_hidden_states
                              else None, out.attentions if output_attentions else None)
 
@@ -184,6 +250,8 @@ class BiEncoder(KGCModel):
     def train(self, mode: bool = True) -> BiEncoder:
         if mode and self.entity_cache.numel():
             self.invalidate_cache()
+        if mode:
+            self._int8 = {}
         return super().train(mode)
 
     def invalidate_cache(self) -> None:
@@ -198,10 +266,13 @@ class BiEncoder(KGCModel):
         super().train(False)
         try:
             out = []
+            encoder = self.inference_encoder("tail")
             for i in range(0, len(ids), bs):
                 inputs = tokenize(self.tokenizer, self.entity_texts.texts(ids[i:i + bs]), None, self.max_length,
                                   self.device)
-                out.append(self.encode("tail", inputs).pooled.float())
+                with self.inference_precision():
+                    pooled = self.encode("tail", inputs, encoder=encoder).pooled
+                out.append(F.normalize(pooled.float(), dim=-1))
             return torch.cat(out) if out else torch.zeros(0, self.hidden_size, device=self.device)
         finally:
             super().train(was)
@@ -222,11 +293,14 @@ class BiEncoder(KGCModel):
         hs, rs = h.tolist(), r.tolist()
         out = []
         with torch.inference_mode(False), torch.no_grad():
+            encoder = self.inference_encoder("hr")
             for i in range(0, len(hs), self.encode_batch_size):
                 heads = self.entity_texts.texts(hs[i:i + self.encode_batch_size])
                 rels = [relation_text(self.relation_texts, x) for x in rs[i:i + self.encode_batch_size]]
                 inputs = tokenize(self.tokenizer, heads, rels, self.max_length, self.device)
-                out.append(self.encode("hr", inputs).pooled.float())
+                with self.inference_precision():
+                    pooled = self.encode("hr", inputs, encoder=encoder).pooled
+                out.append(F.normalize(pooled.float(), dim=-1))
         return torch.cat(out) if out else torch.zeros(0, self.hidden_size, device=self.device)
 
     # ---- KGCModel scoring --------------------------------------------------------------------------------------

@@ -26,6 +26,9 @@ class TextModelConfig:
     rerank_weight: float = opt(0.05, "score added by re-ranking")
     encode_batch_size: int = opt(128, "entities / queries per encoding batch at evaluation")
     plm_layers: list = opt([], "keep only these PLM layers for a model trained without a teacher (e.g. 0,2,4)")
+    encode_dtype: str = opt("fp32", "entity / query encoding at evaluation and serving: fp32 | bf16 (CPU/GPU "
+                                    "autocast; min cosine to fp32 ≥ 0.999) | int8 (dynamically quantised Linear "
+                                    "layers, CPU; less exact, see BENCHMARKS.md); training steps are not affected")
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class TextTrainingConfig:
                                       "about 4× the model: what continuing with more epochs needs); false deletes it")
     num_threads: int | None = opt(None, "torch CPU threads")
     log_every: int = opt(50, "trace the loss every N steps")
+    train_dtype: str = opt("fp32", "training steps' forward passes: fp32 | bf16 (autocast; the weights, the optimiser "
+                                   "and HRKD's meta step stay fp32)")
 
 
 @dataclass(frozen=True)
@@ -61,15 +66,31 @@ class DistillConfig:
     beta: float = opt(0.1, "weight of the feature term (MGFD, patient hidden states, HRKD layer terms)")
     mask_rate: float = opt(0.2, "PMD: fraction of tokens masked (never [CLS] / [SEP])")
     mgfd_variant: str = opt("input-mask", "PMD feature term: input-mask (PMD code) | feature-generator (MGD style)")
+    mgfd_reduction: str = opt("sum", "PMD feature distance over the feature dimension: sum (squared L2 distance; "
+                                     "kgdistill's behaviour so far) | mean (the PMD code's nn.MSELoss: sum / hidden "
+                                     "size, e.g. 1/384 of sum for MiniLM)")
+    mgfd_unmasked: str = opt("all-tokens", "PMD input-mask MGFD of a text with no masked token (every text at a "
+                                           "rate-0 grade): all-tokens (the feature is the mean over all its tokens; "
+                                           "kgdistill's behaviour so far) | zero (the PMD code: no term, so MGFD is "
+                                           "identically 0 at a rate-0 grade)")
+    layer_choice: str = opt("top", "student layers when --layers is not given: top (evenly spaced ending at the "
+                                   "source's top layer; the paper's table from 12 layers; in a PMD chain each grade "
+                                   "counts on its teacher grade) | paper (the PMD paper's layers counted on the "
+                                   "chain's original model: 12 → 6 [1,3,5,7,9,11], 12 → 3 [2,6,10], otherwise the "
+                                   "centre of k equal blocks ⌊(i+½)·N/k⌋, e.g. 6 → 3 [1,3,5], 6 → 2 [1,4])")
     kd_temperature: float = opt(1.0, "temperature of logit KD / HRKD soft CE")
     cache_teacher: bool = opt(False, "logit / patient KD: keep the frozen teacher's per-text features across epochs "
                                      "(the teacher then runs once per distinct text; memory: (1 + layers) × hidden "
                                      "floats per text)")
     hrkd_domains: str = opt("relation", "HRKD domains: relation (one per relation) | prefix (first path segment) "
                                         "| clusters:K (relations hashed into K groups by their text)")
-    hrkd_meta_every: int = opt(10, "HRKD: one meta step on held-out triples every N steps")
-    hrkd_meta_lr: float = opt(1e-3, "HRKD: learning rate of the domain-relational graph")
-    hrkd_holdout: float = opt(0.05, "HRKD: fraction of training triples held out for the meta step")
+    hrkd_meta_every: int = opt(5, "HRKD: one meta step (second-order lookahead) every N steps (0 = never)")
+    hrkd_meta_lr: float = opt(1e-2, "HRKD: Adam learning rate of the domain-relational graph")
+    hrkd_weights: str = opt("learned", "HRKD: learned (the domain-relational graph) | uniform (ablation: every "
+                                       "present domain weighs the same, no meta step)")
+    hrkd_holdout: float = opt(0.0, "fraction of training triples held out from *every* method's training (so "
+                                   "methods stay comparable); HRKD draws its meta batches from it; 0 = none: HRKD "
+                                   "draws meta batches from the training triples")
     hrkd_heads: int = opt(4, "HRKD: graph attention heads")
     hrkd_proto_dim: int = opt(64, "HRKD: prototype projection size")
 
@@ -84,6 +105,29 @@ class TextRunConfig:
     device: str = opt("cpu", "cpu | cuda | cuda:N")
     output_dir: str | None = opt(None, "run folder (default: runs/<dataset>-text-<time>)")
     progress: bool = opt(False, "show progress bars")
+
+
+ENCODE_DTYPES = ("fp32", "bf16", "int8")
+TRAIN_DTYPES = ("fp32", "bf16")
+CHOICES = {"encode_dtype": ENCODE_DTYPES, "train_dtype": TRAIN_DTYPES, "mgfd_reduction": ("sum", "mean"),
+           "mgfd_unmasked": ("all-tokens", "zero"), "layer_choice": ("top", "paper"),
+           "hrkd_weights": ("learned", "uniform")}
+
+
+def check_text_config(cfg: TextRunConfig) -> None:
+    """One-line :class:`~kgdistill.errors.ConfigError` for option values no run can use (before anything runs)."""
+    from kgdistill.errors import ConfigError
+
+    values = {"encode_dtype": cfg.model.encode_dtype, "train_dtype": cfg.training.train_dtype,
+              **{k: getattr(cfg.distill, k) for k in ("mgfd_reduction", "mgfd_unmasked", "layer_choice",
+                                                     "hrkd_weights")}}
+    for key, value in values.items():
+        if value not in CHOICES[key]:
+            raise ConfigError(f"{key} must be one of {', '.join(CHOICES[key])}, got {value!r}")
+    if not 0.0 <= float(cfg.distill.mask_rate) < 1.0:
+        raise ConfigError(f"mask_rate must be in [0, 1) (a fraction of the tokens masked), got {cfg.distill.mask_rate}")
+    if not 0.0 <= float(cfg.distill.hrkd_holdout) < 1.0:
+        raise ConfigError(f"hrkd_holdout must be in [0, 1), got {cfg.distill.hrkd_holdout}")
 
 
 def as_run_config(cfg: TextRunConfig, hidden_size: int) -> RunConfig:

@@ -13,8 +13,16 @@ prototypes into one weight per (layer, domain):
 
 Loss ``(1 − α − β)·CE + α·(1/D)·Σ_d softCE_d + β·[Σ_l Σ_d w_ld (attention MSE + hidden MSE)_ld + Σ_d w̄_d emb MSE_d]``.
 The released code never trains the graph (its optimiser only sees the student); here it *is* trained: every
-``hrkd_meta_every`` steps a lookahead student ``θ' = θ − ξ ∇θ L_train(θ, w_φ)`` (second order,
-``torch.func.functional_call``) is scored by CE on held-out training triples, and ``φ`` takes an Adam step on that.
+``hrkd_meta_every`` steps (default 5) a lookahead student ``θ' = θ − ξ ∇θ L_train(θ, w_φ)`` (second order,
+``torch.func.functional_call``, ξ = the student's learning rate) is scored by CE on a meta batch, and ``φ`` takes an
+Adam step (``hrkd_meta_lr``, default 1e-2) on that. The meta batch is a random batch of the triples the trainer
+passes as ``holdout``: the training triples themselves by default (``hrkd_holdout: 0``, so HRKD's student trains on
+exactly the baselines' triples), or a hold-out split off *every* method's training alike (``hrkd_holdout > 0``).
+At the old defaults (a meta step every 10 steps, lr 1e-3) the graph hardly moved in a CPU-budget run.
+``hrkd_weights: uniform`` is the ablation without the graph: every domain present in the batch weighs the same.
+The graph's weights on a fixed probe (prototypes of a fixed set of training examples under the initial student) are
+recorded at the start and the end of a run (:meth:`HRKDObjective.report`: the run's ``metrics.json`` ``objective``
+entry and the trace's ``objective`` event), so one sees how far the meta steps moved them.
 Over several processes the lookahead uses the rank's own share of the batch (its in-batch negatives only) and the
 graph's gradients are averaged over the ranks before its step, so every rank keeps the same graph.
 """
@@ -153,23 +161,96 @@ class HRKDObjective(Objective):
         self.meta = DomainRelationalGraph(student.hidden_size, d.hrkd_proto_dim, d.hrkd_heads).to(student.device)
         self.meta_opt = torch.optim.Adam(self.meta.parameters(), lr=d.hrkd_meta_lr)
         self.meta_every, self.xi = int(d.hrkd_meta_every), float(config.training.lr)
+        self.uniform = getattr(d, "hrkd_weights", "learned") == "uniform"
+        if getattr(d, "hrkd_weights", "learned") not in ("learned", "uniform"):
+            raise ConfigError(f"hrkd_weights must be learned or uniform, got {d.hrkd_weights!r}")
         self.holdout = with_inverses(holdout, student.num_relations) if holdout is not None else None
         self.gen = torch.Generator().manual_seed(config.training.seed + 7)
         self.temperature = float(d.kd_temperature)
         self._last: tuple[TextBatch, BiEncoderOutput] | None = None
+        self.meta_steps = 0
+        self._probe = self._probe_prototypes(config.training.seed)
+        self.weights_start = self.probe_weights()
+
+    # ---- the probe: the graph's weights on fixed prototypes, to see it move -------------------------------------
+    def _probe_prototypes(self, seed: int, size: int = 64) -> tuple[Tensor, Tensor] | None:
+        """``(prototypes [Ls, D, d], present [D])`` of up to ``size`` training examples (one per domain first),
+        under the initial student in eval mode; None when the student has no training triples."""
+        student = self.student
+        triples = student.train_triples.cpu()
+        if triples.numel() == 0:
+            return None
+        examples = with_inverses(triples, student.num_relations)
+        perm = torch.randperm(examples.shape[0], generator=torch.Generator().manual_seed(seed + 11))
+        dom = self.domain_of.cpu()[examples[perm, 1] % student.num_relations]
+        first: dict[int, int] = {}
+        for i, dd in enumerate(dom.tolist()):
+            first.setdefault(dd, i)
+        pick = list(first.values())[:size]
+        taken = set(pick)
+        for i in range(len(perm)):
+            if len(pick) >= size:
+                break
+            if i not in taken:
+                pick.append(i)
+        chosen = examples[perm[torch.tensor(pick)]]
+        batch = make_batch(student.tokenizer, student.entity_texts, student.relation_texts, chosen,
+                           student.max_length, False).to(student.device)
+        was = student.training
+        student.eval()
+        try:
+            with torch.no_grad():
+                out = student(batch.hr_inputs, batch.tail_inputs, None, output_hidden_states=True)
+                protos, present = self.prototypes(out, self.domains(batch))
+        finally:
+            student.train(was)
+        return protos, present
+
+    def probe_weights(self) -> Tensor | None:
+        """The graph's current ``[Ls, D]`` weights on the fixed probe prototypes (absent domains 0)."""
+        if self._probe is None:
+            return None
+        with torch.no_grad():
+            return self._weights_of(*self._probe).detach().cpu()
+
+    def report(self) -> dict[str, Any]:
+        """What the run records of the graph: meta steps taken, weights on the probe at start and end, and how far
+        they moved (max |Δw|, and the mean over layers of the total variation ½·Σ_d |Δw_ld|)."""
+        end = self.probe_weights()
+        rep: dict[str, Any] = {"hrkd_weights": "uniform" if self.uniform else "learned",
+                               "hrkd_meta_steps": self.meta_steps}
+        if end is not None and self.weights_start is not None:
+            delta = (end - self.weights_start).abs()
+            rep.update(hrkd_weights_start=[[round(float(x), 6) for x in row] for row in self.weights_start],
+                       hrkd_weights_end=[[round(float(x), 6) for x in row] for row in end],
+                       hrkd_weight_change_max=float(delta.max()),
+                       hrkd_weight_change_tv=float(0.5 * delta.sum(-1).mean()))
+        return rep
 
     def domains(self, batch: TextBatch) -> Tensor:
         return self.domain_of[batch.r % self.student.num_relations]
 
-    def weights(self, out: BiEncoderOutput, dom: Tensor) -> Tensor:
-        """``[Ls, D]`` domain weights from the student's (detached) per-layer per-domain prototypes."""
+    def prototypes(self, out: BiEncoderOutput, dom: Tensor) -> tuple[Tensor, Tensor]:
+        """``(prototypes [Ls, D, d], present [D])``: the student's (detached) per-layer per-domain mean pooled
+        hidden states, and which domains the batch holds."""
         hs = out.hr.hidden_states
         assert hs is not None
         pooled = torch.stack([mean_pool(h, out.hr.attention_mask) for h in hs[1:]]).detach()  # [Ls, B, d]
-        protos = per_domain_mean(pooled.transpose(1, 2), dom, self.num_domains).transpose(1, 2)  # [Ls, D, d]
+        protos = per_domain_mean(pooled.transpose(1, 2).float(), dom, self.num_domains).transpose(1, 2)
         present = torch.zeros(self.num_domains, dtype=torch.bool, device=dom.device)
         present[dom] = True
+        return protos, present
+
+    def _weights_of(self, protos: Tensor, present: Tensor) -> Tensor:
+        if self.uniform:
+            w = present.to(protos.dtype) / present.sum().clamp_min(1)
+            return w.expand(protos.shape[0], -1).clone()
         return self.meta(protos, present)
+
+    def weights(self, out: BiEncoderOutput, dom: Tensor) -> Tensor:
+        """``[Ls, D]`` domain weights from the student's (detached) per-layer per-domain prototypes (uniform over
+        the present domains with ``hrkd_weights: uniform``)."""
+        return self._weights_of(*self.prototypes(out, dom))
 
     def kd_terms(self, out: BiEncoderOutput, t_out: BiEncoderOutput, batch: TextBatch, w: Tensor
                  ) -> tuple[Tensor, Tensor]:
@@ -215,7 +296,8 @@ class HRKDObjective(Objective):
         return self.combine(ce, soft_ce, feature)
 
     def after_step(self, batch: TextBatch, step: int) -> dict[str, float]:
-        if self.meta_every <= 0 or step % self.meta_every or self.holdout is None or self._last is None:
+        if self.uniform or self.meta_every <= 0 or step % self.meta_every or self.holdout is None \
+                or self._last is None:
             return {}
         _, t_out = self._last
         student = self.student
@@ -249,18 +331,24 @@ class HRKDObjective(Objective):
             p.grad = g
         all_reduce_grads_(meta_params, self.ctx)  # the graph stays the same on every rank
         self.meta_opt.step()
+        self.meta_steps += 1
         return {"meta_val_ce": float(val.detach())}
 
     def modules(self) -> list[nn.Module]:
         return []
 
     def state_dict(self) -> dict[str, Any]:
-        return {"meta": self.meta.state_dict(), "meta_opt": self.meta_opt.state_dict()}
+        return {"meta": self.meta.state_dict(), "meta_opt": self.meta_opt.state_dict(),
+                "meta_steps": self.meta_steps, "weights_start": self.weights_start, "probe": self._probe}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "meta" in state:
             self.meta.load_state_dict(state["meta"])
             self.meta_opt.load_state_dict(state["meta_opt"])
+        self.meta_steps = int(state.get("meta_steps", self.meta_steps))
+        if state.get("probe") is not None:  # the resumed run reports against its own start
+            self._probe = tuple(x.to(self.student.device) for x in state["probe"])  # type: ignore[assignment]
+            self.weights_start = state.get("weights_start", self.weights_start)
 
 
 def out_inv_t(params: dict[str, Tensor], student: Any) -> Tensor:

@@ -236,6 +236,10 @@ class Objective:
         """Called after each optimiser step of the student (HRKD's meta step)."""
         return {}
 
+    def report(self) -> dict[str, Any]:
+        """What the objective records at the end of a run (``metrics.json`` ``objective``; e.g. HRKD's graph)."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         return {"modules": [m.state_dict() for m in self.modules()]}
 

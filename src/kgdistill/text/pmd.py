@@ -7,14 +7,20 @@ Total loss ``(1 − a − b)·CE + a·L_score + b·L_MGFD``:
 * ``L_MGFD``, two variants:
   - ``input-mask`` (PMD's code): a fraction ``mask_rate`` of the input tokens (never [CLS], [SEP] or padding) is
     replaced by [MASK]; teacher and student read the same masked input (the student's CE uses it too); the feature is
-    the L2-normalised mean of last-layer hidden states over the masked positions (all real tokens where none is
-    masked, e.g. at rate 0); ``L = ‖f_S − f_T‖²`` on the hr side + the same on the entity side;
+    the L2-normalised mean of last-layer hidden states over the masked positions; ``L = d(f_S, f_T)`` on the hr
+    side + the same on the entity side, averaged over the texts. ``mgfd_reduction``: ``sum`` (``d = ‖f_S − f_T‖²``,
+    the default) or ``mean`` (the PMD code's ``nn.MSELoss``: ``‖f_S − f_T‖² / hidden``). ``mgfd_unmasked``: a text
+    with no masked token (every text at rate 0) uses all its tokens (``all-tokens``, the default) or contributes 0
+    (``zero``, the PMD code: MGFD is identically 0 at a rate-0 grade);
   - ``feature-generator`` (MGD, Yang et al., ECCV 2022): the student reads the clean input; its last-layer features
     at a random ``mask_rate`` of positions are zeroed, a generator (Linear–ReLU–Linear per token) regenerates the
-    teacher's features at every real token; the loss is the mean squared distance of L2-normalised token features.
+    teacher's features at every real token; the loss is the mean over tokens of the squared distance of L2-normalised
+    token features (summed, or averaged with ``mgfd_reduction: mean``, over the feature dimension).
 
 :func:`run_pmd` runs the whole chain: pre-distillation into a same-size student, then each grade from the previous one
-with the grade's mask rate (paper: 12 → 12 → 9 → 6 → 3 with 20 % / 10 % / 5 % / 0 %).
+with the grade's mask rate (paper: 12 → 12 → 9 → 6 → 3 with 20 % / 10 % / 5 % / 0 %). ``layer_choice`` picks the
+kept layers: ``top`` (each grade evenly spaced on its teacher grade, ending at its top layer) or ``paper`` (the PMD
+paper's layers counted on the chain's original model; see :func:`chain_layers`).
 """
 
 from __future__ import annotations
@@ -30,10 +36,12 @@ from torch import Tensor, nn
 
 from kgdistill.errors import ConfigError
 from kgdistill.text.biencoder import BiEncoder, BiEncoderOutput
-from kgdistill.text.objective import Objective, masked_mean, objectives, sqdist
+from kgdistill.text.objective import Objective, masked_mean, objectives
 from kgdistill.text.textdata import TextBatch
 
 MGFD_VARIANTS = ("input-mask", "feature-generator")
+MGFD_REDUCTIONS = ("sum", "mean")
+MGFD_UNMASKED = ("all-tokens", "zero")
 
 
 def maskable_positions(input_ids: Tensor, attention_mask: Tensor, special_ids: list[int]) -> Tensor:
@@ -75,6 +83,25 @@ def mgfd_feature(last_hidden: Tensor, positions: Tensor, fallback: Tensor) -> Te
     return F.normalize(masked_mean(last_hidden, use), dim=-1)
 
 
+def mgfd_distance(student_hidden: Tensor, teacher_hidden: Tensor, positions: Tensor, real: Tensor,
+                  reduction: str = "sum", unmasked: str = "all-tokens") -> Tensor:
+    """The input-mask MGFD term of one side: mean over the ``B`` texts of ``d(f_S, f_T)`` with ``f`` =
+    :func:`mgfd_feature` of ``[B, L, d]`` hidden states over the masked ``positions [B, L]``.
+
+    ``reduction``: ``sum`` → ``d = ‖f_S − f_T‖²``; ``mean`` → ``‖f_S − f_T‖² / d`` (``nn.MSELoss``).
+    ``unmasked``: a text without masked positions uses its ``real`` tokens (``all-tokens``) or counts 0 (``zero``;
+    it still counts in the mean over ``B``, as in the PMD code, where such a text's feature is 0 for both).
+    """
+    fs = mgfd_feature(student_hidden, positions, real)
+    ft = mgfd_feature(teacher_hidden, positions, real)
+    per_text = (fs - ft).pow(2).sum(-1)
+    if reduction == "mean":
+        per_text = per_text / fs.shape[-1]
+    if unmasked == "zero":
+        per_text = per_text * positions.any(1).to(per_text.dtype)
+    return per_text.mean()
+
+
 def score_distillation(student_logits: Tensor, teacher_logits: Tensor, valid: Tensor) -> Tensor:
     """MSE of ``[B, C]`` logit matrices over ``valid`` entries (false-negative candidates left out)."""
     diff = (student_logits - teacher_logits).pow(2)
@@ -94,14 +121,17 @@ class FeatureGenerator(nn.Module):
 
 
 def generation_loss(generator: nn.Module, student_hidden: Tensor, teacher_hidden: Tensor, real: Tensor,
-                    rate: float, gen: torch.Generator | None = None) -> Tensor:
+                    rate: float, gen: torch.Generator | None = None, reduction: str = "sum") -> Tensor:
     """MGD term: zero a random ``rate`` of the student's token features ``[B, L, d_S]``, regenerate the teacher's
-    ``[B, L, d_T]``; mean over real tokens (``real[B, L]``) of ‖norm(G(x)) − norm(f_T)‖²."""
+    ``[B, L, d_T]``; mean over real tokens (``real[B, L]``) of ‖norm(G(x)) − norm(f_T)‖² (``/ d_T`` with
+    ``reduction="mean"``)."""
     drop = sample_mask(real, rate, gen)
     x = student_hidden.masked_fill(drop.unsqueeze(-1), 0.0)
     g = F.normalize(generator(x), dim=-1)
     t = F.normalize(teacher_hidden, dim=-1)
     per_token = (g - t).pow(2).sum(-1)
+    if reduction == "mean":
+        per_token = per_token / t.shape[-1]
     return per_token[real].mean()
 
 
@@ -114,7 +144,13 @@ class PMDObjective(Objective):
         d = self.config.distill
         if d.mgfd_variant not in MGFD_VARIANTS:
             raise ConfigError(f"mgfd_variant must be one of {', '.join(MGFD_VARIANTS)}, got {d.mgfd_variant!r}")
+        if d.mgfd_reduction not in MGFD_REDUCTIONS:
+            raise ConfigError(f"mgfd_reduction must be one of {', '.join(MGFD_REDUCTIONS)}, got {d.mgfd_reduction!r}")
+        if d.mgfd_unmasked not in MGFD_UNMASKED:
+            raise ConfigError(f"mgfd_unmasked must be one of {', '.join(MGFD_UNMASKED)}, got {d.mgfd_unmasked!r}")
+        check_mask_rate(d.mask_rate)
         self.variant, self.rate = d.mgfd_variant, float(d.mask_rate)
+        self.reduction, self.unmasked = d.mgfd_reduction, d.mgfd_unmasked
         tok = self.student.tokenizer
         if tok.mask_token_id is None:
             raise ConfigError("PMD needs a tokenizer with a [MASK] token")
@@ -141,7 +177,7 @@ class PMDObjective(Objective):
             for side, pos, src in (("hr", hr_pos, batch.hr_inputs), ("tail", tail_pos, batch.tail_inputs)):
                 real = maskable_positions(src["input_ids"], src["attention_mask"], self.special_ids)
                 s, t = getattr(out, side), getattr(t_out, side)
-                feat = feat + sqdist(mgfd_feature(s.last_hidden, pos, real), mgfd_feature(t.last_hidden, pos, real))
+                feat = feat + mgfd_distance(s.last_hidden, t.last_hidden, pos, real, self.reduction, self.unmasked)
         else:
             out = self.forward(self.student, batch)
             t_out = self.teacher_forward(batch)
@@ -150,7 +186,7 @@ class PMDObjective(Objective):
                 real = maskable_positions(src["input_ids"], src["attention_mask"], self.special_ids)
                 s, t = getattr(out, side), getattr(t_out, side)
                 feat = feat + generation_loss(self.generators[side], s.last_hidden, t.last_hidden, real, self.rate,
-                                              self.gen)
+                                              self.gen, self.reduction)
         ce = self.ce(out, batch)
         s_logits, valid = self.aligned_logits(self.student, out, batch)
         t_logits, _ = self.aligned_logits(self.teacher, t_out, batch)  # type: ignore[arg-type]
@@ -158,20 +194,64 @@ class PMDObjective(Objective):
         return self.combine(ce, score, feat)  # type: ignore[arg-type]
 
 
+def check_mask_rate(rate: float) -> float:
+    """``rate`` as a float, or a one-line error when it is not in [0, 1) (a rate of 1 masks every token)."""
+    r = float(rate)
+    if not 0.0 <= r < 1.0:
+        raise ConfigError(f"mask rate {rate} is out of [0, 1): it is the fraction of each text's tokens masked")
+    return r
+
+
 def plan_grades(teacher_layers: int, grades: list[int], mask_rates: list[float], pre_distill: bool = True
                 ) -> list[tuple[int, float]]:
     """Stages ``[(layers, mask rate)]``: pre-distillation at the teacher's size first (added when ``grades`` does
-    not start with it), then each grade. ``mask_rates`` must give one rate per stage."""
+    not start with it), then each grade, strictly decreasing. ``mask_rates`` must give one rate per stage, each in
+    [0, 1). Every error is raised here, before any stage trains."""
     grades = [int(g) for g in grades]
-    if pre_distill and (not grades or grades[0] != teacher_layers):
-        grades = [teacher_layers, *grades]
-    if any(b > a for a, b in zip([teacher_layers, *grades], grades)):
+    if not grades:
+        raise ConfigError("the PMD chain needs at least one grade (e.g. --grades 6,3)")
+    if any(g < 1 for g in grades):
+        raise ConfigError(f"grades are layer counts ≥ 1, got {grades}")
+    if grades[0] > teacher_layers:
         raise ConfigError(f"grades must not grow: teacher {teacher_layers} layers, grades {grades}")
+    if any(b >= a for a, b in zip(grades, grades[1:])):
+        raise ConfigError(f"grades must decrease (each grade smaller than the one before), got {grades}")
+    if pre_distill and grades[0] != teacher_layers:
+        grades = [teacher_layers, *grades]
     if len(mask_rates) != len(grades):
         raise ConfigError(f"{len(grades)} stages ({' → '.join(map(str, grades))} layers; the first, at the "
                           f"teacher's {teacher_layers} layers, is pre-distillation) need {len(grades)} mask rates, "
                           f"got {len(mask_rates)}: {mask_rates}")
-    return list(zip(grades, [float(r) for r in mask_rates]))
+    return list(zip(grades, [check_mask_rate(r) for r in mask_rates]))
+
+
+def chain_layers(stages: list[tuple[int, float]], root_layers: int, choice: str = "top", init: str = "teacher",
+                 plm_layers: int | None = None) -> list[list[int]]:
+    """The kept layers of every stage of a chain from a ``root_layers``-layer teacher: each entry indexes the layers
+    of the stage's initialisation source (its teacher grade with ``init="teacher"``, the PLM with ``"pretrained"``).
+
+    ``choice="top"``: each grade :func:`default_layers` of its source (kgdistill's behaviour so far: 12 → 6 → 3
+    keeps original layers ``[1,3,5,7,9,11]`` then ``[3,7,11]``). ``choice="paper"``: the layers are the paper's,
+    counted on the original model (:func:`default_layers` ``(N, k, "paper")``): exact with ``init="pretrained"``
+    (the PMD code's: 12 → 3 ``[2,6,10]``); a grade initialised from its teacher takes, for each of those layers, the
+    nearest one its teacher grade still holds (:func:`nearest_held`; 12 → 6 → 3: ``[1,5,9]``). For a 6-layer
+    MiniLM both choices keep ``[1,3,5]`` for 3 layers; they differ at 2 (``[2,5]`` vs ``[1,4]``) and 1 layer.
+    """
+    from kgdistill.text.students import default_layers, nearest_held
+
+    out: list[list[int]] = []
+    held = list(range(root_layers))  # original-model layers the current source holds (init="teacher")
+    for n_layers, _ in stages:
+        if init == "pretrained":
+            out.append(default_layers(plm_layers or root_layers, n_layers, choice))
+            continue
+        if choice == "top":
+            layers = default_layers(len(held), n_layers, "top")
+        else:
+            layers = nearest_held(held, default_layers(root_layers, n_layers, "paper"))
+        out.append(layers)
+        held = [held[j] for j in layers]
+    return out
 
 
 def run_pmd(teacher_run: str | Path, grades: list[int], mask_rates: list[float], config: Any,
@@ -181,7 +261,7 @@ def run_pmd(teacher_run: str | Path, grades: list[int], mask_rates: list[float],
     (``pmd-L<layers>-m<rate>``) and ``pmd_summary.json`` with each stage's metrics. ``config`` is a
     :class:`~kgdistill.text.config.TextRunConfig` giving the training budget and loss weights of every stage."""
     from kgdistill.runs import load_run
-    from kgdistill.text.students import default_layers
+    from kgdistill.text.students import check_same_plm
     from kgdistill.text.trainer import train_text
 
     import os
@@ -193,18 +273,19 @@ def run_pmd(teacher_run: str | Path, grades: list[int], mask_rates: list[float],
     teacher = load_run(teacher_run, with_dataset=False).model
     if not isinstance(teacher, BiEncoder):
         raise ConfigError(f"{teacher_run}: the PMD teacher must be a text bi-encoder run")
+    check_same_plm(teacher, config.model.plm)
     stages = plan_grades(teacher.num_layers, grades, mask_rates, pre_distill)
     if layers_per_grade is not None and len(layers_per_grade) != len(stages):
         raise ConfigError(f"layers_per_grade needs {len(stages)} entries, got {len(layers_per_grade)}")
-    prev, prev_layers, runs, summary = str(teacher_run), teacher.num_layers, [], []
+    d = config.distill
+    pretrained = d.student_init == "pretrained"
+    chosen = [list(x) for x in layers_per_grade] if layers_per_grade is not None else chain_layers(
+        stages, teacher.num_layers, d.layer_choice, d.student_init,
+        _plm_layers(config, teacher.num_layers) if pretrained else None)
+    prev, runs, summary = str(teacher_run), [], []
     del teacher
     for i, (n_layers, rate) in enumerate(stages):
-        if layers_per_grade is not None:
-            layers = list(layers_per_grade[i])
-        elif config.distill.student_init == "pretrained":
-            layers = default_layers(_plm_layers(config, prev_layers), n_layers)
-        else:
-            layers = default_layers(prev_layers, n_layers)
+        layers = chosen[i]
         cfg = replace(config, output_dir=str(root / f"pmd-L{n_layers}-m{rate:g}"),
                       distill=replace(config.distill, method="pmd", teacher=prev, layers=layers, mask_rate=rate))
         run = train_text(cfg)
@@ -213,7 +294,7 @@ def run_pmd(teacher_run: str | Path, grades: list[int], mask_rates: list[float],
                         "run": str(run.path), "metrics": run.metrics})
         if main:
             (root / "pmd_summary.json").write_text(json.dumps(summary, indent=2))
-        prev, prev_layers = str(run.path), n_layers
+        prev = str(run.path)
     return runs
 
 

@@ -22,14 +22,65 @@ PAPER_LAYERS_12 = {12: list(range(12)), 9: [0, 2, 3, 5, 6, 7, 9, 10, 11], 6: [1,
 _LAYER_KEY = re.compile(r"^(?P<pre>(?:.*\.)?encoder\.layer\.)(?P<idx>\d+)(?P<post>\..*)$")
 
 
-def default_layers(num_layers: int, keep: int) -> list[int]:
-    """Layers kept when going from ``num_layers`` to ``keep``: the PMD paper's choice from 12 layers, otherwise evenly
-    spaced ending at the top layer (``6 → 4``: ``[0, 2, 3, 5]``, ``6 → 3``: ``[1, 3, 5]``, ``6 → 2``: ``[2, 5]``)."""
+LAYER_CHOICES = ("top", "paper")
+
+
+def default_layers(num_layers: int, keep: int, choice: str = "top") -> list[int]:
+    """Layers kept when going from ``num_layers`` to ``keep``: the PMD paper's choice from 12 layers, otherwise
+
+    * ``choice="top"``: evenly spaced ending at the top layer (``6 → 4``: ``[0, 2, 3, 5]``, ``6 → 3``: ``[1, 3, 5]``,
+      ``6 → 2``: ``[2, 5]``, ``6 → 1``: ``[5]``);
+    * ``choice="paper"``: the centre of each of ``keep`` equal blocks, ``⌊(i + ½)·N/k⌋`` (the upper middle of an
+      even block), which is the rule behind the paper's 12 → 6 ``[1,3,5,7,9,11]`` and 12 → 3 ``[2,6,10]``
+      (``6 → 4``: ``[0, 2, 3, 5]``, ``6 → 3``: ``[1, 3, 5]``, ``6 → 2``: ``[1, 4]``, ``6 → 1``: ``[3]``).
+    """
+    if choice not in LAYER_CHOICES:
+        raise ConfigError(f"layer_choice must be one of {', '.join(LAYER_CHOICES)}, got {choice!r}")
     if not 1 <= keep <= num_layers:
         raise ConfigError(f"cannot keep {keep} of {num_layers} layers")
     if num_layers == 12 and keep in PAPER_LAYERS_12:
         return list(PAPER_LAYERS_12[keep])
+    if choice == "paper":
+        return [(2 * i + 1) * num_layers // (2 * keep) for i in range(keep)]
     return [(i + 1) * num_layers // keep - 1 for i in range(keep)]
+
+
+def nearest_held(held: list[int], targets: list[int]) -> list[int]:
+    """Positions in ``held`` (the original-model layers a teacher grade holds, increasing) of the layers nearest to
+    ``targets`` (original-model layers), ties to the lower, each position used once: how a grade initialised from
+    its teacher approximates layers counted on the chain's original model (``held = [1,3,5,7,9,11]``,
+    ``targets = [2,6,10]`` → ``[0, 2, 4]``, i.e. original layers ``[1, 5, 9]``)."""
+    if len(targets) > len(held):
+        raise ConfigError(f"cannot keep {len(targets)} of {len(held)} layers")
+    free, out = list(range(len(held))), []
+    for k, t in enumerate(targets):
+        # leave enough positions above for the targets still to place, keep the order increasing
+        lo = out[-1] + 1 if out else 0
+        hi = len(held) - (len(targets) - k)
+        cand = [p for p in free if lo <= p <= hi]
+        best = min(cand, key=lambda p: (abs(held[p] - t), held[p]))
+        out.append(best)
+        free.remove(best)
+    return out
+
+
+def check_same_plm(teacher: BiEncoder, plm: str | None) -> None:
+    """A student keeps its teacher's PLM and vocabulary: one-line error when ``plm`` (the run's ``model.plm``)
+    names another PLM than the teacher's (:func:`make_student` checks the vocabulary of a pretrained init)."""
+    if not plm:
+        return
+    teacher_plm = str(teacher.config().get("plm_name") or "")
+    asked = _plm_key(plm)
+    if teacher_plm and asked != _plm_key(teacher_plm):
+        raise ConfigError(f"the teacher was trained from PLM {teacher_plm!r}, the student asks for {plm!r}: a student "
+                          f"keeps its teacher's PLM and vocabulary (pass --plm {teacher_plm} or another teacher)")
+
+
+def _plm_key(name: str) -> str:
+    try:
+        return plm_mod.resolve_plm(name).name
+    except ConfigError:
+        return name
 
 
 def check_layers(layers: list[int], num_layers: int) -> list[int]:
@@ -87,7 +138,10 @@ def make_student(teacher: BiEncoder, layers: list[int], init: str = "teacher", p
         spec = plm_mod.resolve_plm(name)
         if spec.path is None:
             raise ConfigError(f"init='pretrained' needs a pretrained PLM; the teacher's is {name!r}")
-        _, enc = plm_mod.load_pretrained(spec.path)
+        tok, enc = plm_mod.load_pretrained(spec.path)
+        if dict(tok.get_vocab()) != dict(teacher.tokenizer.get_vocab()):
+            raise ConfigError(f"PLM {name!r} has another vocabulary than the teacher's tokenizer: its layers cannot "
+                              f"initialise a student of this teacher")
         layers = check_layers(layers, len(plm_mod.encoder_layers(enc)))
         if plm_mod.plm_config_dict(enc)["hidden_size"] != cfg["hidden_size"]:
             raise ConfigError(f"PLM {name!r} has another hidden size than the teacher")

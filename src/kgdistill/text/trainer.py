@@ -43,9 +43,10 @@ from kgdistill.text import hrkd as _hrkd  # noqa: F401  (registers the method)
 from kgdistill.text import kd_baselines as _kd  # noqa: F401
 from kgdistill.text import pmd as _pmd  # noqa: F401
 from kgdistill.text.biencoder import BiEncoder
-from kgdistill.text.config import DistillConfig, TextModelConfig, TextRunConfig, TextTrainingConfig, as_run_config
+from kgdistill.text.config import (DistillConfig, TextModelConfig, TextRunConfig, TextTrainingConfig, as_run_config,
+                                   check_text_config)
 from kgdistill.text.objective import Objective, objectives
-from kgdistill.text.students import default_layers, layer_state, make_student
+from kgdistill.text.students import check_same_plm, default_layers, layer_state, make_student
 from kgdistill.text.textdata import (KnownTails, entity_base_texts, make_batch, relation_texts_of, with_inverses)
 from kgdistill.training.checkpoint import atomic_torch_save, load_checkpoint
 from kgdistill.training.trace import Trace
@@ -63,7 +64,8 @@ def _model_options(m: TextModelConfig) -> dict[str, Any]:
     return dict(max_length=m.max_length, pooling=m.pooling, init_temperature=m.init_temperature,
                 learn_temperature=m.learn_temperature, additive_margin=m.additive_margin,
                 neighbour_names=m.neighbour_names, neighbour_min_words=m.neighbour_min_words,
-                rerank_hops=m.rerank_hops, rerank_weight=m.rerank_weight, encode_batch_size=m.encode_batch_size)
+                rerank_hops=m.rerank_hops, rerank_weight=m.rerank_weight, encode_batch_size=m.encode_batch_size,
+                encode_dtype=m.encode_dtype)
 
 
 def _uniform_map(student_layers: int, teacher_layers: int) -> list[int]:
@@ -104,6 +106,7 @@ def build_text_model(config: TextRunConfig, dataset: KGDataset, attn_implementat
         raise ConfigError(f"{d.teacher}: the teacher was trained on another graph ({teacher.num_entities} entities, "
                           f"{teacher.num_relations} relations; this dataset: {dataset.num_entities}, "
                           f"{dataset.num_relations})")
+    check_same_plm(teacher, m.plm)
     teacher_dir = Path(d.teacher)
     for name, ids in (("entities.tsv", dataset.entities), ("relations.tsv", dataset.relations)):
         if read_id_map(teacher_dir / name) != ids:
@@ -114,7 +117,7 @@ def build_text_model(config: TextRunConfig, dataset: KGDataset, attn_implementat
         t2.load_state_dict(teacher.state_dict())
         teacher = t2
     layers = [int(x) for x in d.layers] if d.layers else default_layers(
-        teacher.num_layers, int(d.student_layers or teacher.num_layers))
+        teacher.num_layers, int(d.student_layers or teacher.num_layers), d.layer_choice)
     student = make_student(teacher, layers, d.student_init, attn_implementation=attn_implementation,
                            **_model_options(m))
     layer_map = layers if d.student_init == "teacher" else _uniform_map(len(layers), teacher.num_layers)
@@ -159,11 +162,15 @@ def train_text(config: TextRunConfig, dataset: KGDataset | None = None, resume: 
     ``ctx``: the process group (default :func:`~kgdistill.distributed.init_distributed`: one process unless
     launched by ``torchrun``); every rank returns the same run.
     """
+    check_text_config(config)
     ctx = ctx or init_distributed(config.device)
     config = replace(config, device=ctx.device)
     if dataset is None:
         dd = config.data
         dataset = load_dataset(dd.dataset, data_dir=dd.data_dir, download=dd.download, data_url=dd.data_url)
+    if not dataset.entity_names and not dataset.entity_descriptions:
+        raise ConfigError(f"dataset {dataset.name!r} has no entity text (neither entity2text.tsv nor "
+                          f"entity2description.tsv): a text model reads entity names or descriptions")
     t, d = config.training, config.distill
     if config.output_dir is None:
         if ctx.enabled:
@@ -208,14 +215,15 @@ def _train_text_locked(config: TextRunConfig, dataset: KGDataset, resume: bool, 
 
     train = dataset.train
     holdout = None
-    if getattr(objectives.get(d.method), "uses_holdout", False):
+    if d.hrkd_holdout > 0:  # held out from every method alike, so they train on the same triples
         train, holdout = _split_holdout(train, d.hrkd_holdout, t.seed)
     examples = with_inverses(train, dataset.num_relations)
     known = KnownTails(with_inverses(dataset.train, dataset.num_relations), dataset.num_entities,
                        dataset.num_relations)
     method_cls = objectives.get(d.method)
-    kwargs: dict[str, Any] = {"holdout": holdout, "relation_labels": list(dataset.relations)} \
-        if holdout is not None else {}
+    kwargs: dict[str, Any] = {}
+    if getattr(method_cls, "uses_holdout", False):  # HRKD's meta batches: the hold-out, else the training triples
+        kwargs = {"holdout": holdout if holdout is not None else train, "relation_labels": list(dataset.relations)}
     objective: Objective = method_cls(student, teacher, config, known, layer_map, ctx=ctx, **kwargs)
     extra_params = [p for mod in objective.modules() for p in mod.parameters() if p.requires_grad]
     params = [p for p in student.parameters() if p.requires_grad] + extra_params
@@ -279,7 +287,8 @@ def _train_text_locked(config: TextRunConfig, dataset: KGDataset, resume: bool, 
                 share = idx.shape[0] * ctx.world_size / global_size  # the ranks' mean is the global batch mean
             batch = make_batch(student.tokenizer, student.entity_texts, student.relation_texts, examples[idx],
                                student.max_length, t.self_negatives).to(device)
-            loss, logs = objective.loss(batch, step)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.train_dtype == "bf16"):
+                loss, logs = objective.loss(batch, step)
             if share != 1.0:
                 loss = loss * share
                 logs = {k: v * share for k, v in logs.items()}
@@ -342,7 +351,11 @@ def _train_text_locked(config: TextRunConfig, dataset: KGDataset, resume: bool, 
                    encoder_layers=student.num_layers, train_seconds=round(train_seconds, 3),
                    entity_encoding_per_s=round(student.num_entities / max(enc_seconds, 1e-9), 2),
                    best_valid_mrr=best, method=d.method, device=str(device), threads=torch.get_num_threads(),
-                   processes=ctx.world_size)
+                   processes=ctx.world_size, encode_dtype=student.encode_dtype, train_dtype=t.train_dtype)
+    report = objective.report()
+    if report:
+        metrics["objective"] = report
+        trace.write("objective", **report)
     meta.update(train_seconds=round(train_seconds, 3), epochs_done=epoch, steps=step,
                 finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     if ctx.is_main:
