@@ -1,0 +1,84 @@
+"""``kgdistill benchmark``: every method from one teacher at an equal budget, several seeds, one leaderboard.
+
+Picked up by :func:`kgdistill.cli._plugin_parsers`; the work is :func:`kgdistill.distill.benchmark.benchmark`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from kgdistill.errors import ConfigError
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [v.strip() for item in values or [] for v in str(item).split(",") if v.strip()]
+
+
+def register(subparsers: Any, command: Callable) -> None:
+    from kgdistill.distill.benchmark import BUDGETS, DEFAULT_METHODS
+
+    p = subparsers.add_parser("benchmark", help="run every distillation method from one teacher at an equal budget "
+                                                "over several seeds and write a leaderboard (Markdown, CSV, JSON, "
+                                                "Pareto plot)")
+    p.add_argument("--teacher", required=True, metavar="RUN", help="run folder of the finished teacher")
+    p.add_argument("--methods", nargs="+", default=None, metavar="M[,M...]",
+                   help=f"methods to compare (any registered one; default: those of {','.join(DEFAULT_METHODS)} "
+                        f"that are registered)")
+    p.add_argument("--dims", nargs="+", default=["32"], metavar="D", help="student dim(s), below the teacher's "
+                                                                         "(default: 32)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per method, 1..N (default: 3)")
+    p.add_argument("--budget", choices=BUDGETS, default="final",
+                   help="final: every stage trains E epochs (the final student gets E); total: a method's stages "
+                        "share E student epochs (⌊E/k⌋ per stage of a k-stage chain; DualDE ⌈E/2⌉ + ⌊E/2⌋)")
+    p.add_argument("--epochs", type=int, default=None, metavar="E", help="the budget's E (default: the teacher's "
+                                                                         "epochs)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder: DIR/<method>/seed-<s>/ and "
+                                                               "DIR/leaderboard.{md,csv,json,png}")
+    p.add_argument("--resume", action="store_true", help="continue the benchmark in --out: finished (method, seed) "
+                                                         "runs are kept, an interrupted one continues")
+    p.add_argument("--metasd-sparsity", type=float, default=None, metavar="S",
+                   help="MetaSD's sparsity (default: the non-zeros of the dense student of --dims)")
+    p.add_argument("--set", action="append", default=[], metavar="[METHOD.]KEY=VALUE",
+                   help="a method option (as `kgdistill distill --KEY`), for one method or, without METHOD., for "
+                        "every method that has it; repeatable, e.g. --set eval_every=0 --set kd.temperature=4")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--progress", default="true", help="report the running stage and the time left on stderr "
+                                                      "(true/false)")
+    command("benchmark")(run)
+
+
+def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["kd.temperature=4", "eval_every=0"]`` → ``{"kd": {"temperature": "4"}, "*": {"eval_every": "0"}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected [METHOD.]KEY=VALUE")
+        method, dot, name = key.strip().rpartition(".")
+        value = value.strip()
+        out.setdefault(method if dot else "*", {})[name] = value.split(",") if name == "more_teachers" else value
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from kgdistill.config import coerce
+    from kgdistill.distill.benchmark import benchmark
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        dims = [int(d) for d in _split(args.dims)]
+    except ValueError:
+        raise ConfigError(f"--dims: expected integers, got {' '.join(args.dims)}") from None
+    board = benchmark(args.teacher, args.out, _split(args.methods) if args.methods else None, dims, args.seeds, args.budget, args.epochs,
+                      device=args.device, progress=coerce("progress", args.progress, bool),
+                      method_options=parse_sets(args.set), metasd_sparsity=args.metasd_sparsity,
+                      resume=args.resume)
+    print(board.markdown())
+    print("wrote " + ", ".join(str(p) for p in board.files.values()))
+    return 0
