@@ -3,17 +3,22 @@ detected, every bad input one clear message."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from kgdistill import cli, runs
 from kgdistill.config import DataConfig, EvaluationConfig, ModelConfig, RunConfig, TrainingConfig
@@ -199,3 +204,133 @@ def test_export_never_overwrites_silently(finished_run: Path, tmp_path: Path,
     assert cli.main(["export", str(run), str(run)]) == 0  # into the run folder under its own name: allowed
     assert (run / "run-float32.safetensors").exists()
     assert runs.load_run(run, with_dataset=False).model.state_dict().keys()
+
+
+# ---- 4. corruption ----------------------------------------------------------------------------------------------
+def _one_line_error(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_model_files_have_a_manifest_and_usual_permissions(finished_run: Path) -> None:
+    manifest = json.loads((finished_run / "manifest.json").read_text())
+    for name in ("model.safetensors", "model.json"):
+        assert manifest["files"][name]["sha256"] == hashlib.sha256((finished_run / name).read_bytes()).hexdigest()
+        assert (finished_run / name).stat().st_mode & 0o777 == 0o666 & ~_umask()
+    assert not list(finished_run.glob("*.tmp")) and not list(finished_run.glob(".*.tmp"))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_overwritten_bytes_in_the_weights_are_detected(finished_run: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """The issue's case: 0xff bytes in the middle of model.safetensors used to evaluate to a wrong MRR."""
+    run = copy_run(finished_run, tmp_path / "run")
+    weights = bytearray((run / "model.safetensors").read_bytes())
+    mid = len(weights) // 2
+    weights[mid:mid + 400] = b"\xff" * 400
+    (run / "model.safetensors").write_bytes(bytes(weights))
+    for argv in (["evaluate", str(run)], ["predict", str(run), "--head", "usa", "--relation", "embassy"],
+                 ["export", str(run), str(tmp_path / "a.safetensors")]):
+        err = _one_line_error(argv, capsys)
+        assert "model.safetensors: damaged" in err and "sha256" in err
+    assert not (tmp_path / "a.safetensors").exists()
+    (run / "manifest.json").unlink()  # a run without a manifest (older kgdistill): the NaNs still give it away
+    err = _one_line_error(["evaluate", str(run)], capsys)
+    assert "model.safetensors" in err and "NaN/Inf" in err
+
+
+@pytest.mark.parametrize("damage", ["truncate_weights", "garbage_weights", "truncate_json", "json_list"])
+def test_malformed_model_files_are_one_message(finished_run: Path, tmp_path: Path, damage: str,
+                                               capsys: pytest.CaptureFixture) -> None:
+    run = copy_run(finished_run, tmp_path / "run")
+    (run / "manifest.json").unlink()  # the parse errors themselves must be clear, not only the checksum
+    weights, config = run / "model.safetensors", run / "model.json"
+    if damage == "truncate_weights":
+        weights.write_bytes(weights.read_bytes()[:len(weights.read_bytes()) // 2])
+    elif damage == "garbage_weights":
+        weights.write_bytes(b"\x00" * 5 + b"not safetensors")
+    elif damage == "truncate_json":
+        config.write_text(config.read_text()[:20])
+    else:
+        config.write_text("[1, 2]")
+    err = _one_line_error(["evaluate", str(run)], capsys)
+    name = "model.safetensors" if "weights" in damage else "model.json"
+    assert f"{name}" in err and "damaged" in err
+
+
+def _peak_rss_kib(argv: list[str]) -> tuple[int, str]:
+    """Run ``kgdistill ARGV`` in a fresh process; its peak resident memory (KiB) and its stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "kgdistill", *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    err = proc.stderr.read()  # type: ignore[union-attr]
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_maxrss, f"{proc.returncode}:{err}"
+
+
+def test_config_claiming_an_absurd_dim_is_refused_before_allocating(finished_run: Path, tmp_path: Path) -> None:
+    """dim = 3·10^6 on nations (14 entities, 55 relations): TransE's tables would take ~0.8 GB."""
+    run = copy_run(finished_run, tmp_path / "run")
+    normal, _ = _peak_rss_kib(["evaluate", str(run), "--split", "valid"])
+    (run / "manifest.json").unlink()
+    meta = json.loads((run / "model.json").read_text())
+    meta["config"]["dim"] = 3 * 10 ** 6
+    (run / "model.json").write_text(json.dumps(meta))
+    peak, err = _peak_rss_kib(["evaluate", str(run), "--split", "valid"])
+    assert err.startswith("2:") and "model.json" in err and "do not belong together" in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert peak < normal + 200_000, (peak, normal)  # KiB: nothing near 0.8 GB was allocated
+
+
+def _rewrite_artifact_meta(path: Path, change: Callable[[dict], None]) -> None:
+    """Change an artifact's metadata, keeping its tensors (what a hand edit or a damaged header does)."""
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata()
+    tensors = load_file(str(path))
+    meta = json.loads(header["meta"])
+    change(meta)
+    save_file(tensors, str(path), metadata={**header, "meta": json.dumps(meta)})
+
+
+def test_damaged_artifact_is_refused(finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    art = tmp_path / "a.safetensors"
+    assert cli.main(["export", str(finished_run), str(art)]) == 0
+    assert cli.main(["load", str(art), "--head", "usa", "--relation", "embassy", "-k", "3"]) == 0
+    capsys.readouterr()
+    raw = bytearray(art.read_bytes())
+    raw[-600:-200] = b"\xff" * 400  # inside the tensor data (the header comes first)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(bytes(raw))
+    err = _one_line_error(["load", str(bad), "--head", "usa", "--relation", "embassy"], capsys)
+    assert "bad.safetensors: damaged" in err and "sha256" in err
+    bad.write_bytes(art.read_bytes()[:-100])
+    err = _one_line_error(["load", str(bad)], capsys)
+    assert "bad.safetensors" in err and ("truncated" in err or "not a kgdistill artifact" in err)
+
+
+def test_artifact_claiming_an_absurd_dim_is_refused(finished_run: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    art = tmp_path / "a.safetensors"
+    assert cli.main(["export", str(finished_run), str(art)]) == 0
+
+    def huge(meta: dict) -> None:
+        meta["model_config"]["dim"] = 10 ** 6
+        meta.pop("data_sha256")
+
+    _rewrite_artifact_meta(art, huge)
+    err = _one_line_error(["load", str(art)], capsys)
+    assert "a.safetensors" in err and "do not belong together" in err
+
+    def huge_shape(meta: dict) -> None:
+        meta["tensors"]["entity"]["shape"][1] = 10 ** 6
+
+    _rewrite_artifact_meta(art, huge_shape)
+    err = _one_line_error(["load", str(art)], capsys)
+    assert "a.safetensors" in err and "damaged" in err

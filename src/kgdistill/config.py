@@ -230,10 +230,9 @@ def load_yaml(path: str | Path, cls: type[C] = RunConfig) -> C:  # type: ignore[
 
 
 def save_yaml(config: Any, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
+    from kgdistill.atomicio import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
 __all__ = ["DataConfig", "ModelConfig", "TrainingConfig", "EvaluationConfig", "RunConfig", "from_dict", "to_dict",

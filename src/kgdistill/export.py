@@ -20,7 +20,9 @@ Error bounds of the quantisation: float16 keeps a relative error ≤ 2⁻¹¹ pe
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,10 +32,12 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_save
 from torch import Tensor
 
 import kgdistill
+from kgdistill.atomicio import atomic_write_bytes
 from kgdistill.data.triples import KGDataset
 from kgdistill.errors import KGDistillError, RunFolderError
 from kgdistill.models.base import KGCModel, build_model, model_classes
@@ -393,15 +397,68 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if int(header.get("version", 0)) > VERSION:
         raise ArtifactError(f"{path}: artifact format version {header['version']} is newer than this kgdistill "
                             f"reads ({VERSION}); upgrade kgdistill")
-    return json.loads(header["meta"])
+    try:
+        meta = json.loads(header["meta"])
+    except (KeyError, TypeError, ValueError):
+        raise ArtifactError(f"{path}: damaged (its kgdistill metadata is not valid JSON)") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("tensors"), dict) or \
+            not isinstance(meta.get("model_config"), dict) or not isinstance(meta.get("model_class"), str):
+        raise ArtifactError(f"{path}: damaged (its metadata lacks model_class / model_config / tensors)")
+    return meta
+
+
+def _data_section(raw: bytes) -> bytes:
+    """The tensor bytes of a serialised safetensors file (after the 8-byte length and the JSON header)."""
+    return raw[8 + int.from_bytes(raw[:8], "little"):]
+
+
+def _check_shapes(stored: dict[str, Tensor], infos: dict[str, dict[str, Any]], prefix: str, path: Path) -> None:
+    """Before decoding allocates anything: every logical shape agrees with the tensors actually stored."""
+    for name, info in infos.items():
+        key, shape = f"{prefix}{name}", info.get("shape")
+        values = stored.get(key)
+        if values is None or not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+            raise ArtifactError(f"{path}: damaged (tensor {key!r} missing or its shape {shape!r} unreadable)")
+        layout, numel = info.get("layout"), math.prod(shape)
+        ok = {"dense": lambda: values.numel() == numel,
+              "rows": lambda: len(shape) == 2 and values.dim() == 2 and values.shape[1] == shape[1] and
+              key + ".rows" in stored and stored[key + ".rows"].numel() == values.shape[0] and
+              values.shape[0] <= shape[0],
+              "csr": lambda: len(shape) == 2 and key + ".indptr" in stored and
+              stored[key + ".indptr"].numel() == shape[0] + 1}
+        if layout not in ok or not ok[layout]():
+            raise ArtifactError(f"{path}: damaged (tensor {key!r} claims shape {shape} that its stored values "
+                                f"do not fill)")
 
 
 def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artifact:
-    """Load an artifact written by :func:`export_run` / :func:`export_model`; needs no training data."""
+    """Load an artifact written by :func:`export_run` / :func:`export_model`; needs no training data.
+
+    Damage is one :class:`ArtifactError` naming the file: tensor bytes against the sha256 stored in the metadata,
+    a truncated or malformed file, shapes the stored values do not fill or a model config claiming sizes the
+    tensors do not hold (refused before anything is allocated), NaN/Inf weights."""
+    from kgdistill.models.base import check_claimed_size, check_finite
+
     path = Path(path)
     meta = read_metadata(path)
     import_model_plugins(meta["model_class"])
-    stored = load_file(str(path))
+    raw = path.read_bytes()
+    want = meta.get("data_sha256")
+    if want is not None and hashlib.sha256(_data_section(raw)).hexdigest() != want:
+        raise ArtifactError(f"{path}: damaged: the sha256 of its tensor data differs from the one recorded at "
+                            f"export; export the run again")
+    try:
+        stored = safetensors_load(raw)
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error type for every kind of damage
+        raise ArtifactError(f"{path}: damaged or truncated safetensors file ({err})") from None
+    del raw
+    _check_shapes(stored, meta["tensors"], "w/", path)
+    _check_shapes(stored, meta.get("extras", {}), "x/", path)
+    try:
+        check_claimed_size(meta["model_config"], {k: i["shape"] for k, i in meta["tensors"].items()}, path)
+        check_finite(stored, path)
+    except RunFolderError as err:
+        raise ArtifactError(str(err)) from None
     state = decode_state(stored, meta["tensors"], "w/")
     model = rebuild_model(meta["model_class"], meta["model_config"], state)
     extras = decode_state(stored, meta.get("extras", {}), "x/")
@@ -570,7 +627,8 @@ def export_run(run_dir: str | Path, out: str | Path, dtype: str = "float32", *, 
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    save_file(stored, str(tmp), metadata={"format": FORMAT, "version": str(VERSION), "meta": json.dumps(meta)})
-    tmp.replace(out)
+    # the sha256 of the tensor bytes goes into the header; the bytes after the header do not depend on it
+    meta["data_sha256"] = hashlib.sha256(_data_section(safetensors_save(stored))).hexdigest()
+    atomic_write_bytes(out, safetensors_save(stored, metadata={"format": FORMAT, "version": str(VERSION),
+                                                               "meta": json.dumps(meta)}))
     return out

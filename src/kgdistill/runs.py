@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 import kgdistill
+from kgdistill.atomicio import atomic_open, atomic_write_json
 from kgdistill.config import RunConfig, load_yaml, save_yaml
 from kgdistill.data.datasets import load_dataset
 from kgdistill.data.triples import KGDataset
@@ -85,10 +86,11 @@ def build_model(config: RunConfig, dataset: KGDataset) -> KGCModel:
 
 
 def write_id_maps(dataset: KGDataset, folder: Path) -> None:
-    with open(folder / "entities.tsv", "w", encoding="utf-8") as f:
+    """``entities.tsv`` / ``relations.tsv`` (``id<TAB>label<TAB>name``), each written atomically."""
+    with atomic_open(folder / "entities.tsv", "w", encoding="utf-8") as f:
         for i, label in enumerate(dataset.entities):
             f.write(f"{i}\t{label}\t{dataset.entity_names.get(label, label)}\n")
-    with open(folder / "relations.tsv", "w", encoding="utf-8") as f:
+    with atomic_open(folder / "relations.tsv", "w", encoding="utf-8") as f:
         for i, label in enumerate(dataset.relations):
             f.write(f"{i}\t{label}\t{dataset.relation_texts.get(label, label)}\n")
 
@@ -198,9 +200,7 @@ def _train_locked(config: RunConfig, dataset: KGDataset, resume: bool, ctx: Dist
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    tmp.replace(path)
+    atomic_write_json(path, obj)
 
 
 def resume(run_dir: str | Path, epochs: int | None = None) -> Run:
