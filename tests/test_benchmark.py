@@ -147,7 +147,7 @@ def test_resume_skips_finished_runs(bench: Path, teacher: Path, tmp_path: Path, 
                                                                                        kw["resume"]))
                         or real(method, t, run_dir, **kw))
     args = dict(methods=METHODS, dims=[4], seeds=2, budget="total", epochs=EPOCHS,
-                method_options={"*": {"eval_every": "0"}})
+                method_options={"*": {"eval_every": 0}})  # the CLI's "0": the same benchmark
     with pytest.raises(ConfigError, match="pass --resume"):
         bm.benchmark(teacher, out, **args)
     board = bm.benchmark(teacher, out, resume=True, **args)
@@ -175,7 +175,7 @@ def test_bad_input_is_one_line_and_exit_2(case: str, bench: Path, teacher: Path,
     extra = ["--set", "kd.sparsity=0.5"] if case == "option" else []
     expected = {"unknown method": "Did you mean 'kd'", "unfinished teacher": "not a finished run (missing "
                 "metrics.json)", "dims": "below the teacher's dim 16", "seeds": "at least 1",
-                "other benchmark": "holds another benchmark (different budget, epochs, method_options, seeds)",
+                "other benchmark": "holds another benchmark (different budget, epochs, options, seeds)",
                 "option": "unknown option 'sparsity'"}[case]
     rc = main(["benchmark", *[x for k, v in argv.items() for x in (f"--{k}", v)], "--epochs", "1", *extra])
     err = capsys.readouterr().err

@@ -77,7 +77,7 @@ class _Settings:
     seeds: int
     budget: str
     epochs: int
-    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
     metasd_sparsity: float | None = None
 
 
@@ -119,12 +119,12 @@ def plan_method(method: str, teacher: Run, dim: int, budget: str, epochs: int, o
         if metasd_sparsity is None and "sparsity" not in options:
             dense, shaped = _dense_params(teacher, dim), _dense_params(teacher, source)
             opts["sparsity"] = round(1.0 - dense / shaped, 6)
-            note = (f"{name}: prunes a {source}-dim model at sparsity {opts['sparsity']:.4f} = 1 − params(dense-{dim})"
-                    f" / params({source}-dim) = 1 − {dense:,} / {shaped:,}: its non-zeros match the dense "
-                    f"{dim}-dim student's")
+            note = (f"{label or name}: prunes a {source}-dim model at sparsity {opts['sparsity']:.4f} = 1 − "
+                    f"params(dense-{dim}) / params({source}-dim) = 1 − {dense:,} / {shaped:,}: its non-zeros match "
+                    f"the dense {dim}-dim student's")
         else:
             opts["sparsity"] = options.get("sparsity", metasd_sparsity)
-            note = f"{name}: prunes a {source}-dim model at the given sparsity {opts['sparsity']}"
+            note = f"{label or name}: prunes a {source}-dim model at the given sparsity {opts['sparsity']}"
     if "target_dim" in names:
         opts["target_dim"] = 2 * dim if prunes else dim
         try:
@@ -193,6 +193,16 @@ def _check_options(method_options: dict[str, dict[str, Any]], chosen: list[str])
             raise ConfigError(f"option {key!r}: none of the benchmarked methods has it")
 
 
+def _typed_options(plans: list[MethodPlan]) -> dict[str, dict[str, Any]]:
+    """Each plan's distill options as its config holds them (``"0"`` from the command line and ``0`` from Python
+    compare equal), keyed by the plan's label."""
+    out = {}
+    for plan in plans:
+        config = make_config(plan.method, plan.options)
+        out[plan.label] = {k: getattr(config, k) for k in sorted(plan.options)}
+    return out
+
+
 def make_plans(teacher: Run, method_names: list[str], dims: list[int], budget: str, epochs: int,
                method_options: dict[str, dict[str, Any]], metasd_sparsity: float | None) -> list[MethodPlan]:
     """One plan per (method, dim), in the order given; every error is raised before anything is run."""
@@ -250,8 +260,9 @@ def benchmark(teacher_dir: str | Path, out: str | Path, methods: list[str] | tup
               epochs: int | None = None, device: str = "cpu", progress: bool = False,
               method_options: dict[str, dict[str, Any]] | None = None, *, metasd_sparsity: float | None = None,
               resume: bool = False) -> Leaderboard:
-    """Run every method of ``methods`` (default: :func:`default_methods`) from the teacher run ``teacher_dir`` for ``seeds`` seeds (1..n) at student
-    ``dims`` under ``budget`` (``final`` | ``total``, ``epochs`` E); write and return the leaderboard.
+    """Run every method of ``methods`` (default: :func:`default_methods`) from the teacher run ``teacher_dir``
+    for ``seeds`` seeds (1..n) at student ``dims`` under ``budget`` (``final`` | ``total``, ``epochs`` E); write
+    and return the leaderboard.
 
     ``method_options``: ``{method: {option: value}}`` passed to that method's distill call, ``{"*": {...}}`` to
     every method that has the option. ``progress``: log which stage of which method and seed runs, and the time
@@ -284,7 +295,7 @@ def benchmark(teacher_dir: str | Path, out: str | Path, methods: list[str] | tup
         raise ConfigError(f"--metasd-sparsity: expected a fraction in [0, 1), got {metasd_sparsity}")
     plans = make_plans(teacher, chosen, dims, budget, epochs, method_options, metasd_sparsity)
     settings = asdict(_Settings(str(Path(teacher_dir).resolve()), chosen, dims, int(seeds), budget, epochs,
-                                method_options, metasd_sparsity))
+                                _typed_options(plans), metasd_sparsity))
     settings = json.loads(json.dumps(settings))  # as read back from the file
     prepare_out(out, settings, resume)
 
@@ -318,5 +329,5 @@ def benchmark(teacher_dir: str | Path, out: str | Path, methods: list[str] | tup
     return board
 
 
-__all__ = ["benchmark", "default_methods", "plan_method", "make_plans", "MethodPlan", "check_teacher", "read_record", "BUDGETS",
-           "DEFAULT_METHODS", "SETTINGS_FILE"]
+__all__ = ["benchmark", "default_methods", "plan_method", "make_plans", "MethodPlan", "check_teacher", "read_record",
+           "BUDGETS", "DEFAULT_METHODS", "SETTINGS_FILE"]

@@ -6,6 +6,7 @@ Picked up by :func:`kgdistill.cli._plugin_parsers`; the work is :func:`kgdistill
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -75,10 +76,16 @@ def run(args: argparse.Namespace) -> int:
         dims = [int(d) for d in _split(args.dims)]
     except ValueError:
         raise ConfigError(f"--dims: expected integers, got {' '.join(args.dims)}") from None
-    board = benchmark(args.teacher, args.out, _split(args.methods) if args.methods else None, dims, args.seeds, args.budget, args.epochs,
-                      device=args.device, progress=coerce("progress", args.progress, bool),
-                      method_options=parse_sets(args.set), metasd_sparsity=args.metasd_sparsity,
-                      resume=args.resume)
+    chosen = _split(args.methods) if args.methods else None
+    try:
+        board = benchmark(args.teacher, args.out, chosen, dims, args.seeds, args.budget, args.epochs,
+                          device=args.device, progress=coerce("progress", args.progress, bool),
+                          method_options=parse_sets(args.set), metasd_sparsity=args.metasd_sparsity,
+                          resume=args.resume)
+    except KeyboardInterrupt:
+        print(f"kgdistill benchmark: interrupted; the same command with --resume continues it (finished runs in "
+              f"{args.out} are kept)", file=sys.stderr)
+        return 130
     print(board.markdown())
     print("wrote " + ", ".join(str(p) for p in board.files.values()))
     return 0

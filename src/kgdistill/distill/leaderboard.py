@@ -44,13 +44,17 @@ def paired_difference(a: dict[int, float], b: dict[int, float]) -> dict[str, Any
             "seeds": seeds, "diffs": diffs}
 
 
-def _pm(mean: float | None, sd: float | None, digits: int = 4) -> str:
+#: columns shown as whole numbers (the others with 4 decimals)
+COUNTS = ("params", "nonzero", "bytes", "queries/s")
+
+
+def _pm(mean: float | None, sd: float | None, key: str = "") -> str:
+    """``mean ± sd`` for a table cell (``sd`` None: the mean alone; 0 for a count: the count alone)."""
     if mean is None:
         return "-"
-    if abs(mean) >= 1000 or float(mean).is_integer() and not sd:
-        text = f"{mean:,.0f}"
-        return text if not sd else f"{text} ± {sd:,.0f}"
-    return f"{mean:.{digits}f}" + ("" if sd is None else f" ± {sd:.{digits}f}")
+    if key in COUNTS:
+        return f"{mean:,.0f}" + ("" if not sd else f" ± {sd:,.0f}")
+    return f"{mean:.4f}" + ("" if sd is None else f" ± {sd:.4f}")
 
 
 def _diff_text(d: dict[str, Any] | None) -> str:
@@ -79,17 +83,17 @@ class Leaderboard:
     def markdown(self) -> str:
         s = self.settings
         dims = ", ".join(map(str, s["dims"]))
-        head = (f"# Benchmark: {len(self.rows)} methods from {s['teacher']}\n\nStudent dim {dims}, {s['seeds']} "
+        head = (f"# Benchmark: {len(s['methods'])} methods from {s['teacher']}\n\nStudent dim {dims}, {s['seeds']} "
                 f"seeds, budget `{s['budget']}` (E = {s['epochs']} epochs: "
                 + ("every stage E" if s["budget"] == "final" else "the stages of a method share E, ⌊E/k⌋ each; "
                    "DualDE ⌈E/2⌉ + ⌊E/2⌋") + "). Test split, filtered, both directions; mean ± sd over seeds.\n")
         main = [{"method": "teacher", "dim": self.teacher.get("dim"), "seeds": "-",
-                 **{k: _pm(self.teacher.get(k), None) for k in METRICS}, "stages × epochs": "-",
+                 **{k: _pm(self.teacher.get(k), None, k) for k in METRICS}, "stages × epochs": "-",
                  "epochs done": "-", "epochs × triples": "-"}]
         for r in self.rows:
             main.append({"method": r["method"], "dim": r["dim"], "seeds": r["seeds"],
-                         **{k: _pm(r[f"{k} mean"], r[f"{k} sd"]) for k in METRICS},
-                         "stages × epochs": r["stage_epochs"], "epochs done": _pm(r["student_epochs mean"], None),
+                         **{k: _pm(r[f"{k} mean"], r[f"{k} sd"], k) for k in METRICS},
+                         "stages × epochs": r["stage_epochs"], "epochs done": f"{r['student_epochs mean']:g}",
                          "epochs × triples": f"{r['epoch_examples mean']:,.0f}"})
         paired = [{"method": r["method"], **{f"Δ MRR vs {ref} (ahead)": _diff_text(r.get(f"vs {ref}"))
                                              for ref in REFERENCES}} for r in self.rows]
