@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import kgdistill.distill.benchmark as bm
 from kgdistill import runs
@@ -50,11 +51,11 @@ def teacher(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def bench(teacher: Path) -> Path:
-    """The shared tiny benchmark, run through the CLI."""
+    """The shared tiny benchmark, run through the CLI (KD with IterDE's Huber loss: one method's own option)."""
     out = teacher.parent / "bench"
     assert main(["benchmark", "--teacher", str(teacher), "--methods", ",".join(METHODS), "--dims", "4", "--seeds",
                  "2", "--budget", "total", "--epochs", str(EPOCHS), "--out", str(out), "--set", "eval_every=0",
-                 "--progress", "false"]) == 0
+                 "--set", "kd.kd_loss=huber", "--progress", "false"]) == 0
     return out
 
 
@@ -112,6 +113,10 @@ def test_leaderboard_files_and_paired_statistics(bench: Path, teacher: Path) -> 
         if run["method"] != "metasd":  # MetaSD trains on train minus its quiz set
             assert run["epoch_examples"] == run["student_epochs"] * train
     assert rows["iterde"]["stage_epochs"] == "1 + 1"
+    # the options reach the runs: every method's eval_every, KD's own loss
+    for method, stage_name in (("kd", "kd-4"), ("scratch", "scratch-4")):
+        saved = yaml.safe_load((bench / method / "seed-1" / stage_name / "distill.yaml").read_text())["config"]
+        assert saved["eval_every"] == 0 and saved.get("kd_loss", "huber") == "huber"
     # MetaSD's non-zeros match the dense 4-dim student's; the leaderboard says so
     assert rows["metasd"]["nonzero mean"] == rows["scratch"]["nonzero mean"] < rows["metasd"]["params mean"]
     assert any("sparsity 0.7500" in n for n in board["notes"])
@@ -147,7 +152,7 @@ def test_resume_skips_finished_runs(bench: Path, teacher: Path, tmp_path: Path, 
                                                                                        kw["resume"]))
                         or real(method, t, run_dir, **kw))
     args = dict(methods=METHODS, dims=[4], seeds=2, budget="total", epochs=EPOCHS,
-                method_options={"*": {"eval_every": 0}})  # the CLI's "0": the same benchmark
+                method_options={"*": {"eval_every": 0}, "kd": {"kd_loss": "huber"}})  # the CLI's "0" alike
     with pytest.raises(ConfigError, match="pass --resume"):
         bm.benchmark(teacher, out, **args)
     board = bm.benchmark(teacher, out, resume=True, **args)

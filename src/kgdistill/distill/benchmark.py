@@ -79,6 +79,7 @@ class _Settings:
     epochs: int
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     metasd_sparsity: float | None = None
+    teacher_test_mrr: float | None = None  # a teacher retrained in the same folder is another benchmark
 
 
 def check_teacher(teacher_dir: str | Path, device: str = "cpu") -> Run:
@@ -295,7 +296,8 @@ def benchmark(teacher_dir: str | Path, out: str | Path, methods: list[str] | tup
         raise ConfigError(f"--metasd-sparsity: expected a fraction in [0, 1), got {metasd_sparsity}")
     plans = make_plans(teacher, chosen, dims, budget, epochs, method_options, metasd_sparsity)
     settings = asdict(_Settings(str(Path(teacher_dir).resolve()), chosen, dims, int(seeds), budget, epochs,
-                                _typed_options(plans), metasd_sparsity))
+                                _typed_options(plans), metasd_sparsity,
+                                teacher.metrics["test"].get("both", {}).get("mrr")))
     settings = json.loads(json.dumps(settings))  # as read back from the file
     prepare_out(out, settings, resume)
 
