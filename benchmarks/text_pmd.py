@@ -11,6 +11,19 @@ CPU (this repository's benchmark, 1 thread)::
 
 Smoke (seconds, tiny random BERT): ``--plm tiny:layers=4,hidden=32 --grades 4,2 --mask-rates 0.2,0 --steps 3``.
 The paper's chain on a GPU: ``benchmarks/text_pmd_paper.py``.
+
+Controls (issue 15), all by this one command and at the budget ``--budget`` says:
+
+* ``--budget final`` (default): every student trains ``--steps`` × ``--epochs`` steps, so a baseline gets as many
+  steps as PMD's *final* stage; ``--budget total``: a single-stage baseline gets as many student steps as PMD's whole
+  chain (``k`` stages → ``k×`` the epochs, validated every ``k`` epochs, so it validates as often as one stage), and a
+  baseline distilled from PMD's pre-distilled model (whose lineage already holds one stage) ``k − 1×``;
+* ``--controls chain-nokd``: the same chain without distillation (``alpha = beta = 0``, same masks and stages): what
+  the extra stage alone buys; ``from-pmd``: every baseline again, distilled from PMD's pre-distilled model (PMD at the
+  teacher's size) instead of the teacher; ``pmd-b0`` / ``pmd-a0``: the PMD chain without MGFD (``beta = 0``) / without
+  score distillation (``alpha = 0``); ``all``: every control.
+
+Every baseline keeps the original-model layers PMD's last grade keeps (``--layer-choice``).
 """
 
 from __future__ import annotations
@@ -60,6 +73,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--alpha", type=float, default=0.1)
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--mgfd-variant", default="input-mask")
+    p.add_argument("--mgfd-reduction", default="sum", choices=["sum", "mean"])
+    p.add_argument("--mgfd-unmasked", default="all-tokens", choices=["all-tokens", "zero"])
+    p.add_argument("--layer-choice", default="top", choices=["top", "paper"])
+    p.add_argument("--hrkd-meta-every", type=int, default=None, help="default: distill.hrkd_meta_every")
+    p.add_argument("--hrkd-meta-lr", type=float, default=None, help="default: distill.hrkd_meta_lr")
+    p.add_argument("--hrkd-weights", default="learned", choices=["learned", "uniform"])
+    p.add_argument("--encode-dtype", default="fp32", choices=["fp32", "bf16", "int8"],
+                   help="entity / query encoding at evaluation (model.encode_dtype)")
+    p.add_argument("--train-dtype", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--budget", default="final", choices=["final", "total"],
+                   help="final: every student the steps of PMD's final stage; total: the steps of PMD's whole chain")
+    p.add_argument("--controls", default="", help="comma list of chain-nokd, from-pmd, pmd-b0, pmd-a0 (or all)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-batch-size", type=int, default=256)
@@ -76,15 +101,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+CONTROLS = ("chain-nokd", "from-pmd", "pmd-b0", "pmd-a0")
+
+
+def parse_controls(spec: str) -> list[str]:
+    from kgdistill.errors import ConfigError
+
+    names = [c.strip() for c in spec.split(",") if c.strip()]
+    if names == ["all"]:
+        return list(CONTROLS)
+    bad = [c for c in names if c not in CONTROLS]
+    if bad:
+        raise ConfigError(f"unknown control(s) {bad}: choose from {', '.join(CONTROLS)} or all")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     torch.set_num_threads(a.threads)
     from kgdistill.config import DataConfig, EvaluationConfig
     from kgdistill.data.datasets import load_dataset
-    from kgdistill.text.config import DistillConfig, TextModelConfig, TextRunConfig, TextTrainingConfig
-    from kgdistill.text.pmd import run_pmd
-    from kgdistill.text.students import default_layers
+    from kgdistill.errors import ConfigError
+    from kgdistill.text.config import (DistillConfig, TextModelConfig, TextRunConfig, TextTrainingConfig,
+                                       check_text_config)
+    from kgdistill.text.pmd import _plm_layers, chain_layers, plan_grades, run_pmd
     from kgdistill.text.trainer import train_text
+
+    controls = parse_controls(a.controls)
+    if "from-pmd" in controls and a.no_pmd:
+        raise ConfigError("--controls from-pmd distils the baselines from PMD's pre-distilled model: drop --no-pmd")
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -103,20 +148,54 @@ def main(argv: list[str] | None = None) -> int:
     base = TextRunConfig(
         data=DataConfig(dataset=dataset_ref, data_dir=a.data_dir),
         model=TextModelConfig(plm=a.plm, max_length=a.max_length, neighbour_names=a.neighbour_names,
-                              rerank_hops=a.rerank_hops, encode_batch_size=a.encode_batch_size),
+                              rerank_hops=a.rerank_hops, encode_batch_size=a.encode_batch_size,
+                              encode_dtype=a.encode_dtype),
         training=TextTrainingConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, warmup_steps=20,
                                     self_negatives=bool(a.self_negatives), pre_batch=a.pre_batch,
                                     steps_per_epoch=a.teacher_steps or None, seed=a.seed, num_threads=a.threads,
-                                    log_every=25, keep_checkpoint=a.keep_checkpoints),
+                                    log_every=25, keep_checkpoint=a.keep_checkpoints, train_dtype=a.train_dtype),
         evaluation=EvaluationConfig(eval_batch_size=a.eval_batch_size, eval_splits=["test"]), device=a.device)
+    distill = DistillConfig(alpha=a.alpha, beta=a.beta, mgfd_variant=a.mgfd_variant, student_init=a.student_init,
+                            mgfd_reduction=a.mgfd_reduction, mgfd_unmasked=a.mgfd_unmasked,
+                            layer_choice=a.layer_choice, hrkd_weights=a.hrkd_weights)
+    if a.hrkd_meta_every is not None:
+        distill = replace(distill, hrkd_meta_every=a.hrkd_meta_every)
+    if a.hrkd_meta_lr is not None:
+        distill = replace(distill, hrkd_meta_lr=a.hrkd_meta_lr)
+    student_base = replace(base, training=replace(base.training, steps_per_epoch=a.steps or None,
+                                                  lr=a.student_lr or a.lr), distill=distill)
+    # every input error surfaces here, before anything trains
+    check_text_config(student_base)
+    if a.teacher:
+        from kgdistill.runs import load_run
+
+        teacher_layers = load_run(a.teacher, with_dataset=False).model.num_layers
+    else:
+        teacher_layers = _plm_layers(base, 0)
+    grades, rates = _ints(a.grades), _floats(a.mask_rates)
+    stages = plan_grades(teacher_layers, grades, rates)
+    kept_per_stage = chain_layers(stages, teacher_layers, a.layer_choice, a.student_init,
+                                  _plm_layers(base, teacher_layers) if a.student_init == "pretrained" else None)
+    if a.student_init == "pretrained":
+        baseline_layers = kept_per_stage[-1]
+    else:
+        held = list(range(teacher_layers))
+        for kept in kept_per_stage:
+            held = [held[j] for j in kept]
+        baseline_layers = held  # the original-model layers PMD's last grade keeps
     results: list[dict] = []
 
     def record(name: str, run, seconds: float) -> None:  # type: ignore[no-untyped-def]
         m = run.metrics
+        meta_path = Path(run.path) / "meta.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         row = {"model": name, "layers": m["encoder_layers"], "parameters": m["num_parameters"],
                **{k: m["test"]["both"][k] for k in ("mrr", "hits@1", "hits@3", "hits@10")},
                "entities_per_s": m["entity_encoding_per_s"], "train_seconds": m["train_seconds"],
+               "steps": meta.get("steps"), "teacher": meta.get("teacher"), "kept": meta.get("layers"),
                "wall_seconds": round(seconds, 1), "run": str(run.path)}
+        if "objective" in m:
+            row["objective"] = {k: v for k, v in m["objective"].items() if not isinstance(v, list)}
         results.append(row)
         (out / "results.json").write_text(json.dumps({"args": vars(a), "dataset": stats, "results": results},
                                                      indent=2))
@@ -131,36 +210,55 @@ def main(argv: list[str] | None = None) -> int:
     else:
         teacher_dir = str(out / "teacher")
         record("teacher", train_text(replace(base, output_dir=teacher_dir), ds), time.perf_counter() - start)
-    student_base = replace(base, training=replace(base.training, steps_per_epoch=a.steps or None,
-                                                  lr=a.student_lr or a.lr),
-                           distill=DistillConfig(alpha=a.alpha, beta=a.beta, mgfd_variant=a.mgfd_variant,
-                                                 student_init=a.student_init))
-    grades, rates = _ints(a.grades), _floats(a.mask_rates)
-    start = time.perf_counter()
-    runs = [] if a.no_pmd else run_pmd(teacher_dir, grades, rates, student_base, out / "pmd")
-    for r in runs:
-        record(f"PMD{r.metrics['encoder_layers']}", r, (time.perf_counter() - start) / len(runs))
-    from kgdistill.runs import load_run
 
-    teacher_layers = load_run(teacher_dir, with_dataset=False).model.num_layers
-    lowest = grades[-1]
-    layers = default_layers(teacher_layers, lowest)
-    for method in [m for m in a.baselines.split(",") if m]:
+    def chain(name: str, suffix: str, cfg: TextRunConfig) -> list:  # type: ignore[type-arg]
         start = time.perf_counter()
-        cfg = replace(student_base, output_dir=str(out / f"{method}-L{lowest}"),
-                      distill=replace(student_base.distill, method=method, teacher=teacher_dir, layers=layers,
-                                      cache_teacher=a.cache_teacher and method in ("logit", "patient")))
-        record(f"{method}-L{lowest}", train_text(cfg, ds), time.perf_counter() - start)
+        chain_runs = run_pmd(teacher_dir, grades, rates, cfg, out / name)
+        for r in chain_runs:
+            record(f"{suffix[0]}{r.metrics['encoder_layers']}{suffix[1]}", r,
+                   (time.perf_counter() - start) / len(chain_runs))
+        return chain_runs
+
+    runs = [] if a.no_pmd else chain("pmd", ("PMD", ""), student_base)
+    lowest, k = grades[-1], len(stages)
+
+    def budget(cfg: TextRunConfig, stages_in_lineage: int) -> TextRunConfig:
+        """A single-stage student's budget: PMD's final stage (``final``) or the rest of PMD's chain (``total``)."""
+        mult = k - stages_in_lineage if a.budget == "total" else 1
+        if mult == 1:
+            return cfg
+        t = cfg.training
+        return replace(cfg, training=replace(t, epochs=t.epochs * mult, eval_every=t.eval_every * mult))
+
+    teachers = [("", teacher_dir, 0)]
+    if "from-pmd" in controls:
+        teachers.append((f"@PMD{teacher_layers}", str(runs[0].path), 1))
+    for label, source, lineage in teachers:
+        for method in [m for m in a.baselines.split(",") if m]:
+            start = time.perf_counter()
+            name = f"{method}-L{lowest}{label}"
+            cfg = replace(student_base, output_dir=str(out / name.replace("@", "-from-")),
+                          distill=replace(student_base.distill, method=method, teacher=source,
+                                          layers=baseline_layers,
+                                          cache_teacher=a.cache_teacher and method in ("logit", "patient")))
+            record(name, train_text(budget(cfg, lineage), ds), time.perf_counter() - start)
+    if "chain-nokd" in controls:
+        chain("chain-nokd", ("chainNoKD", ""), replace(student_base, distill=replace(distill, alpha=0.0, beta=0.0)))
+    if "pmd-b0" in controls:
+        chain("pmd-b0", ("PMD", "-b0"), replace(student_base, distill=replace(distill, beta=0.0)))
+    if "pmd-a0" in controls:
+        chain("pmd-a0", ("PMD", "-a0"), replace(student_base, distill=replace(distill, alpha=0.0)))
     write_table(out, results)
     return 0
 
 
 def write_table(out: Path, results: list[dict]) -> None:
-    cols = ["model", "layers", "parameters", "mrr", "hits@1", "hits@3", "hits@10", "entities_per_s", "train_seconds"]
+    cols = ["model", "layers", "parameters", "mrr", "hits@1", "hits@3", "hits@10", "steps", "entities_per_s",
+            "train_seconds"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in results:
-        cells = [f"{r[c]:.3f}" if isinstance(r[c], float) and c not in ("entities_per_s", "train_seconds")
-                 else f"{r[c]:,}" if isinstance(r[c], int) else str(r[c]) for c in cols]
+        cells = [f"{r.get(c):.3f}" if isinstance(r.get(c), float) and c not in ("entities_per_s", "train_seconds")
+                 else f"{r.get(c):,}" if isinstance(r.get(c), int) else str(r.get(c, "")) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -45,6 +45,7 @@ from kgdistill.text.objective import Objective, objectives
 from kgdistill.text.textdata import TextBatch, make_batch, with_inverses
 
 NEG = -1e9
+META_EPS = 1e-12
 
 
 def relation_domains(spec: str, relation_labels: list[str], relation_embeddings: Tensor | None = None,
@@ -125,7 +126,7 @@ class DomainRelationalGraph(nn.Module):
         f = torch.tanh(self.proj(prototypes))  # [Ls, D, p]
         absent_cols = (~present).view(1, 1, D)
         att = (f @ self.compare(f).transpose(1, 2)).masked_fill(absent_cols, NEG).softmax(-1)
-        c = att @ f  # compare: [Ls, D, p]
+        c = f + att @ f  # compare, with a residual: [Ls, D, p] (without it every domain became the same mean)
         scores = torch.einsum("ldp,kdp->ldk", self.q(c), self.k(c)) / math.sqrt(c.shape[-1])  # layer l over k
         causal = torch.ones(Ls, Ls, dtype=torch.bool, device=c.device).tril()  # k ≤ l
         scores = scores.masked_fill(~causal.unsqueeze(1), NEG).softmax(-1)
@@ -133,7 +134,7 @@ class DomainRelationalGraph(nn.Module):
         wh = self.gat(a).view(Ls, D, self.heads, self.head_dim)
         e = (wh * self.a_src).sum(-1).unsqueeze(2) + (wh * self.a_dst).sum(-1).unsqueeze(1)  # [Ls, D, D, H]
         e = F.leaky_relu(e, 0.2).masked_fill((~present).view(1, 1, D, 1), NEG).softmax(2)
-        h = F.elu(torch.einsum("lijh,ljhp->lihp", e, wh)).reshape(Ls, D, -1)
+        h = (F.elu(torch.einsum("lijh,ljhp->lihp", e, wh)) + wh).reshape(Ls, D, -1)  # GAT with a skip
         logits = self.out(h).squeeze(-1).masked_fill(~present.view(1, D), NEG)
         return logits.softmax(-1)
 
@@ -159,7 +160,9 @@ class HRKDObjective(Objective):
         self.domain_of, self.num_domains = relation_domains(d.hrkd_domains, labels, rel_emb, config.training.seed)
         self.domain_of = self.domain_of.to(student.device)
         self.meta = DomainRelationalGraph(student.hidden_size, d.hrkd_proto_dim, d.hrkd_heads).to(student.device)
-        self.meta_opt = torch.optim.Adam(self.meta.parameters(), lr=d.hrkd_meta_lr)
+        # meta-gradients are second-order and small (≈ 1e-7 on the tiny test model): an ε below them, so that Adam
+        # does not swallow them
+        self.meta_opt = torch.optim.Adam(self.meta.parameters(), lr=d.hrkd_meta_lr, eps=META_EPS)
         self.meta_every, self.xi = int(d.hrkd_meta_every), float(config.training.lr)
         self.uniform = getattr(d, "hrkd_weights", "learned") == "uniform"
         if getattr(d, "hrkd_weights", "learned") not in ("learned", "uniform"):

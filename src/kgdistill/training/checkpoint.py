@@ -10,19 +10,55 @@ from typing import Any
 
 import torch
 
+from kgdistill.atomicio import atomic_write_text, fsync_dir, sha256_file
 from kgdistill.errors import RunFolderError
 
 
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """Write ``obj`` to ``path.tmp``, fsync, then rename over ``path`` (atomic on POSIX)."""
+    """Write ``obj`` to a temporary file, fsync, then rename over ``path`` (atomic on POSIX); its sha256 goes to
+    ``path.sha256`` (checked by :func:`load_checkpoint`). The temporary name carries the pid, so two processes
+    never write into each other's temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        digest = sha256_file(tmp)
+        atomic_write_text(_sidecar(path), f"{digest}  {path.name}\n")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def _check_sidecar(path: Path) -> None:
+    """Compare ``path`` with the sha256 recorded when it was written (checkpoints of older versions have none)."""
+    sidecar = _sidecar(path)
+    if not sidecar.exists():
+        return
+    want = sidecar.read_text(encoding="utf-8", errors="replace").split()[:1]
+    if want != [sha256_file(path)]:
+        raise RunFolderError(f"{path}: damaged: its sha256 differs from the one recorded in {sidecar.name} when it "
+                             f"was written; the checkpoint cannot be trusted")
+
+
+def _check_finite(ckpt: dict[str, Any], path: Path) -> None:
+    for part in ("model", "best_model", "best_state"):
+        tensors = ckpt.get(part)
+        if not isinstance(tensors, dict):
+            continue
+        for name, t in tensors.items():
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise RunFolderError(f"{path}: damaged: {part} tensor {name!r} holds NaN/Inf values (a checkpoint "
+                                     f"is only written after a finite step)")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -35,6 +71,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise RunFolderError(f"{path}: no checkpoint to resume from")
+    _check_sidecar(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -51,4 +88,5 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                              f"{type(err).__name__}: {err})") from None
     if not isinstance(ckpt, dict):
         raise RunFolderError(f"{path}: not a kgdistill checkpoint (expected a dict, found {type(ckpt).__name__})")
+    _check_finite(ckpt, path)
     return ckpt
