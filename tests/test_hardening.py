@@ -68,6 +68,8 @@ def test_crafted_checkpoint_is_refused_without_running_its_code(finished_run: Pa
     marker = tmp_path / "pwned"
     ckpt["state"]["history"].append({"epoch": 3, "payload": _WritesMarker(marker)})
     torch.save(ckpt, ckpt_path)
+    # an attacker who can write the folder also rewrites the recorded sha256: the pickle itself must be refused
+    (run / "checkpoints" / "last.pt.sha256").write_text(hashlib.sha256(ckpt_path.read_bytes()).hexdigest())
 
     with pytest.raises(RunFolderError, match="refused to load.*could run code"):
         load_checkpoint(ckpt_path)
@@ -334,3 +336,24 @@ def test_artifact_claiming_an_absurd_dim_is_refused(finished_run: Path, tmp_path
     _rewrite_artifact_meta(art, huge_shape)
     err = _one_line_error(["load", str(art)], capsys)
     assert "a.safetensors" in err and "damaged" in err
+
+
+def test_damaged_checkpoint_is_not_blamed_on_the_learning_rate(finished_run: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    run = copy_run(finished_run, tmp_path / "run")
+    ckpt = run / "checkpoints" / "last.pt"
+    assert (run / "checkpoints" / "last.pt.sha256").read_text().split()[0] == \
+        hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    raw = bytearray(ckpt.read_bytes())
+    mid = len(raw) // 2
+    raw[mid:mid + 400] = b"\xff" * 400
+    ckpt.write_bytes(bytes(raw))
+    err = _one_line_error(["train", "--resume", str(run), "--epochs", "4"], capsys)
+    assert "last.pt: damaged" in err and "lr" not in err
+    # no recorded sha256 (a checkpoint of an older kgdistill): NaN weights still say "damaged", not "lower the lr"
+    (run / "checkpoints" / "last.pt.sha256").unlink()
+    good = torch.load(finished_run / "checkpoints" / "last.pt", weights_only=True)
+    good["model"]["entity"][3, 2] = float("nan")
+    torch.save(good, ckpt)
+    err = _one_line_error(["train", "--resume", str(run), "--epochs", "4"], capsys)
+    assert "last.pt: damaged" in err and "'entity'" in err and "NaN/Inf" in err and "learning rate" not in err
