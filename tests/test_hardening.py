@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,7 +23,9 @@ from safetensors.torch import load_file, save_file
 
 from kgdistill import cli, runs
 from kgdistill.config import DataConfig, EvaluationConfig, ModelConfig, RunConfig, TrainingConfig
-from kgdistill.errors import ConfigError, RunFolderError
+from kgdistill.data.datasets import load_dataset
+from kgdistill.data.triples import UnseenRelationWarning
+from kgdistill.errors import ConfigError, DataError, RunFolderError
 from kgdistill.runfolder import LOCK_FILE, RunFolderLock
 from kgdistill.training.checkpoint import load_checkpoint
 
@@ -357,3 +360,47 @@ def test_damaged_checkpoint_is_not_blamed_on_the_learning_rate(finished_run: Pat
     torch.save(good, ckpt)
     err = _one_line_error(["train", "--resume", str(run), "--epochs", "4"], capsys)
     assert "last.pt: damaged" in err and "'entity'" in err and "NaN/Inf" in err and "learning rate" not in err
+
+
+# ---- 5. data: invisible characters, relations only in evaluation ------------------------------------------------
+def _write_kg(folder: Path, train: str, valid: str = "a\tr\tb\n", test: str = "b\tr\tc\n") -> Path:
+    folder.mkdir()
+    (folder / "train.tsv").write_bytes(train.encode("utf-8") if isinstance(train, str) else train)
+    (folder / "valid.tsv").write_text(valid, encoding="utf-8")
+    (folder / "test.tsv").write_text(test, encoding="utf-8")
+    return folder
+
+
+def test_utf8_bom_does_not_make_a_phantom_entity(tmp_path: Path) -> None:
+    folder = _write_kg(tmp_path / "kg", "\ufeffa\tr\tb\nb\tr\tc\nc\tr\ta\n")
+    ds = load_dataset(str(folder))
+    assert ds.entities == ["a", "b", "c"] and ds.relations == ["r"]
+    (folder / "entity2text.tsv").write_bytes("\ufeffa\tAlpha\nb\tBeta\n".encode())
+    assert load_dataset(str(folder)).entity_names == {"a": "Alpha", "b": "Beta"}
+
+
+@pytest.mark.parametrize("line,what", [("uk \tr\tb", "head 'uk '"), ("a\t r\tb", "relation ' r'"),
+                                       ("a\tr\tb\u00a0", "tail 'b\\xa0'")])
+def test_whitespace_around_a_label_is_an_error_naming_file_and_line(tmp_path: Path, line: str, what: str,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    folder = _write_kg(tmp_path / "kg", f"a\tr\tb\n{line}\n")
+    with pytest.raises(DataError, match=r"train.tsv:2: the " + re.escape(what)):
+        load_dataset(str(folder))
+    err = _one_line_error(["info", str(folder)], capsys)
+    assert "train.tsv:2" in err and "whitespace" in err
+
+
+def test_labels_only_in_valid_or_test_are_counted_and_reported(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    folder = _write_kg(tmp_path / "kg", "a\tr\tb\nb\tr\tc\n", valid="a\tr\tz\n", test="b\tonly_test\tc\n")
+    with pytest.warns(UnseenRelationWarning, match="1 relation.*'only_test'"):
+        ds = load_dataset(str(folder))
+    assert ds.only_in_evaluation() == {"entities": ["z"], "relations": ["only_test"]}
+    stats = ds.statistics()
+    assert stats["entities_only_in_valid_test"] == 1 and stats["relations_only_in_valid_test"] == 1
+    with pytest.warns(UnseenRelationWarning):
+        assert cli.main(["info", str(folder)]) == 0
+    captured = capsys.readouterr()
+    assert re.search(r"relations_only_in_valid_test\s*\|\s*1", captured.out)
+    assert "relations only in valid/test (never in train): only_test" in captured.out
+    assert "entities only in valid/test (never in train): z" in captured.out

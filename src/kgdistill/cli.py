@@ -178,6 +178,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     ds = load_dataset(args.dataset, data_dir=args.data_dir)
     stats = ds.statistics()
     print(format_table([{"statistic": k, "value": v} for k, v in stats.items()]))
+    for kind, labels in ds.only_in_evaluation().items():
+        if labels:
+            shown = ", ".join(labels[:10]) + (f" and {len(labels) - 10} more" if len(labels) > 10 else "")
+            print(f"{kind} only in valid/test (never in train): {shown}")
     if args.verify:
         folder = resolve_dataset_path(args.dataset, args.data_dir)
         result = verify_folder(get_spec(args.dataset), folder)  # type: ignore[arg-type]

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+import warnings
 from pathlib import Path
 
 import torch
 
 from kgdistill.errors import DataError
+
+
+class UnseenRelationWarning(UserWarning):
+    """A relation occurs in valid / test but not in train."""
 
 SPLITS = ("train", "valid", "test")
 TEXT_FILES = {"entity_names": "entity2text.tsv", "entity_descriptions": "entity2description.tsv",
@@ -24,11 +29,12 @@ def read_tsv_triples(path: Path) -> tuple[list[tuple[str, str, str]], int]:
 
     Returns the distinct triples (first occurrence kept) and the number of duplicate lines dropped, so that a
     repeated triple is reported rather than silently counted twice. Raises :class:`DataError` naming the file and line
-    on a wrong column count, an empty field or bad UTF-8.
+    on a wrong column count, an empty field, a field with leading or trailing whitespace, or bad UTF-8. A UTF-8
+    byte order mark at the start of the file is dropped.
     """
     triples: list[tuple[str, str, str]] = []
     try:
-        raw = path.read_bytes()
+        raw = _without_bom(path.read_bytes())
     except FileNotFoundError:
         raise DataError(f"{path}: file not found (expected a TSV of head<TAB>relation<TAB>tail lines)") from None
     for lineno, line in enumerate(raw.split(b"\n"), start=1):
@@ -47,16 +53,33 @@ def read_tsv_triples(path: Path) -> tuple[list[tuple[str, str, str]], int]:
             )
         if any(not p.strip() for p in parts):
             raise DataError(f"{path}:{lineno}: empty field in {text[:80]!r} (expected head, relation, tail)")
+        _check_no_padding(path, lineno, zip(("head", "relation", "tail"), parts))
         triples.append((parts[0], parts[1], parts[2]))
     unique = list(dict.fromkeys(triples))  # keeps first occurrences, in file order
     return unique, len(triples) - len(unique)
 
 
+def _without_bom(raw: bytes) -> bytes:
+    """Drop a UTF-8 byte order mark (written by some editors and spreadsheet exports): it would otherwise become
+    part of the first label, an invisible phantom entity."""
+    return raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw
+
+
+def _check_no_padding(path: Path, lineno: int, fields: Iterable[tuple[str, str]]) -> None:
+    """Labels are identifiers: ``'uk '`` and ``'uk'`` would be two entities. Leading or trailing whitespace is an
+    error (not silently stripped: the file may mean two labels, and only its author can say which)."""
+    for what, value in fields:
+        if value != value.strip():
+            raise DataError(f"{path}:{lineno}: the {what} {value!r} has leading or trailing whitespace (labels are "
+                            f"identifiers: remove the spaces, or the file defines a second, invisible label)")
+
+
 def read_tsv_map(path: Path) -> dict[str, str]:
-    """Read ``id<TAB>text`` lines (``#`` header lines skipped); raises :class:`DataError` with file and line."""
+    """Read ``id<TAB>text`` lines (``#`` header lines skipped, a UTF-8 BOM dropped); raises :class:`DataError` with
+    file and line, also for an id with leading or trailing whitespace."""
     result: dict[str, str] = {}
     try:
-        raw = path.read_bytes()
+        raw = _without_bom(path.read_bytes())
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     for lineno, line in enumerate(raw.split(b"\n"), start=1):
@@ -70,6 +93,7 @@ def read_tsv_map(path: Path) -> dict[str, str]:
         key, sep, value = text.partition("\t")
         if not sep or not key:
             raise DataError(f"{path}:{lineno}: expected 'id<TAB>text', found {text[:80]!r}")
+        _check_no_padding(path, lineno, [("id", key)])
         result[key] = value
     return result
 
@@ -130,8 +154,23 @@ class KGDataset:
         label = self.relations[index]
         return self.relation_texts.get(label, label)
 
+    def only_in_evaluation(self) -> dict[str, list[str]]:
+        """Entities and relations that occur in valid / test but never in train (the model cannot learn them)."""
+        train_ents = set(self.train[:, 0].tolist()) | set(self.train[:, 2].tolist())
+        train_rels = set(self.train[:, 1].tolist())
+        ents: set[int] = set()
+        rels: set[int] = set()
+        for split in ("valid", "test"):
+            if split in self.splits:
+                t = self.splits[split]
+                ents |= (set(t[:, 0].tolist()) | set(t[:, 2].tolist())) - train_ents
+                rels |= set(t[:, 1].tolist()) - train_rels
+        return {"entities": [self.entities[i] for i in sorted(ents)],
+                "relations": [self.relations[i] for i in sorted(rels)]}
+
     def statistics(self) -> dict[str, object]:
         train_ents = set(self.train[:, 0].tolist()) | set(self.train[:, 2].tolist())
+        only = self.only_in_evaluation()
         unseen = {}
         for split in ("valid", "test"):
             t = self.splits[split]
@@ -145,6 +184,8 @@ class KGDataset:
             **{f"{s}_triples": int(self.splits[s].shape[0]) for s in SPLITS},
             **{f"{s}_duplicates": self.duplicates.get(s, 0) for s in SPLITS},
             **{f"{s}_with_entity_unseen_in_train": unseen[s] for s in ("valid", "test")},
+            "entities_only_in_valid_test": len(only["entities"]),
+            "relations_only_in_valid_test": len(only["relations"]),
             "has_entity_names": bool(self.entity_names),
             "has_entity_descriptions": bool(self.entity_descriptions),
             "has_relation_texts": bool(self.relation_texts),
@@ -199,4 +240,9 @@ class KGDataset:
         text = {key: read_tsv_map(folder / fname) for key, fname in TEXT_FILES.items() if (folder / fname).exists()}
         ds = cls.from_labeled(name or folder.name, labeled, duplicates=dups, **text)
         ds.source = str(folder)
+        rels = ds.only_in_evaluation()["relations"]
+        if rels:
+            shown = ", ".join(repr(r) for r in rels[:5]) + (f" and {len(rels) - 5} more" if len(rels) > 5 else "")
+            warnings.warn(f"{folder}: {len(rels)} relation(s) occur only in valid/test, never in train.tsv "
+                          f"({shown}): no model can learn them", UnseenRelationWarning, stacklevel=2)
         return ds
