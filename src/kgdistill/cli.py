@@ -33,7 +33,14 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type = RunConfig) -> 
         group = groups.setdefault(section, parser.add_argument_group(f"{section or 'run'} options"))
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         shown = "" if default is None or isinstance(default, (dict, list)) and not default else f" (default: {default})"
-        group.add_argument(f"--{name.replace('_', '-')}", dest=f"cfg_{name}", default=None, metavar="VALUE",
+        flag = name.replace('_', '-')
+        if tp is bool:  # --flag / --no-flag; --flag true|false is still understood
+            group.add_argument(f"--{flag}", dest=f"cfg_{name}", default=None, nargs="?", const="true", metavar="BOOL",
+                               help=f"{f.metadata.get('help', '')}{shown}; --no-{flag} switches it off")
+            group.add_argument(f"--no-{flag}", dest=f"cfg_{name}", action="store_const", const="false",
+                               help=argparse.SUPPRESS)
+            continue
+        group.add_argument(f"--{flag}", dest=f"cfg_{name}", default=None, metavar="VALUE",
                            help=f"{f.metadata.get('help', '')}{shown}")
     parser.add_argument("--config", help="YAML config file (flags override it)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -80,10 +87,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         return launch_torchrun(args.nproc, strip_nproc(args.argv))
     if args.resume:
+        from kgdistill.validate import resume_options
+
+        options = resume_options(args)  # only --epochs and run-independent flags; checked before anything is read
         config = runs.read_run_config(args.resume)
         if config.training.retain_memory:
             retain_freed_memory()
-        run = runs.resume(args.resume, epochs=int(args.cfg_epochs) if args.cfg_epochs else None)
+        run = runs.resume(args.resume, **options)
     else:
         config = config_from_args(args)
         if config.training.retain_memory:
@@ -122,7 +132,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     evaluator = DatasetEvaluator(run.dataset, args.batch_size, filtered=not args.raw, device=ctx.device, ctx=ctx)
     out: dict[str, Any] = {}
     for split in args.split:
-        result = evaluator.evaluate(run.model, split)
+        result = evaluator.evaluate(run.model, split, progress=args.progress)
         out[split] = result.summary()
         if args.per_relation:
             out[f"{split}_per_relation"] = result.per_relation(run.dataset.relations)
@@ -200,6 +210,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_bool(value: str) -> bool:
+    """``true/false``, ``yes/no``, ``on/off``, ``1/0`` (for flags that take an optional boolean)."""
+    from kgdistill.config import coerce
+
+    try:
+        return coerce("progress", value, bool)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_progress_flag(parser: Any, default: bool = True) -> None:
+    """``--progress`` / ``--no-progress`` (``--progress true|false`` too): bars are drawn only when stderr is a
+    terminal; per-epoch lines are logged either way."""
+    parser.add_argument("--progress", nargs="?", const=True, default=default, type=parse_bool, metavar="BOOL",
+                        help="progress bars when stderr is a terminal (default: %(default)s); --no-progress: none")
+    parser.add_argument("--no-progress", dest="progress", action="store_const", const=False, help=argparse.SUPPRESS)
+
+
 def add_nproc_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nproc", type=int, default=None, metavar="N",
                         help="run N processes on this machine (torchrun --standalone --nproc-per-node N)")
@@ -237,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--per-relation", action="store_true", help="also per relation and per relation category")
     e.add_argument("--device", default="cpu")
     e.add_argument("--json", help="write the metrics to this JSON file")
+    add_progress_flag(e)
     add_nproc_flag(e)
 
     pr = sub.add_parser("predict", help="top-k tails (--head) or heads (--tail) of a relation, by name")
@@ -306,7 +335,10 @@ def process_defaults() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from kgdistill.progress import configure_logging
+
     process_defaults()
+    configure_logging()
     parser = build_parser()
     argv = route_text_distill(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)

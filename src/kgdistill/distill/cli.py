@@ -44,7 +44,9 @@ def register(subparsers: Any, command: Callable) -> None:
     p.add_argument("--teacher", required=True, metavar="RUN_DIR", help="run folder of the trained teacher")
     p.add_argument("--out", default=None, help="output folder (default: runs/distill-<method>-<time>)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--progress", default="false", help="show progress bars (true/false)")
+    p.add_argument("--progress", nargs="?", const="true", default="true", metavar="BOOL",
+                   help="progress bars when stderr is a terminal (default: true); --no-progress: none")
+    p.add_argument("--no-progress", dest="progress", action="store_const", const="false", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--resume", action="store_true",
                    help="continue the distillation in --out (same method and options): finished stages are kept, "

@@ -326,10 +326,10 @@ class RankingEvaluator:
         n = triples_dev.shape[0]
         starts = range(0, n, self.batch_size)
         bar = None
-        if progress:
-            from tqdm.auto import tqdm
+        if progress:  # drawn only when stderr is a terminal
+            from kgdistill.progress import bar as progress_bar
 
-            bar = tqdm(total=len(sides) * len(starts), desc="evaluating", unit="batch")
+            bar = progress_bar(len(sides) * len(starts), "evaluating", unit="batch")
         parts: list[Ranks] = []
         side_codes: list[torch.Tensor] = []
         with torch.no_grad():

@@ -215,10 +215,13 @@ def check_run(reference: Reference, run_dir: str | Path) -> Verdict:
 
 
 def run_reference(reference: Reference, out: str | Path, device: str = "cpu", data_dir: str | None = None,
-                  resume: bool = False) -> tuple[Any, Verdict]:
+                  resume: bool = False, progress: bool | None = None) -> tuple[Any, Verdict]:
     """Train ``reference``'s configuration into ``out`` (on ``device``; ``data_dir`` where the dataset lives, which
-    does not change the run) and check the result. Returns ``(Run, Verdict)``."""
+    does not change the run; ``progress`` overrides the config's bars, drawn only on a terminal) and check the
+    result. Returns ``(Run, Verdict)``."""
     config = replace(reference.config, output_dir=str(out), device=device)
+    if progress is not None:
+        config = replace(config, progress=progress)
     if data_dir is not None:
         config = replace(config, data=replace(config.data, data_dir=data_dir))
     if reference.kind == "text":

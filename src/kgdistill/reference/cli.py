@@ -51,7 +51,7 @@ def cmd_reference(args: argparse.Namespace) -> int:
 
         retain_freed_memory()
     run, verdict = ref.run_reference(reference, args.out, device=args.device, data_dir=args.data_dir,
-                                     resume=args.resume)
+                                     resume=args.resume, progress=args.progress)
     print(f"run folder: {run.path}")
     return _verdict_exit(reference.name, verdict)
 
@@ -69,6 +69,9 @@ def register(sub: Any, command: Callable[[str], Callable[[Handler], Handler]]) -
     r.add_argument("--device", default="cpu")
     r.add_argument("--data-dir", default=None, help="where the dataset lives (does not change the run)")
     r.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    from kgdistill.cli import add_progress_flag
+
+    add_progress_flag(r)
     c = actions.add_parser("check", help="check a finished run folder against a reference")
     c.add_argument("name", help="a shipped reference's name, or the path of a reference .yaml")
     c.add_argument("run_dir")

@@ -6,6 +6,7 @@ resumed from a checkpoint draws exactly the batches and negatives of an uninterr
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from kgdistill.config import TrainingConfig
 from kgdistill.distributed import GRAD_SYNC_MODES, DistContext, GradSync, all_gather_objects, shard_bounds
@@ -22,12 +22,15 @@ from kgdistill.data.triples import KGDataset
 from kgdistill.errors import ConfigError, TrainingDivergedError
 from kgdistill.losses import losses, regularizers
 from kgdistill.models.base import KGCModel
+from kgdistill.progress import bar as progress_bar
 from kgdistill.registry import UnknownNameError
 from kgdistill.training.checkpoint import atomic_torch_save, load_checkpoint
 from kgdistill.training.negatives import negative_samplers
 from kgdistill.training.optim import make_optimizer
 from kgdistill.training.steps import KvsAllLabels, kvsall_loss, one_to_n_queries, one_vs_all_loss, slcwa_loss
 from kgdistill.training.trace import Trace
+
+log = logging.getLogger(__name__)
 
 TRAINING_MODES = ("slcwa", "1vsall", "kvsall")
 LAST_CHECKPOINT = "last.pt"
@@ -191,8 +194,8 @@ class Trainer:
         perm = torch.randperm(n, generator=self.generator)
         num_batches = math.ceil(n / bs)
         total, start = 0.0, time.perf_counter()
-        bar = tqdm(total=num_batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not self.progress,
-                   dynamic_ncols=True)
+        bar = progress_bar(num_batches, f"epoch {epoch}", enabled=self.progress, unit="batch", leave=False,
+                           dynamic_ncols=True)
         try:
             for b in range(num_batches):
                 idx = perm[b * bs:(b + 1) * bs]
@@ -239,9 +242,9 @@ class Trainer:
             self.state.epoch = epoch
             record = {"epoch": epoch, **{k: round(v, 6) for k, v in stats.items()}}
             self.trace.write("epoch", **record)
-            if self.progress:
-                tqdm.write(f"epoch {epoch}: loss {stats['loss']:.5f}, {stats['seconds']:.1f}s, "
-                           f"{stats['examples_per_second']:,.0f} examples/s")
+            if self.ctx.is_main:
+                log.info("epoch %d: loss %.5f, %.1fs, %s examples/s", epoch, stats["loss"], stats["seconds"],
+                         f"{stats['examples_per_second']:,.0f}")
             due = cfg.eval_every > 0 and epoch % cfg.eval_every == 0
             if self.validate is not None and (due or epoch == cfg.epochs):
                 self._validation(epoch)
@@ -258,8 +261,8 @@ class Trainer:
         mrr = metrics["mrr"]
         self.trace.write("validation", epoch=epoch, **metrics)
         self.state.history.append({"epoch": epoch, **metrics})
-        if self.progress:
-            tqdm.write(f"epoch {epoch}: validation MRR {mrr:.4f}")
+        if self.ctx.is_main:
+            log.info("epoch %d: validation MRR %.4f", epoch, mrr)
         if mrr > self.state.best_metric:
             self.state.best_metric, self.state.best_epoch, self.state.bad_evaluations = mrr, epoch, 0
             self.best_model_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
