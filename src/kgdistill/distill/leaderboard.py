@@ -24,11 +24,11 @@ FILES = {"markdown": "leaderboard.md", "csv": "leaderboard.csv", "json": "leader
 
 
 def mean_sd(values: list[float]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (n − 1; 0 for one value); ``(None, None)`` for none."""
+    """Mean and sample standard deviation (n − 1; None for one value); ``(None, None)`` for none."""
     vals = [float(v) for v in values if v is not None]
     if not vals:
         return None, None
-    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None
 
 
 def paired_difference(a: dict[int, float], b: dict[int, float]) -> dict[str, Any] | None:
@@ -83,8 +83,9 @@ class Leaderboard:
     def markdown(self) -> str:
         s = self.settings
         dims = ", ".join(map(str, s["dims"]))
-        head = (f"# Benchmark: {len(s['methods'])} methods from {s['teacher']}\n\nStudent dim {dims}, {s['seeds']} "
-                f"seeds, budget `{s['budget']}` (E = {s['epochs']} epochs: "
+        n = len(s["methods"])
+        head = (f"# Benchmark: {n} method{'s' * (n != 1)} from {s['teacher']}\n\nStudent dim {dims}, {s['seeds']} "
+                f"seed{'s' * (s['seeds'] != 1)}, budget `{s['budget']}` (E = {s['epochs']} epochs: "
                 + ("every stage E" if s["budget"] == "final" else "the stages of a method share E, ⌊E/k⌋ each; "
                    "DualDE ⌈E/2⌉ + ⌊E/2⌋") + "). Test split, filtered, both directions; mean ± sd over seeds.\n")
         main = [{"method": "teacher", "dim": self.teacher.get("dim"), "seeds": "-",
