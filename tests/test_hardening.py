@@ -27,6 +27,7 @@ from kgdistill.data.datasets import load_dataset
 from kgdistill.data.triples import UnseenRelationWarning
 from kgdistill.errors import ConfigError, DataError, RunFolderError
 from kgdistill.runfolder import LOCK_FILE, RunFolderLock
+from kgdistill.training import loop
 from kgdistill.training.checkpoint import load_checkpoint
 
 
@@ -138,13 +139,16 @@ def test_second_writer_of_a_run_folder_is_refused_naming_the_holder(tmp_path: Pa
     assert (run / LOCK_FILE).read_text() == ""  # released
 
 
-def test_lock_is_released_when_training_fails_in_process(tmp_path: Path) -> None:
+def test_lock_is_released_when_training_fails_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run that raises inside the library (not a dead process) must not keep its folder locked."""
     run = tmp_path / "run"
-    bad = small_config(run)
-    bad = replace(bad, training=replace(bad.training, optimizer="nope"))
-    with pytest.raises(ConfigError):
-        runs.train(bad)
+
+    def crash(self: loop.Trainer, epoch: int) -> dict[str, float]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop.Trainer, "train_epoch", crash)
+    with pytest.raises(KeyboardInterrupt):
+        runs.train(small_config(run))
     with RunFolderLock(run) as lock:
         assert lock.held
 
@@ -404,3 +408,104 @@ def test_labels_only_in_valid_or_test_are_counted_and_reported(tmp_path: Path,
     assert re.search(r"relations_only_in_valid_test\s*\|\s*1", captured.out)
     assert "relations only in valid/test (never in train): only_test" in captured.out
     assert "entities only in valid/test (never in train): z" in captured.out
+
+
+# ---- 6. --resume --------------------------------------------------------------------------------------------------
+def test_resume_refuses_flags_it_would_ignore(finished_run: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    run = copy_run(finished_run, tmp_path / "run")
+    config = (run / "config.yaml").read_bytes()
+    err = _one_line_error(["train", "--resume", str(run), "--lr", "99", "--dim", "3"], capsys)
+    assert "--dim, --lr" in err and "--epochs" in err
+    err = _one_line_error(["train", "--resume", str(run), "--set", "training.lr=5"], capsys)
+    assert "--set" in err
+    err = _one_line_error(["train", "--resume", str(run), "--epochs", "-5"], capsys)
+    assert "--epochs -5 (epochs)" in err and "≥ 0" in err
+    err = _one_line_error(["train", "--resume", str(run), "--epochs", "many"], capsys)
+    assert "many" in err
+    assert (run / "config.yaml").read_bytes() == config  # nothing rewritten by a refused resume
+    assert cli.main(["train", "--resume", str(run), "--epochs", "3", "--num-threads", "1", "--progress",
+                     "false"]) == 0
+    assert "epochs: 3" in (run / "config.yaml").read_text()
+
+
+def test_meta_after_crash_and_resume_reports_the_whole_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    original = loop.Trainer.train_epoch
+
+    def slow(self: loop.Trainer, epoch: int) -> dict[str, float]:
+        time.sleep(0.4)
+        return original(self, epoch)
+
+    def slow_then_crash(self: loop.Trainer, epoch: int) -> dict[str, float]:
+        if epoch == 4:
+            raise KeyboardInterrupt
+        return slow(self, epoch)
+
+    monkeypatch.setattr(loop.Trainer, "train_epoch", slow_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        runs.train(small_config(run, epochs=6, eval_every=0))
+    started = json.loads((run / "meta.json").read_text())["started"]
+    time.sleep(1.1)  # the resume starts in another second than the run
+    monkeypatch.setattr(loop.Trainer, "train_epoch", slow)
+    runs.resume(run)
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["started"] == started and len(meta["resumed"]) == 1 and meta["resumed"][0] != started
+    assert meta["train_seconds"] >= 6 * 0.4  # epochs 1-3 before the crash, 4-6 after
+    assert json.loads((run / "metrics.json").read_text())["train_seconds"] == meta["train_seconds"]
+
+
+# ---- 7. options: one message, exit 2, before any folder ---------------------------------------------------------
+@pytest.mark.parametrize("flags,message", [
+    (["--dim", "0"], "--dim 0 (dim): expected an integer ≥ 1"),
+    (["--dim", "-5"], "--dim -5"),
+    (["--lr", "nan"], "--lr nan (lr): expected a finite number > 0"),
+    (["--lr", "-0.1"], "--lr -0.1"),
+    (["--num-negatives", "0"], "--num-negatives 0"),
+    (["--eval-batch-size", "0"], "--eval-batch-size 0"),
+    (["--margin", "nan"], "--margin nan"),
+    (["--label-smoothing", "2"], "--label-smoothing 2.0 (label_smoothing): expected a number in [0, 1)"),
+    (["--epochs", "-5"], "--epochs -5"),
+    (["--model-options", "{{{"], "model_options: cannot read '{{{' as a YAML mapping"),
+    (["--training-mode", "1vsAll"], "--training-mode '1vsAll' (training_mode): unknown"),
+    (["--optimizer", "adamm"], "Did you mean 'adam'"),
+    (["--data-dir", "no/such/folder"], "--data-dir no/such/folder: does not exist"),
+    (["--device", "cuda"], "--device cuda:"),
+    (["--device", "tpu"], "--device 'tpu'"),
+])
+def test_bad_option_is_one_message_before_any_folder(flags: list[str], message: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    if flags == ["--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("a CUDA machine: --device cuda is valid here")
+    out = tmp_path / "run"
+    err = _one_line_error([*TRAIN_FAST, "--epochs", "1", "--out", str(out), *flags], capsys)
+    assert message in err, err
+    assert not out.exists()  # no folder, no config.yaml left behind
+
+
+def test_binary_config_file_is_one_message(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_bytes(bytes(range(256)) * 4)
+    err = _one_line_error([*TRAIN_FAST, "--config", str(config), "--out", str(tmp_path / "run")], capsys)
+    assert "config.yaml" in err and "not a YAML text file" in err
+    err = _one_line_error([*TRAIN_FAST, "--config", str(tmp_path), "--out", str(tmp_path / "run")], capsys)
+    assert "cannot read the config file" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_data_dir_is_stored_as_an_absolute_path(tmp_path: Path, shared_data_dir: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from kgdistill.validate import validate_config
+
+    monkeypatch.chdir(shared_data_dir.parent)
+    config = replace(small_config(tmp_path / "run"), data=DataConfig(dataset="wn18rr", data_dir=shared_data_dir.name))
+    assert validate_config(config).data.data_dir == str(shared_data_dir.resolve())
+
+
+@pytest.mark.parametrize("flags,message", [(["--threads", "-1"], "--threads -1 (threads): expected an integer ≥ 1"),
+                                           (["--port", "99999"], "--port 99999: expected a TCP port"),
+                                           (["--port", "-1"], "--port -1")])
+def test_bad_serve_option_is_one_message(flags: list[str], message: str, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
+    err = _one_line_error(["serve", str(tmp_path / "missing.safetensors"), *flags], capsys)
+    assert message in err

@@ -129,7 +129,12 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
             return None
         raise ConfigError(f"{key}: a value is required (expected {getattr(base, '__name__', base)})")
     if isinstance(value, str) and base in (dict, list):
-        value = yaml.safe_load(value) if value.strip() else base()
+        try:
+            value = yaml.safe_load(value) if value.strip() else base()
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{key}: cannot read {value!r} as a YAML {'mapping' if base is dict else 'list'} "
+                              f"({getattr(err, 'problem', None) or err}); e.g. "
+                              f"{'{p: 2}' if base is dict else '[valid, test]'}") from None
         if base is list and isinstance(value, str):
             value = [v for v in value.split(",") if v]
     try:
@@ -217,6 +222,10 @@ def load_yaml(path: str | Path, cls: type[C] = RunConfig) -> C:  # type: ignore[
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a YAML text file (invalid UTF-8 at byte {err.start})") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file ({err.strerror or err})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

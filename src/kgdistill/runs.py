@@ -38,6 +38,7 @@ from kgdistill.models.interactions import interactions
 from kgdistill.registry import UnknownNameError
 from kgdistill.runfolder import check_no_finished_run, check_output_folder, run_folder_lock
 from kgdistill.training.loop import Trainer
+from kgdistill.validate import validate_config
 
 REQUIRED_FILES = ("config.yaml", "entities.tsv", "relations.tsv")
 
@@ -140,6 +141,9 @@ def train(config: RunConfig, dataset: KGDataset | None = None, resume: bool = Fa
     Process-wide settings are left alone: ``training.retain_memory`` (glibc ``mallopt``) is applied by the command
     line; a library caller who wants it calls :func:`kgdistill.training.memory.retain_freed_memory` once.
     """
+    config = validate_config(config)  # every option, before a folder or a process group exists
+    if not resume and config.output_dir:
+        check_output_folder(config.output_dir)
     ctx = ctx or init_distributed(config.device)
     config = replace(config, device=ctx.device)
     if dataset is None:
@@ -172,6 +176,10 @@ def _train_locked(config: RunConfig, dataset: KGDataset, resume: bool, ctx: Dist
     meta_path = run_dir / "meta.json"
     meta = json.loads(meta_path.read_text()) if resume and meta_path.exists() else _meta(config)
     meta["processes"] = ctx.world_size
+    if resume:
+        meta.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    elif ctx.is_main:
+        _write_json(meta_path, meta)  # the start time survives a crash before the end
     model = build_model(config, dataset).to(config.device)
     evaluator = DatasetEvaluator(dataset, config.evaluation.eval_batch_size, config.evaluation.filtered,
                                  config.device, ctx=ctx)
@@ -180,11 +188,10 @@ def _train_locked(config: RunConfig, dataset: KGDataset, resume: bool, ctx: Dist
         summary = evaluator.evaluate(m, "valid").summary()["both"]
         return {k: float(v) for k, v in summary.items()}
 
-    trainer = Trainer(model, dataset, t, device=config.device, run_dir=run_dir, validate=validate,
-                      progress=config.progress and ctx.is_main, ctx=ctx)
-    start = time.perf_counter()
+    trainer = _TimedTrainer(model, dataset, t, device=config.device, run_dir=run_dir, validate=validate,
+                            progress=config.progress and ctx.is_main, ctx=ctx, meta=meta, meta_path=meta_path)
     state = trainer.fit(resume=resume)
-    meta["train_seconds"] = round(meta.get("train_seconds", 0.0) + time.perf_counter() - start, 3)
+    meta["train_seconds"] = round(trainer.elapsed(), 3)
     meta.update(epochs_done=state.epoch, best_epoch=state.best_epoch, stopped_early=state.stopped_early,
                 finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     metrics = evaluate_splits(model, evaluator, list(config.evaluation.eval_splits),
@@ -199,16 +206,56 @@ def _train_locked(config: RunConfig, dataset: KGDataset, resume: bool, ctx: Dist
     return Run(run_dir, config, model, dataset, metrics)
 
 
+class _TimedTrainer(Trainer):
+    """A :class:`Trainer` that keeps ``meta.json`` in step with its checkpoints: with every checkpoint it records
+    the training seconds so far (all sessions), so a run resumed after a crash reports its whole training time and
+    keeps its original start."""
+
+    def __init__(self, *args: Any, meta: dict[str, Any], meta_path: Path, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.meta, self.meta_path = meta, meta_path
+        self.seconds_before = 0.0
+        self.session_start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Training seconds of every session up to now."""
+        return self.seconds_before + time.perf_counter() - self.session_start
+
+    def save_checkpoint(self) -> None:
+        super().save_checkpoint()
+        if self.ctx.is_main and self.checkpoint_path is not None:
+            self.meta.update(checkpoint_epoch=self.state.epoch, checkpoint_train_seconds=round(self.elapsed(), 3))
+            _write_json(self.meta_path, self.meta)
+
+    def restore_checkpoint(self, path: str | Path | None = None) -> None:
+        super().restore_checkpoint(path)
+        if self.meta.get("checkpoint_epoch") == self.state.epoch:
+            self.seconds_before = float(self.meta.get("checkpoint_train_seconds", 0.0))
+        else:  # a run folder of an older kgdistill: what its last session recorded
+            self.seconds_before = float(self.meta.get("train_seconds", 0.0))
+        self.session_start = time.perf_counter()
+
+
 def _write_json(path: Path, obj: Any) -> None:
     atomic_write_json(path, obj)
 
 
-def resume(run_dir: str | Path, epochs: int | None = None) -> Run:
-    """Continue an interrupted (or finished, with more ``epochs``) run from ``checkpoints/last.pt``."""
+def resume(run_dir: str | Path, epochs: int | None = None, *, num_threads: int | None = None,
+           progress: bool | None = None, device: str | None = None) -> Run:
+    """Continue an interrupted (or finished, with more ``epochs``) run from ``checkpoints/last.pt``.
+
+    Only ``epochs`` and options that do not change what the run computes (threads, progress, device) can be given;
+    everything else comes from the run's ``config.yaml``, which is rewritten only once the new values are valid."""
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     if epochs is not None:
         config = replace(config, training=replace(config.training, epochs=epochs))
+    if num_threads is not None:
+        config = replace(config, training=replace(config.training, num_threads=num_threads))
+    if progress is not None:
+        config = replace(config, progress=progress)
+    if device is not None:
+        config = replace(config, device=device)
     return train(replace(config, output_dir=str(run_dir)), resume=True)
 
 

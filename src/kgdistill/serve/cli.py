@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -87,6 +88,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              f"pip install 'kgdistill[serve]'") from None
     if args.max_batch < 1 or args.max_k < 1 or args.max_triples < 1 or args.max_body_bytes < 1:
         raise KGDistillError("--max-batch, --max-k, --max-triples and --max-body-bytes must be ≥ 1")
+    from kgdistill.validate import RULES, check_port
+
+    check_port(args.port)
+    RULES["num_threads"]("threads", args.threads)
+    if not (args.max_wait_ms >= 0 and math.isfinite(args.max_wait_ms)):
+        raise KGDistillError(f"--max-wait-ms {args.max_wait_ms}: expected a finite number ≥ 0")
     serve(args.artifact, args.host, args.port, threads=args.threads, log_level=args.log_level,
           access_log=args.access_log, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_k=args.max_k,
           max_triples=args.max_triples, max_body_bytes=args.max_body_bytes, http=args.http, loop=args.loop,

@@ -50,6 +50,7 @@ from kgdistill.text.students import check_same_plm, default_layers, layer_state,
 from kgdistill.text.textdata import (KnownTails, entity_base_texts, make_batch, relation_texts_of, with_inverses)
 from kgdistill.training.checkpoint import atomic_torch_save, load_checkpoint
 from kgdistill.training.trace import Trace
+from kgdistill.validate import validate_config
 
 TEXT_CONFIG = "text_config.yaml"
 __all__ = ["DistillConfig", "TextModelConfig", "TextRunConfig", "TextTrainingConfig", "build_text_model",
@@ -163,6 +164,7 @@ def train_text(config: TextRunConfig, dataset: KGDataset | None = None, resume: 
     launched by ``torchrun``); every rank returns the same run.
     """
     check_text_config(config)
+    config = validate_config(config)  # every option, before a folder or a process group exists
     ctx = ctx or init_distributed(config.device)
     config = replace(config, device=ctx.device)
     if dataset is None:
