@@ -6,10 +6,14 @@ teacher's relation-text embeddings); the inverse of ``r`` shares ``r``'s domain.
 ``d``, a prototype is the mean pooled student hidden state of the batch's examples of ``d``. A meta network turns
 prototypes into one weight per (layer, domain):
 
-1. *compare*: cross-domain attention ``softmax(F W₁ Fᵀ) F`` over the projected prototypes ``F`` of one layer;
+1. *compare*: cross-domain attention ``F + softmax(F W₁ Fᵀ) F`` over the projected prototypes ``F`` of one layer;
 2. *aggregate*: attention of layer ``l`` over itself and every lower layer;
-3. a graph attention network (``heads`` heads) over the fully connected graph of the batch's domains, then a
-   softmax over domains.
+3. a graph attention network (``heads`` heads, with a skip connection) over the fully connected graph of the batch's
+   domains, then a softmax over domains.
+
+The residual of step 1 and the skip of step 3 are kgdistill's: without them both steps average every domain into the
+same vector, the weights come out 1/D whatever the graph's parameters and the meta-gradients vanish (≈ 1e-15), so
+the graph could not learn at any meta learning rate.
 
 Loss ``(1 − α − β)·CE + α·(1/D)·Σ_d softCE_d + β·[Σ_l Σ_d w_ld (attention MSE + hidden MSE)_ld + Σ_d w̄_d emb MSE_d]``.
 The released code never trains the graph (its optimiser only sees the student); here it *is* trained: every

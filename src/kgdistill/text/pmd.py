@@ -268,8 +268,6 @@ def run_pmd(teacher_run: str | Path, grades: list[int], mask_rates: list[float],
 
     root = Path(output_root)
     main = os.environ.get("RANK", "0") == "0"  # under torchrun every stage trains on every rank; rank 0 writes
-    if main:
-        root.mkdir(parents=True, exist_ok=True)
     teacher = load_run(teacher_run, with_dataset=False).model
     if not isinstance(teacher, BiEncoder):
         raise ConfigError(f"{teacher_run}: the PMD teacher must be a text bi-encoder run")
@@ -284,6 +282,8 @@ def run_pmd(teacher_run: str | Path, grades: list[int], mask_rates: list[float],
         _plm_layers(config, teacher.num_layers) if pretrained else None)
     prev, runs, summary = str(teacher_run), [], []
     del teacher
+    if main:  # every input error is raised above, before the root folder exists
+        root.mkdir(parents=True, exist_ok=True)
     for i, (n_layers, rate) in enumerate(stages):
         layers = chosen[i]
         cfg = replace(config, output_dir=str(root / f"pmd-L{n_layers}-m{rate:g}"),
