@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -195,7 +196,7 @@ def test_bad_input_is_one_line_and_exit_2(case: str, bench: Path, teacher: Path,
     assert not out.exists()
 
 
-def test_progress_names_method_seed_stage_and_time_left(tmp_path: Path) -> None:
+def test_progress_names_method_seed_stage_and_time_left(tmp_path: Path, caplog) -> None:
     run_dir = tmp_path / "iterde" / "seed-1"
     stream = io.StringIO()
     progress = BenchmarkProgress([("scratch", 1, [3]), ("iterde", 1, [3, 3])], stream=stream)
@@ -213,3 +214,6 @@ def test_progress_names_method_seed_stage_and_time_left(tmp_path: Path) -> None:
     assert "[2/2] iterde seed 1: stage 2/2 iterde-8-4, epoch 2/3" in status and "left" in status
     assert progress.seconds_left() is not None
     assert "scratch seed 1: done in" in stream.getvalue()
+    with caplog.at_level(logging.INFO, logger="kgdistill.benchmark"):  # no stream: log lines (stderr in the CLI)
+        BenchmarkProgress([("kd", 3, [2])]).skip(0)
+    assert "[1/1] kd seed 3: finished earlier, kept" in caplog.text

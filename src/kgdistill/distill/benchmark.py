@@ -267,8 +267,9 @@ def benchmark(teacher_dir: str | Path, out: str | Path, methods: list[str] | tup
 
     ``method_options``: ``{method: {option: value}}`` passed to that method's distill call, ``{"*": {...}}`` to
     every method that has the option. ``progress``: log which stage of which method and seed runs, and the time
-    left, to stderr. Every input is checked before anything is written (:class:`~kgdistill.errors.ConfigError` /
-    :class:`~kgdistill.errors.RunFolderError`, one line each).
+    left (logger ``kgdistill.benchmark``), and let the runs draw their bars on a terminal. Every input is checked
+    before anything is written (:class:`~kgdistill.errors.ConfigError` / :class:`~kgdistill.errors.RunFolderError`,
+    one line each).
     """
     from kgdistill.distill.benchmark_progress import BenchmarkProgress
 
@@ -319,8 +320,8 @@ def benchmark(teacher_dir: str | Path, out: str | Path, methods: list[str] | tup
                 monitor.skip(i)
                 continue
             monitor.begin(i, run_dir)
-            distill(plan.method, teacher_dir, run_dir, device=device, with_teacher_row=False, resume=resume,
-                    seed=seed, **plan.options)
+            distill(plan.method, teacher_dir, run_dir, device=device, progress=progress, with_teacher_row=False,
+                    resume=resume, seed=seed, **plan.options)
             monitor.end(i)
             records.append(read_record(run_dir, plan, seed, train_triples))
     finally:

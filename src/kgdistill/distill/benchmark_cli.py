@@ -6,6 +6,7 @@ Picked up by :func:`kgdistill.cli._plugin_parsers`; the work is :func:`kgdistill
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -46,8 +47,11 @@ def register(subparsers: Any, command: Callable) -> None:
                         "every method that has it; repeatable, e.g. --set eval_every=0 --set kd.temperature=4")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--progress", default="true", help="report the running stage and the time left on stderr "
-                                                      "(true/false)")
+    p.add_argument("--progress", nargs="?", const="true", default="true", metavar="BOOL",
+                   help="log which stage of which method and seed runs and the time left, at each stage and every "
+                        "minute; progress bars when stderr is a terminal (default: true; the runs' per-epoch lines "
+                        "are left to their trace.jsonl); --no-progress: none")
+    p.add_argument("--no-progress", dest="progress", action="store_const", const="false", help=argparse.SUPPRESS)
     command("benchmark")(run)
 
 
@@ -77,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise ConfigError(f"--dims: expected integers, got {' '.join(args.dims)}") from None
     chosen = _split(args.methods) if args.methods else None
+    epoch_lines = logging.getLogger("kgdistill.training")
+    level = epoch_lines.level
+    epoch_lines.setLevel(logging.WARNING)  # the benchmark's own lines say which epoch of which stage runs
     try:
         board = benchmark(args.teacher, args.out, chosen, dims, args.seeds, args.budget, args.epochs,
                           device=args.device, progress=coerce("progress", args.progress, bool),
@@ -86,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"kgdistill benchmark: interrupted; the same command with --resume continues it (finished runs in "
               f"{args.out} are kept)", file=sys.stderr)
         return 130
+    finally:
+        epoch_lines.setLevel(level)
     print(board.markdown())
     print("wrote " + ", ".join(str(p) for p in board.files.values()))
     return 0

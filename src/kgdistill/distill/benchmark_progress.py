@@ -1,21 +1,23 @@
-"""Progress of a benchmark on stderr: which stage of which method and seed is running, and the time left.
+"""Progress of a benchmark: which stage of which method and seed is running, and the time left.
 
 A background thread reads the running distillation's folder (a stage folder with ``config.yaml`` and no
 ``metrics.json`` is the running stage; its ``trace.jsonl`` holds one ``epoch`` record per finished epoch), so the
-methods need no hook. On a terminal one status line is rewritten in place; otherwise a log line is written when a
-stage starts and at most every minute. The time left is the remaining planned student epochs times the seconds per
-epoch measured on earlier runs of the same method in this session (else the mean over all methods, else the
-running one's pace so far).
+methods need no hook. A line is logged (logger ``kgdistill.benchmark``; the command line writes it to stderr) when a
+run starts and ends, when a stage starts and at most every ``every`` seconds in between. The time left is the
+remaining planned student epochs times the seconds per epoch measured on earlier runs of the same method in this
+session (else the mean over all methods, else the running one's pace so far).
 """
 
 from __future__ import annotations
 
+import logging
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import IO, Any
+
+log = logging.getLogger("kgdistill.benchmark")
 
 
 def _duration(seconds: float) -> str:
@@ -44,14 +46,12 @@ def stage_state(run_dir: Path) -> tuple[int, str | None, int]:
 
 
 class BenchmarkProgress:
-    """Reports the runs ``[(label, seed, stage epochs)]`` of a benchmark as they go (``enabled=False``: silent)."""
+    """Reports the runs ``[(label, seed, stage epochs)]`` of a benchmark as they go (``enabled=False``: silent);
+    lines go to the ``kgdistill.benchmark`` logger, or to ``stream`` when one is given."""
 
     def __init__(self, runs: list[tuple[str, int, list[int]]], enabled: bool = True, stream: IO[str] | None = None,
-                 every: float | None = None) -> None:
-        self.runs, self.enabled = runs, enabled
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.every = every if every is not None else (1.0 if self.tty else 60.0)
+                 every: float = 60.0) -> None:
+        self.runs, self.enabled, self.stream, self.every = runs, enabled, stream, every
         self.rates: dict[str, list[float]] = {}
         self.done: set[int] = set()
         self.current: dict[str, Any] | None = None
@@ -102,7 +102,10 @@ class BenchmarkProgress:
         label, seed, stage_epochs = self.runs[cur["i"]]
         finished, stage, epoch = stage_state(cur["dir"])
         k = len(stage_epochs)
-        where = f"stage {min(finished + 1, k)}/{k}"
+        if stage is None and finished == 0:
+            where = f"starting, {k} stage{'s' * (k != 1)} of {' + '.join(map(str, stage_epochs))} epochs"
+        else:
+            where = f"stage {min(finished + 1, k)}/{k}"
         if stage is not None:
             where += f" {stage}, epoch {epoch}/{stage_epochs[min(finished, k - 1)]}"
         left = self.seconds_left()
@@ -110,14 +113,14 @@ class BenchmarkProgress:
                 f"{_duration(time.monotonic() - self.start)}, "
                 + ("time left unknown yet" if left is None else f"about {_duration(left)} left"))
 
-    def _emit(self, line: str, final: bool = False) -> None:
+    def _emit(self, line: str) -> None:
         if not self.enabled:
             return
-        if self.tty:
-            self.stream.write("\r\033[K" + line + ("\n" if final else ""))
+        if self.stream is None:
+            log.info(line)
         else:
             self.stream.write(line + "\n")
-        self.stream.flush()
+            self.stream.flush()
 
     def _loop(self) -> None:
         while not self._stop.wait(0.5):
@@ -126,7 +129,7 @@ class BenchmarkProgress:
                     continue
                 _, stage, _ = stage_state(self.current["dir"])
                 now = time.monotonic()
-                if stage != self._last[0] or now - self._last[1] >= self.every:
+                if (stage is not None and stage != self._last[0]) or now - self._last[1] >= self.every:
                     self._last = (stage, now)
                     self._emit(self.status())
 
@@ -134,14 +137,14 @@ class BenchmarkProgress:
         """Run ``i`` finished in an earlier session (read back, not run)."""
         self.done.add(i)
         label, seed, _ = self.runs[i]
-        self._emit(f"benchmark [{i + 1}/{len(self.runs)}] {label} seed {seed}: finished earlier, kept", final=True)
+        self._emit(f"benchmark [{i + 1}/{len(self.runs)}] {label} seed {seed}: finished earlier, kept")
 
     def begin(self, i: int, run_dir: Path) -> None:
         with self._lock:
             self.current = {"i": i, "dir": Path(run_dir), "t": time.monotonic(), "before": 0}
             self.current["before"] = self._epochs_done(i, Path(run_dir))
             self._last = (None, time.monotonic())
-            self._emit(self.status(), final=not self.tty)
+            self._emit(self.status())
         if self.enabled and self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="benchmark-progress", daemon=True)
             self._thread.start()
@@ -157,8 +160,7 @@ class BenchmarkProgress:
                 self.rates.setdefault(label, []).append(seconds / epochs)
             self.done.add(i)
             self.current = None
-            self._emit(f"benchmark [{i + 1}/{len(self.runs)}] {label} seed {seed}: done in {_duration(seconds)}",
-                       final=True)
+            self._emit(f"benchmark [{i + 1}/{len(self.runs)}] {label} seed {seed}: done in {_duration(seconds)}")
 
     def close(self) -> None:
         self._stop.set()
