@@ -128,6 +128,7 @@ def test_cache_is_searched_last(tmp_path):
 
 def test_not_found_says_where_it_looked_and_how_to_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("KGDISTILL_DATA", str(tmp_path / "envdata"))
+    (tmp_path / "dd").mkdir()  # a --data-dir that does not exist is its own error (test_hardening)
     with pytest.raises(DataError) as err:
         D.load_dataset("fb15k-237", data_dir=tmp_path / "dd")
     msg = str(err.value)

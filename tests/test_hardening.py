@@ -509,3 +509,12 @@ def test_bad_serve_option_is_one_message(flags: list[str], message: str, tmp_pat
                                          capsys: pytest.CaptureFixture) -> None:
     err = _one_line_error(["serve", str(tmp_path / "missing.safetensors"), *flags], capsys)
     assert message in err
+
+
+@pytest.mark.parametrize("argv", [["info", "wn18rr"], ["datasets"]])
+def test_missing_data_dir_is_an_error_not_a_fallback(argv: list[str], tmp_path: Path, shared_data_dir: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("KGDISTILL_DATA", str(shared_data_dir))  # where the old code silently looked instead
+    err = _one_line_error([*argv, "--data-dir", str(tmp_path / "nope")], capsys)
+    assert "--data-dir" in err and "nope: does not exist" in err

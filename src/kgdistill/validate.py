@@ -171,7 +171,7 @@ def validate_config(config: C) -> C:
     data_dir = values.get("data_dir")
     if data_dir:
         folder = Path(os.path.expanduser(str(data_dir)))
-        if not folder.is_dir():
+        if not folder.is_dir() and not (values.get("download") and not folder.exists()):  # --download creates it
             what = "is a file" if folder.exists() else "does not exist"
             raise ConfigError(f"--data-dir {data_dir}: {what} (expected the folder holding the named datasets; "
                               f"nothing falls back to $KGDISTILL_DATA when --data-dir is given)")

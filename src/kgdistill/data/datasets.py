@@ -135,6 +135,15 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "kgdistill" / "datasets").expanduser()
 
 
+def check_data_dir(data_dir: str | os.PathLike[str] | None) -> None:
+    """A given ``data_dir`` must be a folder: skipping it would silently take the datasets from elsewhere
+    (``$KGDISTILL_DATA``, the cache)."""
+    if data_dir and not Path(data_dir).expanduser().is_dir():
+        what = "is a file" if Path(data_dir).expanduser().exists() else "does not exist"
+        raise DataError(f"--data-dir {os.fspath(data_dir)}: {what} (expected the folder holding the named datasets; "
+                        f"with --download it is created)")
+
+
 def search_roots(data_dir: str | os.PathLike[str] | None = None) -> list[tuple[Path, str]]:
     """The folders searched for named datasets, in order, each with where it came from."""
     roots = [(Path(data_dir).expanduser(), "--data-dir")] if data_dir else []
@@ -226,6 +235,8 @@ def load_dataset(name_or_path: str | os.PathLike[str], data_dir: str | os.PathLi
     if spec.bundled:
         ds = _load_bundled(spec)
     else:
+        if not download:
+            check_data_dir(data_dir)
         folder = resolve_dataset_path(spec, data_dir)
         if folder is None:
             if not download:
@@ -330,6 +341,7 @@ def verify_folder(spec: str | DatasetSpec, folder: str | os.PathLike[str]) -> di
 
 def list_datasets(data_dir: str | os.PathLike[str] | None = None) -> list[dict[str, object]]:
     """One row per known dataset: name, kind, where it resolves now, published counts, text files available."""
+    check_data_dir(data_dir)
     rows = []
     for spec in DATASETS.values():
         where = resolve_dataset_path(spec, data_dir)
