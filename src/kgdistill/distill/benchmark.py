@@ -251,6 +251,19 @@ def read_record(run_dir: Path, plan: MethodPlan, seed: int, train_triples: int) 
             "epoch_examples": sum(s["epoch_examples"] for s in stages), "wall_seconds": summary.get("seconds")}
 
 
+def environment(device: str, command: str | None = None) -> dict[str, Any]:
+    """Where and when the leaderboard was written (for BENCHMARKS.md: command, date, machine)."""
+    import os
+    import platform
+
+    import torch
+
+    gpu = torch.cuda.get_device_name(torch.device(device)) if str(device).startswith("cuda") else None
+    return {"command": command, "written": time.strftime("%Y-%m-%d %H:%M %Z"), "device": str(device), "gpu": gpu,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads",
+            "torch": torch.__version__, "host": platform.node()}
+
+
 def default_methods() -> list[str]:
     """:data:`DEFAULT_METHODS` that are registered (a method still being added is left out, not an error)."""
     return [m for m in DEFAULT_METHODS if m in methods]
@@ -260,7 +273,7 @@ def benchmark(teacher_dir: str | Path, out: str | Path, methods: list[str] | tup
               dims: list[int] | tuple[int, ...] = (32,), seeds: int = 3, budget: str = "final",
               epochs: int | None = None, device: str = "cpu", progress: bool = False,
               method_options: dict[str, dict[str, Any]] | None = None, *, metasd_sparsity: float | None = None,
-              resume: bool = False) -> Leaderboard:
+              resume: bool = False, command: str | None = None) -> Leaderboard:
     """Run every method of ``methods`` (default: :func:`default_methods`) from the teacher run ``teacher_dir``
     for ``seeds`` seeds (1..n) at student ``dims`` under ``budget`` (``final`` | ``total``, ``epochs`` E); write
     and return the leaderboard.
@@ -269,7 +282,7 @@ def benchmark(teacher_dir: str | Path, out: str | Path, methods: list[str] | tup
     every method that has the option. ``progress``: log which stage of which method and seed runs, and the time
     left (logger ``kgdistill.benchmark``), and let the runs draw their bars on a terminal. Every input is checked
     before anything is written (:class:`~kgdistill.errors.ConfigError` / :class:`~kgdistill.errors.RunFolderError`,
-    one line each).
+    one line each). ``command``: the command line, recorded with the leaderboard.
     """
     from kgdistill.distill.benchmark_progress import BenchmarkProgress
 
@@ -327,7 +340,7 @@ def benchmark(teacher_dir: str | Path, out: str | Path, methods: list[str] | tup
     finally:
         monitor.close()
     board = build_leaderboard(settings, [asdict(p) for p in plans], records, teacher_row(teacher),
-                              notes=[p.note for p in plans if p.note])
+                              notes=[p.note for p in plans if p.note], environment=environment(device, command))
     board.write(out)
     return board
 

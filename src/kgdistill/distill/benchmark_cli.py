@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         board = benchmark(args.teacher, args.out, chosen, dims, args.seeds, args.budget, args.epochs,
                           device=args.device, progress=coerce("progress", args.progress, bool),
                           method_options=parse_sets(args.set), metasd_sparsity=args.metasd_sparsity,
-                          resume=args.resume)
+                          resume=args.resume, command=shlex.join(["kgdistill", *getattr(args, "argv", [])]))
     except KeyboardInterrupt:
         print(f"kgdistill benchmark: interrupted; the same command with --resume continues it (finished runs in "
               f"{args.out} are kept)", file=sys.stderr)

@@ -75,6 +75,7 @@ class Leaderboard:
     runs: list[dict[str, Any]]
     rows: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    environment: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
 
     def row(self, label: str) -> dict[str, Any]:
@@ -105,6 +106,8 @@ class Leaderboard:
             parts.append("\n## Notes\n\n" + "\n".join(f"- {n}" for n in self.notes))
         if "plot" in self.files:
             parts.append(f"\n![test MRR vs non-zero parameters]({self.files['plot'].name})")
+        if self.environment:
+            parts.append("\n" + "; ".join(f"{k}: {v}" for k, v in self.environment.items() if v is not None) + ".")
         return "\n".join(parts) + "\n"
 
     def write(self, out: str | Path) -> dict[str, Path]:
@@ -135,7 +138,7 @@ class Leaderboard:
             writer.writerows(flat)
         self.files["json"].write_text(json.dumps(
             {"settings": self.settings, "plans": self.plans, "teacher": self.teacher, "rows": self.rows,
-             "runs": self.runs, "notes": self.notes}, indent=2), encoding="utf-8")
+             "runs": self.runs, "notes": self.notes, "environment": self.environment}, indent=2), encoding="utf-8")
         return self.files
 
 
@@ -158,7 +161,8 @@ def _budget_notes(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def build_leaderboard(settings: dict[str, Any], plans: list[dict[str, Any]], records: list[dict[str, Any]],
-                      teacher: dict[str, Any], notes: list[str] | None = None) -> Leaderboard:
+                      teacher: dict[str, Any], notes: list[str] | None = None,
+                      environment: dict[str, Any] | None = None) -> Leaderboard:
     """Aggregate the per-seed ``records`` (of :func:`~kgdistill.distill.benchmark.read_record`) per plan."""
     rows, row_plans = [], []
     for plan in plans:
@@ -182,7 +186,8 @@ def build_leaderboard(settings: dict[str, Any], plans: list[dict[str, Any]], rec
                 continue
             ref_mrr = {r["seed"]: r["row"]["MRR"] for r in records if r["label"] == ref_plan["label"]}
             row[f"vs {ref}"] = paired_difference(mrr, ref_mrr)
-    return Leaderboard(settings, plans, teacher, records, rows, [*(notes or []), *_budget_notes(rows)])
+    return Leaderboard(settings, plans, teacher, records, rows, [*(notes or []), *_budget_notes(rows)],
+                       dict(environment or {}))
 
 
 __all__ = ["Leaderboard", "build_leaderboard", "paired_difference", "mean_sd", "METRICS", "FILES"]
