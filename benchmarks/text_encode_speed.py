@@ -4,10 +4,13 @@ Encodes the same entities (``[CLS] name: description [SEP]``, ``--max-length`` t
 :class:`~kgdistill.text.biencoder.BiEncoder` (what evaluation, the entity cache and serving use), ``--rounds`` times,
 and reports the median entities/s, the speed-up over fp32 and the min / mean cosine of each embedding to its fp32
 embedding. ``--step-rounds N`` also times N training steps (forward + backward + AdamW, batch ``--step-batch``)
-in fp32 and under bf16 autocast (``training.train_dtype``). Writes ``--out`` (JSON) when given.
+in fp32 and under bf16 autocast (``training.train_dtype``). ``--run RUN_DIR`` evaluates a trained text run on
+``--split`` with each ``encode_dtype`` (entities and queries re-encoded): the MRR change against fp32.
+Writes ``--out`` (JSON) when given.
 
     python benchmarks/text_encode_speed.py --dataset wn18rr --entities 256 --rounds 3 --threads 1
     python benchmarks/text_encode_speed.py --plm tiny:layers=2,hidden=32 --dataset umls --entities 64   # smoke
+    python benchmarks/text_encode_speed.py --run runs/bench-text-umls-b/teacher --entities 0   # MRR change only
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset", default="wn18rr")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--plm", default="minilm-l6")
-    p.add_argument("--entities", type=int, default=256, help="encode the first N entities")
+    p.add_argument("--entities", type=int, default=256, help="encode the first N entities (0: skip the timing)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--max-length", type=int, default=48)
     p.add_argument("--rounds", type=int, default=3)
@@ -36,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtypes", default="fp32,bf16,int8")
     p.add_argument("--step-rounds", type=int, default=0, help="also time N training steps per dtype (fp32, bf16)")
     p.add_argument("--step-batch", type=int, default=32)
+    p.add_argument("--run", default=None, help="a trained text run folder: its MRR with each encode_dtype")
+    p.add_argument("--split", default="test")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     return p.parse_args(argv)
 
@@ -68,14 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     from kgdistill.text.biencoder import BiEncoder
     from kgdistill.text.textdata import entity_base_texts, relation_texts_of
 
+    dtypes = [d for d in a.dtypes.split(",") if d]
+    mrr_rows = evaluate_run(a.run, a.split, dtypes, a.batch_size) if a.run else []
     ds = load_dataset(a.dataset, data_dir=a.data_dir)
     names, texts = entity_base_texts(ds)
     n = min(a.entities, len(texts))
-    model = BiEncoder.from_plm(a.plm, names[:n], texts[:n], relation_texts_of(ds), max_length=a.max_length,
-                               encode_batch_size=a.batch_size).eval()
+    model = BiEncoder.from_plm(a.plm, names[:max(n, 1)], texts[:max(n, 1)], relation_texts_of(ds),
+                               max_length=a.max_length, encode_batch_size=a.batch_size).eval()
     ids = list(range(n))
     rows, reference = [], None
-    for dtype in [d for d in a.dtypes.split(",") if d]:
+    for dtype in dtypes if n else []:
         model.set_encode_dtype(dtype)
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -98,12 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     base = rows[0]["entities_per_s"] if rows else 1.0
     for r in rows:
         r["speedup"] = round(r["entities_per_s"] / base, 2)
-    steps = time_steps(model, a) if a.step_rounds > 0 else []
+    steps = time_steps(model, a) if a.step_rounds > 0 and n else []
     result = {"command": "python benchmarks/text_encode_speed.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_name(), "cpu_flags": cpu_flags(),
               "torch": torch.__version__, "threads": torch.get_num_threads(), "plm": a.plm, "dataset": ds.name,
               "entities": n, "batch_size": a.batch_size, "max_length": a.max_length, "encode": rows,
-              "train_steps": steps}
+              "train_steps": steps, "run": a.run, "mrr": mrr_rows}
     print("| encode_dtype | entities/s (median) | speed-up | min cosine to fp32 | mean cosine |")
     print("|---|---|---|---|---|")
     for r in rows:
@@ -111,10 +118,33 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['mean_cosine_to_fp32']} |")
     for s in steps:
         print(f"train step {s['train_dtype']}: median {s['seconds_per_step']} s / step")
+    for r in mrr_rows:
+        print(f"{a.split} {r['encode_dtype']}: MRR {r['mrr']:.4f} (change {r['mrr_change']:+.4f}), "
+              f"H@1 {r['hits@1']:.4f}, H@10 {r['hits@10']:.4f}, {r['seconds']} s")
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(result, indent=2))
     return 0
+
+
+def evaluate_run(run_dir: str, split: str, dtypes: list[str], batch_size: int) -> list[dict]:
+    """Filtered ``split`` metrics of a text run with each encode dtype (every entity and query encoded again)."""
+    from kgdistill.evaluate import evaluate
+    from kgdistill.runs import load_run
+
+    run = load_run(run_dir)
+    model, rows = run.model, []
+    model.eval()
+    for dtype in dtypes:
+        model.set_encode_dtype(dtype)
+        model.invalidate_cache()
+        t0 = time.perf_counter()
+        summary = evaluate(model, run.dataset, split, batch_size=batch_size).summary()["both"]
+        rows.append({"encode_dtype": dtype, **{k: round(float(summary[k]), 5) for k in ("mrr", "hits@1", "hits@10")},
+                     "seconds": round(time.perf_counter() - t0, 1)})
+        rows[-1]["mrr_change"] = round(rows[-1]["mrr"] - rows[0]["mrr"], 5)
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def time_steps(model, a: argparse.Namespace) -> list[dict]:  # type: ignore[no-untyped-def]
