@@ -131,7 +131,10 @@ class Leaderboard:
                 f.update({f"dMRR vs {ref} mean": d.get("mean"), f"dMRR vs {ref} se": d.get("se"),
                           f"dMRR vs {ref} ahead": d.get("ahead"), f"dMRR vs {ref} n": d.get("n")})
             flat.append(f)
-        keys = list(dict.fromkeys(k for r in flat for k in r))
+        keys = ["method", "dim", "seeds", *(f"{k} {s}" for k in METRICS for s in ("mean", "sd")), "stages",
+                "stage_epochs", "student_epochs mean", "epoch_examples mean",
+                *(f"dMRR vs {ref} {s}" for ref in REFERENCES for s in ("mean", "se", "ahead", "n"))]
+        keys += [k for k in dict.fromkeys(k for r in flat for k in r) if k not in keys]
         with open(self.files["csv"], "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=keys)
             writer.writeheader()
