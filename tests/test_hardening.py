@@ -4,11 +4,13 @@ detected, every bad input one clear message."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -518,3 +520,103 @@ def test_missing_data_dir_is_an_error_not_a_fallback(argv: list[str], tmp_path: 
     monkeypatch.setenv("KGDISTILL_DATA", str(shared_data_dir))  # where the old code silently looked instead
     err = _one_line_error([*argv, "--data-dir", str(tmp_path / "nope")], capsys)
     assert "--data-dir" in err and "nope: does not exist" in err
+
+
+# ---- 8. the service ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def artifact(finished_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from kgdistill.export import export_run
+
+    return export_run(finished_run, tmp_path_factory.mktemp("art") / "a.safetensors")
+
+
+def test_slow_clients_do_not_stall_the_service(artifact: Path) -> None:
+    """The issue's stall: 520 sockets that never finish their headers made every other client get 503. Real
+    sockets against a real server on 127.0.0.1; the load stops by itself after 4 s."""
+    pytest.importorskip("uvicorn")
+    from kgdistill.export import load_artifact
+    from kgdistill.serve.app import create_app
+    from kgdistill.serve.loadtest import slow_client_load
+    from kgdistill.serve.server import ServerThread
+
+    with ServerThread(create_app(load_artifact(artifact)), request_timeout=2.0) as server:
+        result = slow_client_load("127.0.0.1", server.port, slow=520, seconds=4.0, clients=2,
+                                  query={"head": "usa", "relation": "embassy", "k": 3})
+    assert result["slow_sockets"] == 520
+    assert result["answered_2xx"] >= 50 and result["other_status"] == {} and result["errors"] == {}, result
+    assert result["p99_s"] < 1.0, result
+    assert result["slow_closed_by_server"] == 520, result  # the request deadline closed every one of them
+
+
+def test_connection_cap_closes_the_oldest_waiting_connection(artifact: Path) -> None:
+    pytest.importorskip("uvicorn")
+    from kgdistill.export import load_artifact
+    from kgdistill.serve.app import create_app
+    from kgdistill.serve.loadtest import PARTIAL_REQUEST
+    from kgdistill.serve.server import ServerThread
+
+    with ServerThread(create_app(load_artifact(artifact)), request_timeout=60.0, max_connections=20) as server:
+        slow = []
+        for _ in range(30):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            s.sendall(PARTIAL_REQUEST)
+            slow.append(s)
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        conn.request("GET", "/health")
+        assert conn.getresponse().status == 200
+        conn.close()
+        time.sleep(0.3)
+        closed = 0
+        for s in slow:
+            s.settimeout(0.05)
+            try:
+                closed += s.recv(10) == b""
+            except TimeoutError:
+                pass
+            s.close()
+    assert closed >= 10, closed  # the oldest ones went; the first of them in the order they came
+
+
+def test_500_body_tells_nothing_of_the_internals(artifact: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    pytest.importorskip("fastapi")
+    import httpx
+
+    from kgdistill.export import load_artifact
+    from kgdistill.serve.app import create_app
+
+    app = create_app(load_artifact(artifact))
+
+    def crash() -> dict:
+        raise RuntimeError("secret path /srv/private/key.pem")
+
+    monkeypatch.setattr(app.state.scorer.stats, "as_dict", crash)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+
+    async def get() -> httpx.Response:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get("/metadata")
+
+    import asyncio
+
+    with caplog.at_level("ERROR", logger="kgdistill.serve.app"):
+        r = asyncio.run(get())
+    assert r.status_code == 500
+    assert "secret" not in r.text and "RuntimeError" not in r.text and "internal error (reference" in r.text
+    assert "secret path" in caplog.text  # the log keeps the details
+
+
+def test_docs_work_offline(artifact: Path) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from kgdistill.export import load_artifact
+    from kgdistill.serve.app import create_app
+
+    with TestClient(create_app(load_artifact(artifact))) as client:
+        page = client.get("/docs")
+        assert page.status_code == 200
+        assert "/docs-assets/swagger-ui-bundle.js" in page.text and "cdn" not in page.text.lower()
+        js = client.get("/docs-assets/swagger-ui-bundle.js")
+        css = client.get("/docs-assets/swagger-ui.css")
+        assert js.status_code == 200 and len(js.content) > 100_000 and css.status_code == 200

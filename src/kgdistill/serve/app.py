@@ -22,7 +22,9 @@ goes on to the FastAPI routes, which answer it exactly as before; the routes als
 # no "from __future__ import annotations": FastAPI resolves the request models defined inside create_app
 import asyncio
 import json
+import logging
 import math
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -41,6 +43,38 @@ from kgdistill.predict import UnknownEntityError
 from kgdistill.serve.batching import BatchScorer, TopK
 from kgdistill.serve.hot import HotRoutes
 from kgdistill.serve.limits import BodySizeLimit
+
+logger = logging.getLogger(__name__)
+
+#: where /docs loads Swagger UI from: this service itself (the ``swagger-ui-bundle`` package), so it works offline
+DOCS_ASSETS = "/docs-assets"
+
+
+def add_local_docs(app: FastAPI) -> None:
+    """``/docs`` with Swagger UI's files served by the service itself from the packaged copy (``swagger-ui-bundle``,
+    in the serve extra), not from a CDN: the page works without internet access. Without the package, FastAPI's
+    default page (CDN) is served."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+        from starlette.staticfiles import StaticFiles
+    except ImportError:
+        logger.warning("swagger-ui-bundle is not installed: /docs loads Swagger UI from a CDN")
+        assets = None
+    else:
+        app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+        assets = DOCS_ASSETS
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        if assets is None:
+            return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - docs")
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - docs",
+                                   swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{assets}/swagger-ui.css",
+                                   swagger_favicon_url=f"{assets}/favicon-32x32.png")
 
 NAME = Field(min_length=1, max_length=512)
 
@@ -211,7 +245,7 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
         scorer.close()
 
     summary = art.summary()
-    app = FastAPI(title="kgdistill prediction service", lifespan=lifespan,
+    app = FastAPI(title="kgdistill prediction service", lifespan=lifespan, docs_url=None,
                   description=f"Link prediction with a {summary['model']} model "
                               f"({summary['interaction'] or ''} dim {summary['dim']}, {summary['dtype']}) over "
                               f"{art.num_entities:,} entities and {art.num_relations:,} relations.")
@@ -228,7 +262,11 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
 
     @app.exception_handler(Exception)
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:  # the request fails, not the server
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+        reference = secrets.token_hex(4)  # the body tells nothing of the internals; the log has the traceback
+        logger.error("internal error %s on %s %s", reference, request.method, request.url.path, exc_info=exc)
+        return _error(500, f"internal error (reference {reference}; the details are in the server log)")
+
+    add_local_docs(app)
 
     async def resolve(kind: str, name: str) -> int:
         found = art.find_entity(name) if kind == "entity" else art.find_relation(name)

@@ -17,6 +17,7 @@ import uvicorn
 
 from kgdistill.export import load_artifact
 from kgdistill.serve.app import create_app
+from kgdistill.serve.guard import MAX_CONNECTIONS, REQUEST_TIMEOUT, ConcurrencyLimit, guarded_protocol
 
 
 HTTP_CHOICES = ("auto", "httptools", "h11")
@@ -25,14 +26,22 @@ LOOP_CHOICES = ("auto", "uvloop", "asyncio")
 
 def make_server(app: Any, host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "warning",
                 access_log: bool = False, limit_concurrency: int | None = 512, http: str = "auto",
-                loop: str = "auto") -> uvicorn.Server:
+                loop: str = "auto", request_timeout: float = REQUEST_TIMEOUT,
+                max_connections: int = MAX_CONNECTIONS, timeout_keep_alive: float = 5.0) -> uvicorn.Server:
     """A uvicorn server for ``app``; ``port=0`` binds a free port (see :attr:`ServerThread.port`).
-    ``http``: auto | httptools | h11; ``loop``: auto | uvloop | asyncio."""
+    ``http``: auto | httptools | h11; ``loop``: auto | uvloop | asyncio.
+
+    Slow clients cannot stall it (:mod:`kgdistill.serve.guard`): a client has ``request_timeout`` seconds to send a
+    complete request after connecting (or after its previous response), idle keep-alive connections close after
+    ``timeout_keep_alive`` seconds, above ``max_connections`` the oldest connection waiting for its client is closed,
+    and ``limit_concurrency`` bounds the requests *in progress* (503 above it), not the open connections."""
     if http not in HTTP_CHOICES or loop not in LOOP_CHOICES:
         raise ValueError(f"http must be one of {HTTP_CHOICES} and loop one of {LOOP_CHOICES}")
+    if limit_concurrency is not None:
+        app = ConcurrencyLimit(app, limit_concurrency)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                            limit_concurrency=limit_concurrency, timeout_keep_alive=30, lifespan="on", http=http,
-                            loop=loop)
+                            limit_concurrency=None, timeout_keep_alive=timeout_keep_alive, lifespan="on",
+                            http=guarded_protocol(http, request_timeout, max_connections), loop=loop)
     return uvicorn.Server(config)
 
 
