@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         cos = (emb * reference).sum(-1)
         rows.append({"encode_dtype": dtype, "entities_per_s": round(statistics.median(speeds), 1),
                      "rounds": [round(s, 1) for s in speeds], "warmup_seconds": round(warm, 2),
-                     "min_cosine_to_fp32": round(float(cos.min()), 6), "mean_cosine_to_fp32": round(float(cos.mean()), 6)})
+                     "min_cosine_to_fp32": round(float(cos.min()), 6),
+                     "mean_cosine_to_fp32": round(float(cos.mean()), 6)})
         print(json.dumps(rows[-1]), flush=True)
     base = rows[0]["entities_per_s"] if rows else 1.0
     for r in rows:
