@@ -620,3 +620,22 @@ def test_docs_work_offline(artifact: Path) -> None:
         js = client.get("/docs-assets/swagger-ui-bundle.js")
         css = client.get("/docs-assets/swagger-ui.css")
         assert js.status_code == 200 and len(js.content) > 100_000 and css.status_code == 200
+
+
+# ---- 9. smaller items -------------------------------------------------------------------------------------------
+def test_close_matches_name_each_candidate_once() -> None:
+    from kgdistill.data.triples import KGDataset
+    from kgdistill.predict import UnknownEntityError, entity_id
+    from kgdistill.registry import suggest
+
+    assert suggest("transee", ["transe", "TransE", "rotate", "transe"]) == " Did you mean 'transe'?"
+    ds = KGDataset.from_labeled("kg", {"train": [("usa", "r", "uk"), ("uk", "r", "ussr")], "valid": [], "test": []},
+                                entity_names={"usa": "usa", "uk": "uk", "ussr": "ussr"})
+    with pytest.raises(UnknownEntityError) as err:
+        entity_id(ds, "usaa")
+    assert str(err.value).count("'usa'") == 1, err.value
+
+
+def test_unknown_registry_name_is_one_message_everywhere(capsys: pytest.CaptureFixture) -> None:
+    err = _one_line_error(["distill", "--method", "kdd", "--teacher", "nowhere"], capsys)
+    assert "unknown distillation method 'kdd'" in err and "Did you mean 'kd'" in err

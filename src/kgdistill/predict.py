@@ -31,7 +31,7 @@ def _lookup(name: str, labels: list[str], to_id: dict[str, int], texts: dict[str
         return by_text[name]
     if name.lower() in by_text:
         return by_text[name.lower()]
-    candidates = list(to_id) + list(texts.values())
+    candidates = list(dict.fromkeys([*to_id, *texts.values()]))  # a name equal to its label is listed once
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
     hint = f" Close matches: {', '.join(repr(c) for c in close)}." if close else ""
     raise UnknownEntityError(f"unknown {kind} {name!r} ({len(labels):,} {PLURAL.get(kind, kind + 's')} known).{hint}")

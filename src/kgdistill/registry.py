@@ -13,11 +13,14 @@ import importlib
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
+from kgdistill.errors import KGDistillError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(ValueError):
-    """A name that is not registered; the message lists the known names and close matches."""
+class UnknownNameError(ValueError, KGDistillError):
+    """A name that is not registered; the message lists the known names and close matches (a user error: the
+    command line prints it as one message, without a traceback)."""
 
 
 def normalize_name(name: str) -> str:
@@ -26,11 +29,14 @@ def normalize_name(name: str) -> str:
 
 
 def suggest(name: str, known: list[str], n: int = 3) -> str:
-    """A ' Did you mean ...?' suffix naming close matches of ``name`` among ``known`` (empty if none)."""
+    """A ' Did you mean ...?' suffix naming close matches of ``name`` among ``known`` (empty if none); each name once,
+    also when ``known`` repeats it or holds spellings of it that differ only in case or separators."""
+    known = list(dict.fromkeys(known))
     close = difflib.get_close_matches(name, known, n=n, cutoff=0.6)
     if not close:
         lowered = {k.lower(): k for k in known}
         close = [lowered[c] for c in difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.6)]
+    close = list({normalize_name(c): c for c in reversed(close)}.values())[::-1]  # first spelling of each name
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
