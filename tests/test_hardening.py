@@ -639,3 +639,33 @@ def test_close_matches_name_each_candidate_once() -> None:
 def test_unknown_registry_name_is_one_message_everywhere(capsys: pytest.CaptureFixture) -> None:
     err = _one_line_error(["distill", "--method", "kdd", "--teacher", "nowhere"], capsys)
     assert "unknown distillation method 'kdd'" in err and "Did you mean 'kd'" in err
+
+
+def test_kernel_cache_never_falls_back_to_a_predictable_shared_path(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    from kgdistill.kernels import _build
+
+    predictable = Path(tempfile.gettempdir()) / f"kgdistill-kernels-{os.getuid()}"
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    monkeypatch.setattr(_build, "_private_dir", None)
+    monkeypatch.setenv("KGDISTILL_KERNEL_CACHE", str(blocker / "cache"))  # cannot be created
+    folder = _build._writable_dir()
+    assert folder != predictable and folder.name.startswith("kgdistill-kernels-")
+    assert folder.stat().st_mode & 0o777 == 0o700 and folder.stat().st_uid == os.getuid()
+    assert _build._writable_dir() == folder  # one private folder per process
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # anyone could plant a library here
+    monkeypatch.setenv("KGDISTILL_KERNEL_CACHE", str(shared))
+    assert _build._writable_dir() == folder
+    planted = tmp_path / "own" / "kgdistill_kernels_x.so"
+    planted.parent.mkdir()
+    planted.write_bytes(b"\x7fELF")
+    planted.chmod(0o666)
+    assert not _build._trusted(planted)
+    planted.chmod(0o644)
+    assert _build._trusted(planted)
+    folder.rmdir()

@@ -83,17 +83,37 @@ def cache_dir() -> Path:
     return Path(base) / "kgdistill" / "kernels"
 
 
+_private_dir: Path | None = None
+
+
+def _trusted(path: Path) -> bool:
+    """Only this user can have written ``path``: owned by us, not writable by group or others. A cached library
+    in a folder someone else can write to could be theirs, and loading it runs their code."""
+    if not hasattr(os, "getuid"):
+        return True
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
 def _writable_dir() -> Path:
+    """The kernel cache (:func:`cache_dir`) when it is ours alone and writable; otherwise a private folder made for
+    this process (``mkdtemp``: random name, mode 0700), never a predictable shared path in the temp folder."""
+    global _private_dir
     folder = cache_dir()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         probe = tempfile.NamedTemporaryFile(dir=folder, delete=True)
         probe.close()
-        return folder
+        if _trusted(folder):
+            return folder
     except OSError:
-        folder = Path(tempfile.gettempdir()) / f"kgdistill-kernels-{os.getuid() if hasattr(os, 'getuid') else 0}"
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
+        pass
+    if _private_dir is None or not _private_dir.is_dir():
+        _private_dir = Path(tempfile.mkdtemp(prefix="kgdistill-kernels-"))
+    return _private_dir
 
 
 def _load_library(path: Path) -> ctypes.CDLL:
@@ -114,6 +134,12 @@ def _build(cxx: str, folder: Path) -> tuple[ctypes.CDLL | None, str]:
         flags = [*_BASE_FLAGS, *extra, f"-DKG_VERSION={VERSION}"]
         key = hashlib.sha256(src_bytes + " ".join([cxx, *flags]).encode() + ident.encode()).hexdigest()[:20]
         target = folder / f"kgdistill_kernels_{key}.so"
+        if target.exists() and not _trusted(target):
+            errors.append(f"{target}: not loaded (writable by others, or not ours); rebuilding it")
+            try:
+                target.unlink()
+            except OSError:
+                continue
         if target.exists():
             try:
                 return _load_library(target), ""
