@@ -18,7 +18,7 @@ from kgdistill import kernels
 from kgdistill.losses import SelfAdversarialLoss
 from kgdistill.models.embedding import EmbeddingModel
 from kgdistill.models.similarity import similarities
-from kgdistill.training.optim import Adam, make_optimizer
+from kgdistill.training.optim import make_optimizer
 from kgdistill.training.steps import negative_sampling_scores
 
 SIMS = ["dot", "l1", "l2", "complex_l1"]
@@ -246,14 +246,18 @@ def test_negative_sampling_step_equals_plain_path(model_name: str, options: dict
 
 # ---- Adam ----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
-def test_adam_kernel_equals_torch_adam(weight_decay: float) -> None:
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_adam_is_torch_fused_adam_and_follows_the_unfused_trajectory(weight_decay: float, name: str) -> None:
+    """``adam`` / ``adamw`` are torch's fused optimisers on CPU (the hand-written kernel is gone): the same
+    parameters and state as torch's multi-tensor implementation, and checkpoints move freely between the two."""
     torch.manual_seed(0)
     init = [torch.randn(70, 33), torch.randn(4, 33), torch.randn(5)]
     ours = [torch.nn.Parameter(x.clone()) for x in init]
     ref = [torch.nn.Parameter(x.clone()) for x in init]
-    opt = make_optimizer("adam", ours, 1e-2, weight_decay)
-    assert isinstance(opt, Adam)
-    ref_opt = torch.optim.Adam(ref, lr=1e-2, weight_decay=weight_decay, foreach=True)
+    opt = make_optimizer(name, ours, 1e-2, weight_decay)
+    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    assert type(opt) is cls and opt.defaults["fused"] is True
+    ref_opt = cls(ref, lr=1e-2, weight_decay=weight_decay, foreach=True)
     for step in range(25):
         grads = [torch.randn_like(x) for x in init]
         if step % 5 == 3:
@@ -268,19 +272,11 @@ def test_adam_kernel_equals_torch_adam(weight_decay: float) -> None:
     for p, r in zip(ours, ref):
         for key in ("exp_avg", "exp_avg_sq", "step"):
             torch.testing.assert_close(opt.state[p][key], ref_opt.state[r][key], rtol=1e-5, atol=1e-6)
-    # checkpoints move freely between the two
     ref_opt.load_state_dict(opt.state_dict())
     opt.load_state_dict(ref_opt.state_dict())
 
 
-def test_adam_falls_back_to_torch_for_options_the_kernel_lacks() -> None:
-    init = torch.randn(6, 3)
-    ours, ref = torch.nn.Parameter(init.clone()), torch.nn.Parameter(init.clone())
-    opt = Adam([ours], lr=1e-2, amsgrad=True, maximize=True)
-    ref_opt = torch.optim.Adam([ref], lr=1e-2, amsgrad=True, maximize=True)
-    for _ in range(5):
-        g = torch.randn(6, 3)
-        ours.grad, ref.grad = g.clone(), g.clone()
-        opt.step()
-        ref_opt.step()
-    torch.testing.assert_close(ours.detach(), ref.detach())
+def test_optimizers_off_cpu_and_cuda_are_not_fused() -> None:
+    meta = [torch.nn.Parameter(torch.empty(3, 2, device="meta"))]
+    assert make_optimizer("adam", meta, 1e-2).defaults["fused"] is None
+    assert make_optimizer("adagrad", [torch.nn.Parameter(torch.zeros(3))], 0.1).defaults.get("fused") in (None, False)

@@ -1,13 +1,14 @@
 """Optional compiled CPU kernels for the hot loops of training and evaluation.
 
-Three kernels, each with a pure-PyTorch twin that stays the reference (tests compare both, values and gradients):
+Two kernels, each with a pure-PyTorch twin that stays the reference (tests compare both, values and gradients):
 
 * :func:`all_pairs` — ``-||q_i - e_j||`` for all query / entity pairs with the L1 or complex-L1 distance, tiled so
   that no ``n × k × D`` temporary exists (all-entity evaluation of TransE-L1 and RotatE; L2 and dot are matrix
   products and stay with PyTorch);
 * :func:`corruption_scores` — scores of negative samples straight from the entity table and the negative ids,
-  with a backward that scatters into the dense table gradient without ever materialising ``B × N × D``;
-* :func:`adam_step` — one fused pass of ``torch.optim.Adam``'s update over ``p, grad, exp_avg, exp_avg_sq``.
+  with a backward that scatters into the dense table gradient without ever materialising ``B × N × D``.
+
+(A third, a fused Adam step, was removed: ``torch.optim.Adam(fused=True)`` measured faster, see BENCHMARKS.md.)
 
 The library is compiled at first use (see :mod:`kgdistill.kernels._build`). Every function here returns None when
 the kernels are unavailable, disabled, or not applicable to the inputs (device, dtype, layout, autograd needs), and
@@ -29,7 +30,7 @@ from torch.autograd.function import once_differentiable
 
 from kgdistill.kernels import _build
 
-__all__ = ["KINDS", "GradientLink", "adam_step", "all_pairs", "available", "corruption_scores", "disabled", "enabled",
+__all__ = ["KINDS", "GradientLink", "all_pairs", "available", "corruption_scores", "disabled", "enabled",
            "gather_rows", "load_error", "set_enabled", "use"]
 
 #: similarity name -> kernel code
@@ -258,18 +259,3 @@ def corruption_scores(kind: str, q_head: Tensor, q_tail: Tensor, table: Tensor, 
         link = None
     return _CorruptionScores.apply(KINDS[kind], q_head, q_tail, table, ids, num_head, mask, link)
 
-
-# ---- Adam -------------------------------------------------------------------------------------------------------
-def adam_step(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, *, beta1: float, beta2: float,
-              step_size: float, bias_correction2_sqrt: float, eps: float, weight_decay: float) -> bool:
-    """In-place Adam update of one dense float32 CPU tensor (``torch.optim.Adam``'s arithmetic); False when not
-    applicable (nothing is modified then)."""
-    tensors = (param, grad, exp_avg, exp_avg_sq)
-    if not _cpu_f32(*tensors) or not all(t.is_contiguous() and t.shape == param.shape for t in tensors):
-        return False
-    lib = _lib()
-    if lib is None:
-        return False
-    lib.kg_adam(param.data_ptr(), grad.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(), param.numel(), beta1,
-                beta2, step_size, bias_correction2_sqrt, eps, weight_decay, _threads())
-    return True

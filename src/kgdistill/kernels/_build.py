@@ -48,7 +48,6 @@ _SIGNATURES = {
                        None),
     "kg_corrupt_bwd": ([c_int, c_p, c_p, c_i64, c_p, c_i64, c_i64, c_p, c_p, c_i64, c_i64, c_i64, c_i64, c_p, c_p,
                         c_p, c_p, c_p, c_p, c_p, c_int], None),
-    "kg_adam": ([c_p, c_p, c_p, c_p, c_i64, c_f, c_f, c_f, c_f, c_f, c_f, c_int], None),
 }
 
 

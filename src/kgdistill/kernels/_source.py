@@ -313,26 +313,6 @@ static inline void row_grad(int kind, const float* q, const float* e, int64_t D,
   }
 }
 
-// ---- Adam (torch.optim.Adam's arithmetic, float32): one pass over p, g, m, v --------------------------------------
-extern "C" void kg_adam(float* p, const float* g, float* m, float* v, int64_t n, float beta1, float beta2,
-                        float step_size, float bc2_sqrt, float eps, float wd, int nthreads) {
-  const float w1 = 1.f - beta1, w2 = 1.f - beta2;
-  const bool lerp_lo = w1 < 0.5f;
-#pragma omp parallel for simd schedule(static) num_threads(nthreads)
-  for (int64_t i = 0; i < n; ++i) {
-    float gi = g[i];
-    if (wd != 0.f) gi = gi + wd * p[i];
-    float mi = m[i];
-    // as torch.lerp: an FMA of the weight on the near side
-    mi = lerp_lo ? fmaf(w1, gi - mi, mi) : fmaf(-(1.f - w1), gi - mi, gi);
-    float vi = v[i] * beta2 + w2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    const float denom = sqrtf(vi) / bc2_sqrt + eps;
-    p[i] = p[i] + (-step_size) * (mi / denom);
-  }
-}
-
 // ---- corruption scores: out[i] = sim(head(i) ? qh[b] : qt[b], Wt[ids[i]]), i = b * K + j -----------------------
 // head(i) = mask[i] when mask != NULL, else j < nh. The pairs are visited entity by entity (kg_group_by_entity), so
 // the table and its gradient stream in row order and each gradient row is written once (zero when untouched); the
