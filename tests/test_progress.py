@@ -88,3 +88,24 @@ def test_every_verb_takes_progress_and_no_progress(verb: list[str]) -> None:
         values.append(str(value).lower())
     default = "none" if verb[0] in ("train", "text-train", "text-distill") else "true"  # None: the config's default
     assert values == [default, "true", "false", "true", "false"]
+
+
+def test_text_train_into_a_log_file_writes_one_line_per_epoch(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    import importlib.resources
+    import shutil
+
+    bundled = Path(str(importlib.resources.files("kgdistill.data").joinpath("bundled", "umls")))
+    data = tmp_path / "umls_small"
+    data.mkdir()
+    for name in ("train.tsv", "entity2text.tsv", "relation2text.tsv"):
+        shutil.copy(bundled / name, data / name)
+    for split in ("valid", "test"):
+        (data / f"{split}.tsv").write_text("\n".join((bundled / f"{split}.tsv").read_text().splitlines()[:10]) + "\n")
+    log = run_cli(["text-train", "--dataset", str(data), "--plm", "tiny:layers=1,hidden=16,heads=2,intermediate=32",
+                   "--max-length", "12", "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "16",
+                   "--eval-every", "1", "--eval-splits", "test", "--num-threads", "1", "--progress",
+                   "--out", str(tmp_path / "text")], stderr_to=tmp_path / "text.log").decode()
+    assert "\r" not in log
+    epochs = [line for line in log.splitlines() if " loss " in line]
+    assert len(epochs) == 2 and all("validation MRR" in line for line in epochs)

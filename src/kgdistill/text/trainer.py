@@ -19,6 +19,7 @@ sharded, and only rank 0 writes the run folder.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import replace
@@ -51,6 +52,8 @@ from kgdistill.text.textdata import (KnownTails, entity_base_texts, make_batch, 
 from kgdistill.training.checkpoint import atomic_torch_save, load_checkpoint
 from kgdistill.training.trace import Trace
 from kgdistill.validate import validate_config
+
+log = logging.getLogger(__name__)
 
 TEXT_CONFIG = "text_config.yaml"
 __all__ = ["DistillConfig", "TextModelConfig", "TextRunConfig", "TextTrainingConfig", "build_text_model",
@@ -333,6 +336,9 @@ def _train_text_locked(config: TextRunConfig, dataset: KGDataset, resume: bool, 
                               if k != "entity_cache"}
                 record["best"] = True
         trace.write("epoch", epoch=epoch, seconds=round(seconds, 3), **record)
+        if ctx.is_main:  # one line per epoch (the command line shows them; see kgdistill.progress)
+            log.info("epoch %d: loss %.5f, %.1fs%s", epoch, record.get("loss", float("nan")), seconds,
+                     f", validation MRR {record['valid']['mrr']:.4f}" if "valid" in record else "")
         if ctx.is_main and t.checkpoint_every and (epoch % t.checkpoint_every == 0 or epoch == t.epochs):
             atomic_torch_save({"model": {k: v for k, v in student.state_dict().items() if k != "entity_cache"},
                                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
