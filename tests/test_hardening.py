@@ -669,3 +669,21 @@ def test_kernel_cache_never_falls_back_to_a_predictable_shared_path(tmp_path: Pa
     planted.chmod(0o644)
     assert _build._trusted(planted)
     folder.rmdir()
+
+
+def test_atomic_writes_keep_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+    from kgdistill.atomicio import atomic_open, atomic_write_json, commit_files
+
+    path = tmp_path / "metrics.json"
+    atomic_write_json(path, {"mrr": 0.5})
+    with pytest.raises(RuntimeError):
+        with atomic_open(path) as f:
+            f.write('{"mrr": 0.')
+            raise RuntimeError("disk full")  # a crash mid-write
+    assert json.loads(path.read_text()) == {"mrr": 0.5}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]  # no temporary file left
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    with pytest.raises(FileNotFoundError):  # the second file cannot be written: the first is not replaced either
+        commit_files({path: b"new", tmp_path / "missing" / "model.json": b"x"})
+    assert json.loads(path.read_text()) == {"mrr": 0.5}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]

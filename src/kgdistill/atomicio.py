@@ -36,14 +36,18 @@ def fsync_dir(folder: str | Path) -> None:
 
 
 @contextmanager
-def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
-    """``with atomic_open(path) as f: f.write(...)``: the file appears under ``path`` only if the block succeeds."""
+def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8",
+                newline: str | None = None) -> Iterator[IO[Any]]:
+    """``with atomic_open(path) as f: f.write(...)``: the file appears under ``path`` only if the block succeeds.
+    ``mode``: ``"w"`` (text; ``encoding``, ``newline`` as for :func:`open`) or ``"wb"``."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
     tmp = _tmp_path(path)
-    binary = "b" in mode
+    binary = mode == "wb"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
     try:
-        with os.fdopen(fd, mode if mode in ("w", "wb") else "w", encoding=None if binary else encoding) as f:
+        with os.fdopen(fd, mode, encoding=None if binary else encoding, newline=None if binary else newline) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

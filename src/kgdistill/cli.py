@@ -152,7 +152,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"\n{split}: per relation")
             print(format_table(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
+        from kgdistill.atomicio import atomic_write_json
+
+        atomic_write_json(args.json, out)
     return 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 import torch
 
+from kgdistill.atomicio import atomic_write_json, atomic_write_text
 from kgdistill.distill.method import make_config, methods, teacher_row
 from kgdistill.distill.stage import SUMMARY_COLUMNS, StageResult
 from kgdistill.distributed import DistContext, barrier, broadcast_object, init_distributed
@@ -65,7 +65,7 @@ def distill(method: str, teacher_dir: str | Path, out: str | Path, *, device: st
     if ctx.is_main:
         summary = {"method": name, "teacher": str(teacher_dir), "seconds": round(time.perf_counter() - start, 3),
                    "processes": ctx.world_size, "rows": rows, "run_folders": [str(r.path) for r in results]}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        (out / "summary.md").write_text(report.table() + "\n")
+        atomic_write_json(out / "summary.json", summary)
+        atomic_write_text(out / "summary.md", report.table() + "\n")
     barrier(ctx)
     return report

@@ -130,9 +130,14 @@ def export_sparse(model: EmbeddingModel, folder: str | Path) -> Path:
         tensors[f"{name}.values"] = dense[nz].contiguous()
         shapes[name] = list(dense.shape)
     path = folder / SPARSE_WEIGHTS
-    save_file(tensors, str(path), metadata={"format": "bitmap+values", "shapes": json.dumps(shapes)})
+    from safetensors.torch import save as safetensors_save
+
+    from kgdistill.atomicio import atomic_write_bytes, atomic_write_text
+
+    atomic_write_bytes(path, safetensors_save(tensors, metadata={"format": "bitmap+values",
+                                                                 "shapes": json.dumps(shapes)}))
     kind = model_classes.canonical(type(model).registry_name)  # type: ignore[attr-defined]
-    (folder / MODEL_CONFIG).write_text(json.dumps({"class": kind, "config": model.config()}, indent=2))
+    atomic_write_text(folder / MODEL_CONFIG, json.dumps({"class": kind, "config": model.config()}, indent=2))
     return path
 
 

@@ -253,8 +253,10 @@ def reference_from_run(run_dir: str | Path, tolerance: float, description: str =
 
 
 def write_reference(data: dict[str, Any], path: str | Path) -> Path:
+    from kgdistill.atomicio import atomic_write_text
+
     path = Path(path)
-    path.write_text(yaml.safe_dump(data, sort_keys=False, width=120), encoding="utf-8")
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, width=120))
     return path
 
 

@@ -6,13 +6,13 @@ import base64
 import csv
 import html
 import io
-import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kgdistill.atomicio import atomic_open, atomic_write_json, atomic_write_text
 from kgdistill.report.collect import COLUMNS, collect_runs
 from kgdistill.report.plots import plot_pareto, plot_validation_curves
 from kgdistill.tables import format_table
@@ -48,14 +48,14 @@ def table(rows: Sequence[dict[str, Any]], markdown: bool = True) -> str:
 def _write_tables(rows: Sequence[dict[str, Any]], out_dir: Path, markdown: str) -> dict[str, Path]:
     files = {"markdown": out_dir / "compare.md", "csv": out_dir / "compare.csv", "json": out_dir / "compare.json"}
     split = rows[0].get("split") if rows else None
-    files["markdown"].write_text(f"# Comparison of runs ({split or '-'} split, filtered, both sides)\n\n"
-                                 f"{markdown}\n", encoding="utf-8")
+    atomic_write_text(files["markdown"], f"# Comparison of runs ({split or '-'} split, filtered, both sides)\n\n"
+                                         f"{markdown}\n")
     keys = [k for k, _ in COLUMNS] + ["split", "dataset", "model_class", "dim", "layers", "path"]
-    with open(files["csv"], "w", newline="", encoding="utf-8") as f:
+    with atomic_open(files["csv"], "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    files["json"].write_text(json.dumps(list(rows), indent=2), encoding="utf-8")
+    atomic_write_json(files["json"], list(rows))
     return files
 
 
@@ -115,7 +115,8 @@ def write_html(rows: Sequence[dict[str, Any]], out_dir: str | Path, title: str =
     figs = {"pareto": plot_pareto(rows), "validation": plot_validation_curves(rows)}
     for key, fig in figs.items():
         result.files[key] = out / PLOTS[key]
-        fig.savefig(result.files[key], dpi=120)
+        with atomic_open(result.files[key], "wb", encoding=None) as f:
+            fig.savefig(f, format="png", dpi=120)
     split = rows[0].get("split") if rows else "-"
     datasets = ", ".join(sorted({str(r.get("dataset")) for r in rows if r.get("dataset")})) or "-"
     page = f"""<!doctype html>
@@ -135,5 +136,5 @@ directions; queries/s: tail queries scored against all entities (batch of 128); 
 </body></html>
 """
     path = out / "index.html"
-    path.write_text(page, encoding="utf-8")
+    atomic_write_text(path, page)
     return path
