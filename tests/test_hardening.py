@@ -687,3 +687,11 @@ def test_atomic_writes_keep_the_old_file_when_writing_fails(tmp_path: Path) -> N
         commit_files({path: b"new", tmp_path / "missing" / "model.json": b"x"})
     assert json.loads(path.read_text()) == {"mrr": 0.5}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_text_resume_refuses_flags_it_would_ignore(finished_run: Path, capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("transformers")
+    err = _one_line_error(["text-train", "--resume", str(finished_run), "--lr", "3"], capsys)
+    assert "--lr cannot change them" in err
+    err = _one_line_error(["text-train", "--resume", str(finished_run), "--epochs", "x"], capsys)
+    assert "cannot read 'x' as int" in err

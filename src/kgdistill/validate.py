@@ -190,10 +190,11 @@ def check_port(port: int) -> None:
 RESUME_OPTIONS = ("epochs", "num_threads", "progress", "device")
 
 
-def check_resume_options(given: dict[str, Any], config_file: str | None, sets: list[str]) -> None:
+def check_resume_options(given: dict[str, Any], config_file: str | None, sets: list[str],
+                         allowed: tuple[str, ...] = RESUME_OPTIONS) -> None:
     """``train --resume RUN`` continues RUN with its own ``config.yaml``: only ``--epochs`` and run-independent
-    options may be given; anything else is refused rather than silently ignored."""
-    refused = sorted(_flag(k) for k, v in given.items() if v is not None and k not in RESUME_OPTIONS)
+    options (``allowed``) may be given; anything else is refused rather than silently ignored."""
+    refused = sorted(_flag(k) for k, v in given.items() if v is not None and k not in allowed)
     if config_file:
         refused.append("--config")
     if sets:
@@ -201,16 +202,16 @@ def check_resume_options(given: dict[str, Any], config_file: str | None, sets: l
     if refused:
         raise ConfigError(f"--resume continues a run with the options in its config.yaml; {', '.join(refused)} "
                           f"cannot change them (allowed with --resume: "
-                          f"{', '.join(_flag(k) for k in RESUME_OPTIONS)}); start a new run with --out instead")
+                          f"{', '.join(_flag(k) for k in allowed)}); start a new run with --out instead")
 
 
-def resume_options(args: Any) -> dict[str, Any]:
+def resume_options(args: Any, allowed: tuple[str, ...] = RESUME_OPTIONS) -> dict[str, Any]:
     """The keyword arguments of :func:`kgdistill.runs.resume` from ``train --resume`` flags (``cfg_*`` attributes
     of the parsed arguments), each checked; other flags are refused (:func:`check_resume_options`)."""
     from kgdistill.config import coerce
 
     given = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
-    check_resume_options(given, getattr(args, "config", None), getattr(args, "set", None) or [])
+    check_resume_options(given, getattr(args, "config", None), getattr(args, "set", None) or [], allowed)
     types = {"epochs": int, "num_threads": int, "progress": bool, "device": str}
     out = {k: coerce(k, v, types[k]) for k, v in given.items()}
     for name in ("epochs", "num_threads"):

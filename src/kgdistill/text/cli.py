@@ -53,7 +53,10 @@ def cmd_text_train(args: argparse.Namespace) -> int:
     if code is not None:
         return code
     if args.resume:
-        run = resume_text(args.resume, epochs=int(args.cfg_epochs) if args.cfg_epochs else None)
+        from kgdistill.validate import resume_options
+
+        options = resume_options(args, allowed=("epochs",))  # the others would be silently ignored: refused
+        run = resume_text(args.resume, epochs=options.get("epochs"))
     else:
         run = train_text(_config(args))
     _print(run)
