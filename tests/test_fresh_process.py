@@ -85,7 +85,7 @@ def test_registries_list_every_name_without_importing_them() -> None:
     """)
     seen = json.loads(out)
     assert seen["models"] == ["biencoder", "embedding"]
-    assert seen["methods"] == ["dualde", "iterde", "iterde-metasd", "kd", "metasd", "scratch"]
+    assert seen["methods"] == ["dualde", "iterde", "iterde-metasd", "kd", "kd-huber", "metasd", "scratch"]
     assert seen["loaded"] == [] and seen["lazy"] == seen["methods"]
 
 
@@ -99,7 +99,7 @@ def test_every_distillation_method_resolves_in_a_fresh_process() -> None:
     got = json.loads(out)
     assert got == {"dualde": ["DualDE", "dualde"], "iterde": ["IterDE", "iterde"],
                    "iterde-metasd": ["IterDEMetaSD", "iterde-metasd"], "kd": ["KD", "kd"],
-                   "metasd": ["MetaSD", "metasd"], "scratch": ["Scratch", "scratch"], "alias": "Scratch"}
+                   "kd-huber": ["KDHuber", "kd-huber"], "metasd": ["MetaSD", "metasd"], "scratch": ["Scratch", "scratch"], "alias": "Scratch"}
 
 
 def test_text_objectives_resolve_in_a_fresh_process() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from kgdistill.atomicio import atomic_write_json, atomic_write_text
+from kgdistill.errors import ConfigError
 from kgdistill.distill.method import make_config, methods, teacher_row
 from kgdistill.distill.stage import SUMMARY_COLUMNS, StageResult
 from kgdistill.distributed import DistContext, barrier, broadcast_object, init_distributed
@@ -53,12 +54,18 @@ def distill(method: str, teacher_dir: str | Path, out: str | Path, *, device: st
     name = methods.canonical(method)
     teacher = load_run(teacher_dir, device=device)
     out = Path(out)
+    created = not out.exists()
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
     barrier(ctx)
     start = time.perf_counter()
-    results = methods.get(name)().run(teacher, config, out, device=device, progress=progress and ctx.is_main,
-                                      ctx=ctx, resume=resume)
+    try:
+        results = methods.get(name)().run(teacher, config, out, device=device, progress=progress and ctx.is_main,
+                                          ctx=ctx, resume=resume)
+    except ConfigError:
+        if created and ctx.is_main and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a refused option leaves no empty folder behind
+        raise
     rows = broadcast_object([teacher_row(teacher)] if with_teacher_row and ctx.is_main else [], ctx)
     rows += [r.row for r in results]
     report = DistillReport(name, out, config, results, rows)

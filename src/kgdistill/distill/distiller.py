@@ -112,16 +112,39 @@ def slcwa_scores(model: KGCModel, batch: Tensor, neg_ids: Tensor, corrupt_head: 
     return out
 
 
-def query_scores(model: KGCModel, queries: Tensor) -> Scores:
-    """1-N scores of ``queries[B, 3]`` = (anchor, relation (≥ R: inverse), target): all entities ``[B, E]``."""
+def structure_of_queries(model: EmbeddingModel, queries: Tensor, eps: float = 1e-8) -> Structure:
+    """:class:`Structure` of 1-N queries ``[B, 3]`` against every entity: ``cos_neg``, ``ratio_neg`` are ``[B, E]``
+    (column ``e``: the triple with ``e`` as the answer), ``cos_pos``, ``ratio_pos`` ``[B]`` (the target's column).
+
+    A query ``(a, r, ?)`` (``r < R``) makes triples ``(a, r, e)``: ratio ``|a| / |e|``; an inverse query
+    (``r ≥ R``) makes ``(e, r - R, a)``: ratio ``|e| / |a|``. The cosine is symmetric.
+    """
+    num_rel = model.num_relations
+    anchors = model.entity_rows(queries[:, 0])  # [B, D]
+    table = model.entity  # [E, D]
+    na = anchors.norm(dim=-1).clamp_min(eps)[:, None]
+    ne = table.norm(dim=-1).clamp_min(eps)[None, :]
+    cos = (anchors @ table.T) / (na * ne)
+    inverse = (queries[:, 1] >= num_rel)[:, None]
+    ratio = torch.where(inverse, ne / na, na / ne)
+    target = queries[:, 2:3]
+    return Structure(cos.gather(1, target).squeeze(1), ratio.gather(1, target).squeeze(1), cos, ratio)
+
+
+def query_scores(model: KGCModel, queries: Tensor, with_structure: bool = False) -> Scores:
+    """1-N scores of ``queries[B, 3]`` = (anchor, relation (≥ R: inverse), target): all entities ``[B, E]``,
+    optionally with the :class:`Structure` of every (query, entity) triple (:func:`structure_of_queries`)."""
     scores = score_queries(model, queries[:, 0], queries[:, 1])
     rows: list = []
+    structure = None
     if isinstance(model, EmbeddingModel):
         inter = model.interaction
         rows = [(model.entity_rows(queries[:, 0]), inter.entity_kind),
                 (model.relation_rows(queries[:, 1]), inter.relation_kind),
                 (model.entity_rows(queries[:, 2]), inter.entity_kind)]
-    return Scores(pos=scores.gather(1, queries[:, 2:3]).squeeze(1), all=scores, rows=rows)
+        if with_structure:
+            structure = structure_of_queries(model, queries)
+    return Scores(pos=scores.gather(1, queries[:, 2:3]).squeeze(1), all=scores, rows=rows, structure=structure)
 
 
 TermFn = Callable[["StepContext"], Tensor]
@@ -148,6 +171,8 @@ class StepContext:
     extras: dict[str, Any] = field(default_factory=dict)
     #: scores of the further (frozen) teachers of a multi-teacher stage, on the same candidates
     more_teachers: list[Scores] = field(default_factory=list)
+    #: the student's hard loss on the batch (with its graph; zero when the stage's hard weight is 0)
+    hard: Tensor | None = None
 
 
 class DistillModel(KGCModel):
@@ -218,7 +243,7 @@ class Distiller:
     # ---- per-batch -------------------------------------------------------------------------------------------
     def _scores(self, model: KGCModel, batch: Tensor, sample: tuple | None) -> Scores:
         if sample is None:
-            return query_scores(model, batch)
+            return query_scores(model, batch, with_structure=self.with_structure)
         neg_ids, corrupt_head, num_head = sample
         return slcwa_scores(model, batch, neg_ids, corrupt_head, num_head, with_structure=self.with_structure)
 
@@ -252,9 +277,9 @@ class Distiller:
                 teacher = self._scores(self.teacher, batch, sample)
         with torch.no_grad():
             more = [self._scores(t, batch, sample) for t in self.more_teachers]
-        ctx = StepContext(batch, student, teacher, epoch, num_epochs, self.extras, more)
-        values = {t.name: t.fn(ctx) for t in self.terms}
         hard = self.hard_loss(student, batch) if self.hard_weight else student.pos.new_zeros(())
+        ctx = StepContext(batch, student, teacher, epoch, num_epochs, self.extras, more, hard)
+        values = {t.name: t.fn(ctx) for t in self.terms}
         total = self.hard_weight * hard
         reg = self.regularization(student)
         if reg is not None:
@@ -299,5 +324,5 @@ class Distiller:
         self.epoch_sums, self.epoch_batches = {}, 0
 
 
-__all__ = ["freeze", "Scores", "Structure", "structure_of", "slcwa_scores", "query_scores", "LossTerm", "StepContext",
-           "DistillModel", "Distiller"]
+__all__ = ["freeze", "Scores", "Structure", "structure_of", "structure_of_queries", "slcwa_scores", "query_scores",
+           "LossTerm", "StepContext", "DistillModel", "Distiller"]

@@ -26,6 +26,7 @@ from kgdistill.distributed import DistContext
 from kgdistill.distill import terms
 from kgdistill.distill.distiller import DistillModel, Distiller, LossTerm, Scores, StepContext
 from kgdistill.distill.method import CommonConfig, Method, methods, stage_training, teacher_model
+from kgdistill.distill.schedules import make_schedule
 from kgdistill.distill.stage import StageResult, make_student, run_stage
 from kgdistill.losses import adversarial_weights
 from kgdistill.runs import Run
@@ -40,20 +41,58 @@ class SoftLabelEvaluator(nn.Module):
         self.b = nn.Parameter(torch.zeros(()))
 
 
+WEIGHTINGS = ("additive", "eq10", "release")
+
+
 @dataclass(frozen=True)
 class DualDEConfig(CommonConfig):
     structure: bool = opt(True, "add the structure distance of eq. 5 to the score distance (paper: on)")
+    weighting: str = opt("additive", "how soft and hard labels combine: additive (the usual hard loss at weight 1 "
+                                     "plus soft_weight × the p-weighted soft distances; default, see BENCHMARKS.md) | "
+                                     "eq10 (the paper's mixture p·d + (1-p)·hard, p calibrated and detached) | "
+                                     "release (eq. 10 as released: p trained through the mixture, the positive's p "
+                                     "reused for negatives)")
+    soft_weight: float = opt(0.3, "weight of the soft distances with weighting=additive (0.3 measured ahead of 1 "
+                                  "on kinship, BENCHMARKS.md)")
     stage2: bool = opt(True, "run stage 2 (teacher unfrozen, symmetric loss)")
     stage2_epochs: int | None = opt(None, "epochs of stage 2 (default: those of stage 1)")
     stage2_lr_factor: float = opt(0.1, "stage-2 learning rate = factor × stage-1 lr (paper: 1e-5 / 1e-4)")
     adversarial_alpha: float = opt(1.0, "self-adversarial temperature combining the negatives' losses")
 
 
+@dataclass
+class LabelView:
+    """One model's scores seen as positives ``pos[B]`` and negatives ``neg[B, K]``: the sampled negatives in
+    sLCWA; every entity in 1-N, where ``exclude[B, K]`` marks the target's own column (weight 0 as a negative)."""
+
+    pos: Tensor
+    neg: Tensor
+    exclude: Tensor | None = None
+
+
+def label_view(scores: Scores, batch: Tensor) -> LabelView:
+    if scores.neg is not None:
+        return LabelView(scores.pos, scores.neg)
+    assert scores.all is not None
+    exclude = torch.zeros_like(scores.all, dtype=torch.bool)
+    exclude.scatter_(1, batch[:, 2:3], True)
+    return LabelView(scores.pos, scores.all, exclude)
+
+
+def negative_weights(view: LabelView, alpha: float) -> Tensor:
+    """Self-adversarial weights ``softmax(α f⁻)`` over each row's negatives (the target excluded in 1-N)."""
+    if view.exclude is None:
+        return adversarial_weights(view.neg, alpha)
+    return torch.softmax((alpha * view.neg.detach()).masked_fill(view.exclude, float("-inf")), dim=-1)
+
+
 def _distance(student: Scores, teacher: Scores, structure: bool) -> tuple[Tensor, Tensor]:
-    """Soft-label distances of the positives ``[B]`` and negatives ``[B, N]`` (eq. 7); ``teacher`` is the label."""
-    assert student.neg is not None and teacher.neg is not None
+    """Soft-label distances of the positives ``[B]`` and negatives ``[B, K]`` (eq. 7); ``teacher`` is the label."""
+    s_neg = student.neg if student.neg is not None else student.all
+    t_neg = teacher.neg if teacher.neg is not None else teacher.all
+    assert s_neg is not None and t_neg is not None
     d_pos = terms.dualde_score_distance(student.pos, teacher.pos.detach())
-    d_neg = terms.dualde_score_distance(student.neg, teacher.neg.detach())
+    d_neg = terms.dualde_score_distance(s_neg, t_neg.detach())
     if structure and student.structure is not None and teacher.structure is not None:
         s, t = student.structure, teacher.structure
         d_pos = d_pos + terms.structure_feature_distance(s.cos_pos, s.ratio_pos, t.cos_pos.detach(),
@@ -64,26 +103,58 @@ def _distance(student: Scores, teacher: Scores, structure: bool) -> tuple[Tensor
 
 
 def soft_label_loss(learner: Scores, provider: Scores, evaluator: SoftLabelEvaluator, structure: bool,
-                    alpha: float) -> Tensor:
-    """Eq. 10 for ``learner`` with soft labels from ``provider`` weighted by ``evaluator`` (weights detached)."""
-    assert learner.neg is not None and provider.neg is not None
+                    alpha: float, batch: Tensor, weighting: str = "eq10") -> Tensor:
+    """The soft-label loss of ``learner`` with labels from ``provider`` weighted by ``evaluator`` (``p``).
+
+    ``eq10``: eq. 10 with ``p`` detached, negatives weighted by their own ``p⁻``; ``release``: eq. 10 as released
+    (``p`` not detached, so the mixture's gradient trains ``a``, ``b``; every negative reuses the positive's ``p⁺``);
+    ``additive``: only the trusted soft part ``½ (mean p⁺ d⁺ + mean Σ w (1 - p⁻) d⁻)`` (the hard loss is added by
+    the distiller at full weight).
+    """
+    view, label = label_view(learner, batch), label_view(provider, batch)
     d_pos, d_neg = _distance(learner, provider, structure)
-    p_pos = terms.soft_label_weight(provider.pos.detach(), evaluator.a, evaluator.b)
-    p_neg = terms.soft_label_weight(provider.neg.detach(), evaluator.a, evaluator.b)
-    w = adversarial_weights(learner.neg, alpha)
-    return terms.dualde_soft_label_loss(d_pos, d_neg, learner.pos, learner.neg, p_pos, p_neg, w)
+    w = negative_weights(view, alpha)
+    if weighting == "release":
+        p_pos = torch.sigmoid(evaluator.a * (label.pos.detach() + evaluator.b))
+        p_neg = p_pos[:, None].expand_as(d_neg)
+    else:
+        p_pos = terms.soft_label_weight(label.pos.detach(), evaluator.a, evaluator.b)
+        p_neg = terms.soft_label_weight(label.neg.detach(), evaluator.a, evaluator.b)
+    if weighting == "additive":
+        return 0.5 * ((p_pos * d_pos).mean() + (w * (1.0 - p_neg) * d_neg).sum(-1).mean())
+    return terms.dualde_soft_label_loss(d_pos, d_neg, view.pos, view.neg, p_pos, p_neg, w)
+
+
+def calibration(scores: Scores, evaluator: SoftLabelEvaluator, batch: Tensor) -> Tensor:
+    """Platt calibration of the evaluation module on the label provider's scores (not with ``release``)."""
+    view = label_view(scores, batch)
+    if view.exclude is None:
+        return terms.soft_label_calibration(view.pos, view.neg, evaluator.a, evaluator.b)
+    # 1-N: every non-target entity is a negative (a uniform mean over them)
+    keep = ~view.exclude
+    neg = view.neg.detach()[keep].view(view.neg.shape[0], -1)
+    return terms.soft_label_calibration(view.pos, neg, evaluator.a, evaluator.b)
 
 
 def stage_terms(config: DualDEConfig, ev_t: SoftLabelEvaluator, ev_s: SoftLabelEvaluator | None,
                 regularize_teacher: bool) -> list[LossTerm]:
-    a = config.adversarial_alpha
-    out = [LossTerm("soft_student", lambda c: soft_label_loss(c.student, c.teacher, ev_t, config.structure, a)),
-           LossTerm("calibration_t", lambda c: terms.soft_label_calibration(c.teacher.pos, c.teacher.neg,
-                                                                            ev_t.a, ev_t.b))]
+    a, mode = config.adversarial_alpha, config.weighting
+    if mode not in WEIGHTINGS:
+        from kgdistill.errors import ConfigError
+
+        raise ConfigError(f"dualde: weighting must be one of {', '.join(WEIGHTINGS)}, got {mode!r}")
+    soft_w = make_schedule("constant", config.soft_weight if mode == "additive" else 1.0)
+    out = [LossTerm("soft_student", lambda c: soft_label_loss(c.student, c.teacher, ev_t, config.structure, a,
+                                                              c.batch, mode), soft_w)]
+    if mode != "release":
+        out.append(LossTerm("calibration_t", lambda c: calibration(c.teacher, ev_t, c.batch)))
     if ev_s is not None:  # stage 2: the teacher learns from the student's labels
-        out += [LossTerm("soft_teacher", lambda c: soft_label_loss(c.teacher, c.student, ev_s, config.structure, a)),
-                LossTerm("calibration_s", lambda c: terms.soft_label_calibration(c.student.pos, c.student.neg,
-                                                                                 ev_s.a, ev_s.b))]
+        out.append(LossTerm("soft_teacher", lambda c: soft_label_loss(c.teacher, c.student, ev_s, config.structure,
+                                                                      a, c.batch, mode), soft_w))
+        if mode != "release":
+            out.append(LossTerm("calibration_s", lambda c: calibration(c.student, ev_s, c.batch)))
+        if mode == "additive":
+            out.append(LossTerm("hard_teacher", lambda c: c.extras["hard_loss"](c.teacher, c.batch)))
         if regularize_teacher:
             out.append(LossTerm("reg_teacher", _teacher_reg))
     return out
@@ -105,14 +176,11 @@ class DualDE(Method):
         assert teacher.dataset is not None
         dim = config.dims[-1]
         student = make_student(t_model, dim, config.seed).to(device)
-        training = stage_training(teacher, config, mode="slcwa")
-        if training.training_mode != "slcwa":
-            from kgdistill.errors import ConfigError
-
-            raise ConfigError("dualde: the soft-label evaluation (eq. 10) needs sampled negatives: training_mode "
-                              "must be slcwa")
+        training = stage_training(teacher, config)
+        hard_weight = 1.0 if config.weighting == "additive" else 0.0
         ev_t = SoftLabelEvaluator().to(device)
-        d1 = Distiller(student, t_model, stage_terms(config, ev_t, None, False), hard_weight=0.0, with_structure=True)
+        d1 = Distiller(student, t_model, stage_terms(config, ev_t, None, False), hard_weight=hard_weight,
+                       with_structure=config.structure)
         common = dict(dataset=teacher.dataset, base_config=teacher.config, method=self.name, method_config=config,
                       teacher_dir=str(teacher.path), device=device, progress=progress, ctx=ctx, resume=resume)
         name1 = f"dualde-{dim}-stage1"
@@ -126,14 +194,15 @@ class DualDE(Method):
             p.requires_grad_(True)
         ev_s = SoftLabelEvaluator().to(device)
         extras: dict = {}
-        d2 = Distiller(student, trained_teacher, stage_terms(config, ev_t, ev_s, True), hard_weight=0.0,
-                       train_teacher=True, with_structure=True, extras=extras)
+        d2 = Distiller(student, trained_teacher, stage_terms(config, ev_t, ev_s, True), hard_weight=hard_weight,
+                       train_teacher=True, with_structure=config.structure, extras=extras)
         training2 = replace(training, lr=training.lr * config.stage2_lr_factor,
                             epochs=config.stage2_epochs or training.epochs)
 
         def bind(trainer: object) -> None:
             d2.bind(trainer)
             extras["regularizer"] = trainer.regularizer  # type: ignore[attr-defined]
+            extras["hard_loss"] = d2.hard_loss
 
         name2 = f"dualde-{dim}-stage2"
         model2 = DistillModel(student, teacher=trained_teacher, extras={"eval_t": ev_t, "eval_s": ev_s})

@@ -11,8 +11,12 @@ what the loss brings.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+import torch.nn.functional as F
+from torch import Tensor
 
 from kgdistill.config import opt
 from kgdistill.distributed import DistContext
@@ -29,27 +33,44 @@ from kgdistill.runs import Run
 @dataclass(frozen=True)
 class IterDEConfig(CommonConfig):
     dims: list = opt([], "the chain of student dimensions (default: halving from the teacher's dim to target_dim)")
-    target_dim: int = opt(32, "last dimension of the default halving chain")
+    target_dim: int | None = opt(None, "last dimension of the default halving chain (default: 32, or half the "
+                                       "teacher's dim for a teacher of fewer than 64 dims)")
     schedule: str = opt("swda", "soft weight schedule: swda (two-phase, released) | linear | step | constant")
+    swda_weight: str = opt("detached", "swda's first-phase weight w = l / norm(L_s · L_h): detached (a number) | "
+                                       "release (a tensor, as released: the weighted soft term's gradient is then "
+                                       "(1 - w·L_s/L_h)·∇L_h, so the first half trains on the hard loss alone)")
     soft_weight: float | None = opt(None, "target soft weight l (default: the release's, 0.001 then 0.01 for "
                                           "TransE's first / second half of the chain, 1 otherwise)")
     huber_beta: float = opt(1.0, "β of the SmoothL1 soft loss")
+    huber_reduction: str = opt("mean", "reduction of the SmoothL1 soft loss: mean over all B·(1+N) scores "
+                                       "(released; more negatives dilute it) | sum (over each query's candidates, "
+                                       "mean over the batch)")
     soft_loss: str = opt("huber", "soft loss of every step: huber (released: SmoothL1 on raw scores) | kl (beyond "
                                   "the paper: KL with temperature over the candidates, as one-shot KD)")
     temperature: float = opt(2.0, "temperature of the kl soft loss")
+    last_margin: float | None = opt(None, "margin of the hard loss in the chain's last step (release: 2 for TransE "
+                                          "at 64→32; default: the same margin as every step)")
+
+
+SOFT_LOSSES = ("huber", "kl")
+HUBER_REDUCTIONS = ("mean", "sum")
+SWDA_WEIGHTS = ("detached", "release")
 
 
 def chain(teacher_dim: int, config: IterDEConfig) -> list[int]:
     """The dimensions of the students, in order."""
     if config.dims:
         dims = [int(d) for d in config.dims]
-    else:
-        dims, d = [], teacher_dim
-        while d // 2 >= config.target_dim:
-            d //= 2
-            dims.append(d)
-        if not dims:
-            raise ConfigError(f"target_dim {config.target_dim} is not below half the teacher's dim {teacher_dim}")
+        if dims[0] >= teacher_dim or any(b >= a for a, b in zip(dims, dims[1:])):
+            raise ConfigError(f"iterde: dims must decrease from below the teacher's dim {teacher_dim}, got {dims}")
+        return dims
+    target = config.target_dim if config.target_dim is not None else min(32, teacher_dim // 2)
+    if target < 1 or target > teacher_dim // 2:
+        raise ConfigError(f"iterde: target_dim {target} is not below half the teacher's dim {teacher_dim}")
+    dims, d = [], teacher_dim
+    while d // 2 >= target:
+        d //= 2
+        dims.append(d)
     return dims
 
 
@@ -61,18 +82,45 @@ def soft_weight(config: IterDEConfig, interaction: str, step: int, num_steps: in
     return 1.0
 
 
+def huber_soft(config: IterDEConfig, student: Tensor, teacher: Tensor) -> Tensor:
+    """SmoothL1 of raw candidate scores ``[B, K]``: mean over every score, or summed per query (``sum``)."""
+    if config.huber_reduction == "sum":
+        return F.smooth_l1_loss(student, teacher, beta=config.huber_beta, reduction="none").sum(-1).mean()
+    return terms.huber_scores(student, teacher, beta=config.huber_beta)
+
+
+def release_swda(value: float, soft: Tensor, hard: Tensor, epoch: int, num_epochs: int) -> Tensor:
+    """The released SWDA term ``w · L_s`` with ``w`` not detached: first half ``w = l / norm(L_s · L_h)`` where
+    ``norm`` divides by a constant power of ten, so ``w · L_s = l · 10^k / L_h`` (its gradient opposes ``∇L_h``);
+    second half ``l · L_s``."""
+    if epoch <= num_epochs / 2:
+        product = float((soft * hard).detach())
+        if product > 0 and math.isfinite(product):
+            decade = 10.0 ** math.floor(math.log10(product))
+            return value * soft / (soft * hard / decade)
+    return value * soft
+
+
 def iterde_term(config: IterDEConfig, weight: float) -> LossTerm:
     """The step's soft term: SmoothL1 on raw scores (released) or KL with temperature (``soft_loss="kl"``)."""
-    if config.soft_loss == "huber":
-        def fn(ctx: StepContext) -> object:
-            return terms.huber_scores(ctx.student.candidates, ctx.teacher.candidates, beta=config.huber_beta)
-    elif config.soft_loss == "kl":
-        def fn(ctx: StepContext) -> object:
-            return terms.kl_with_temperature(ctx.student.candidates, ctx.teacher.candidates, config.temperature)
-    else:
-        raise ConfigError(f"iterde: soft_loss must be 'huber' or 'kl', got {config.soft_loss!r}")
+    for name, value, known in (("soft_loss", config.soft_loss, SOFT_LOSSES),
+                               ("huber_reduction", config.huber_reduction, HUBER_REDUCTIONS),
+                               ("swda_weight", config.swda_weight, SWDA_WEIGHTS)):
+        if value not in known:
+            raise ConfigError(f"iterde: {name} must be one of {', '.join(known)}, got {value!r}")
+
+    def soft(ctx: StepContext) -> Tensor:
+        if config.soft_loss == "huber":
+            return huber_soft(config, ctx.student.candidates, ctx.teacher.candidates)
+        return terms.kl_with_temperature(ctx.student.candidates, ctx.teacher.candidates, config.temperature)
+
     name = f"soft_{config.soft_loss}"
-    return LossTerm(name, fn, make_schedule(config.schedule, weight))  # type: ignore[arg-type]
+    if config.swda_weight == "release" and config.schedule in ("swda", "two_phase"):
+        def fn(ctx: StepContext) -> Tensor:
+            assert ctx.hard is not None
+            return release_swda(weight, soft(ctx), ctx.hard, ctx.epoch, ctx.num_epochs)
+        return LossTerm(name, fn, make_schedule("constant", 1.0))
+    return LossTerm(name, soft, make_schedule(config.schedule, weight))
 
 
 def run_chain(teacher: Run, config: IterDEConfig, out: Path, *, device: str = "cpu", progress: bool = False,
@@ -86,13 +134,16 @@ def run_chain(teacher: Run, config: IterDEConfig, out: Path, *, device: str = "c
     training = stage_training(teacher, config)
     for i, dim in enumerate(dims):
         student = make_student(t_model, dim, config.seed + i).to(device)
+        step_training = replace(training, seed=config.seed + i)
+        if config.last_margin is not None and i == len(dims) - 1:
+            step_training = replace(step_training, margin=config.last_margin)
         weight = soft_weight(config, t_model.interaction_name, i, len(dims))
         distiller = Distiller(student, current, [iterde_term(config, weight)])
         prev = getattr(current, "dim", "?")
         name = f"iterde-{prev}-{dim}"
         results.append(run_stage(name, run_dir=Path(out) / name, model=DistillModel(student), student=student,
                                  dataset=teacher.dataset, base_config=teacher.config,
-                                 training=replace(training, seed=config.seed + i), step_loss=distiller,
+                                 training=step_training, step_loss=distiller,
                                  method=method, method_config=config, teacher_dir=str(teacher.path),
                                  device=device, progress=progress, on_trainer=distiller.bind, ctx=ctx,
                                  resume=resume))

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,22 +61,79 @@ warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitl
 
 @dataclass(frozen=True)
 class MetaSDConfig(CommonConfig):
-    dims: list = opt([], "dimension of the dense source model (default: the teacher's)")
-    init: str = opt("teacher", "teacher: start the dense model from the teacher run's weights | scratch")
+    dims: list = opt([], "dimension of the dense source model (default: the teacher's, or from nonzeros_per_entity)")
+    init: str = opt("scratch", "scratch: train the dense model from a fresh initialisation (as released) | teacher: "
+                               "start it from the teacher run's weights")
     sparsity: float = opt(0.9, "fraction of entity + relation entries pruned (released default 0.9)")
-    sparsity_ramp_epochs: int = opt(0, "0: fixed sparsity; N: cubic ramp reaching the sparsity at epoch N")
+    nonzeros_per_entity: int | None = opt(None, "non-zero reals kept per entity row on average: sets the dense "
+                                                "dim to this / (1 - sparsity) (the release: rank 2000 at 0.9 keeps "
+                                                "400 per complex entity row)")
+    pruning: str = opt("global", "global: magnitude pruning over both tables together (released) | row: the same "
+                                 "number of entries kept in every row (no entity loses all of its entries)")
+    sparsity_ramp_epochs: int | None = opt(None, "0: fixed sparsity from the first epoch (released); N: cubic ramp "
+                                                 "reaching the sparsity at epoch N (default: two thirds of the epochs; "
+                                                 "only later validations may select the model)")
     quiz_fraction: float = opt(0.02, "held-out fraction of training triples forming the quiz set (seeded)")
+    quiz: str = opt("set", "set: every meta step scores the whole quiz set (released) | batch: one seeded quiz "
+                           "batch as large as the training batch per meta step")
+    lookahead: str = opt("copy", "copy: the lookahead S' is built from a detached copy of the pruned tables, so "
+                                 "only the second-order KD path reaches the dense model (released) | live: from "
+                                 "the live tables (the first-order quiz gradient reaches it too)")
     lookahead_lr: float = opt(0.1, "η of the lookahead S' = S - η ∇")
     teacher_lr: float = opt(1e-4, "learning rate of the meta (quiz) update of the dense model (Adagrad)")
     kd_temperature: float = opt(3.0, "temperature of the distillation KL")
-    kl_forward: float = opt(3.0, "weight of KL(target || learner)")
-    kl_reverse: float = opt(1.0, "weight of KL(learner || target)")
+    kl_forward: float = opt(3.0, "weight of KL(target || learner) in the lookahead's KD")
+    kl_reverse: float = opt(1.0, "weight of KL(learner || target) in the lookahead's KD")
+    mutual_kl: str = opt("release", "weights of the mutual step's KD: release (kl_forward on KL(learner || target), "
+                                    "as released) | same (as in the lookahead's KD)")
     relation_weight: float = opt(0.0, "weight of the relation-prediction CE (release: 4; 0 = off)")
     supervised_step: bool = opt(True, "step 1: a supervised step on the dense model before the meta step")
     meta_every: int = opt(1, "meta (quiz) update every N batches")
     num_candidates: int = opt(0, "0: score every entity (1-N, as released); K: score the batch's targets and K "
                                  "uniformly sampled entities, shared by the batch (sampled softmax, for graphs where "
                                  "1-N exceeds the budget)")
+    regularizer: str | None = opt(None, "regulariser (default: the teacher's; the release uses dura, whose "
+                                        "weight then defaults to 0.05 unless the teacher used dura)")
+
+
+#: DURA weight used when the teacher was trained with another regulariser (released: 0.05 on FB15k-237, 0.1 on
+#: WN18RR); a teacher trained with DURA passes on its own weight.
+DURA_DEFAULT_WEIGHT = 0.05
+QUIZ_MODES = ("set", "batch")
+LOOKAHEAD_MODES = ("copy", "live")
+MUTUAL_KL_MODES = ("release", "same")
+
+
+def check_config(config: MetaSDConfig) -> None:
+    """Refuse unknown option values before any training starts."""
+    from kgdistill.distill.pruning import PRUNING_SCOPES
+
+    for name, value, known in (("quiz", config.quiz, QUIZ_MODES), ("lookahead", config.lookahead, LOOKAHEAD_MODES),
+                               ("mutual_kl", config.mutual_kl, MUTUAL_KL_MODES),
+                               ("pruning", config.pruning, tuple(PRUNING_SCOPES)),
+                               ("init", config.init, ("scratch", "teacher"))):
+        if value not in known:
+            raise ConfigError(f"metasd: {name} must be one of {', '.join(known)}, got {value!r}")
+    if not 0.0 <= config.sparsity < 1.0:
+        raise ConfigError(f"metasd: sparsity must be in [0, 1), got {config.sparsity}")
+    if config.nonzeros_per_entity is not None and config.nonzeros_per_entity < 1:
+        raise ConfigError(f"metasd: nonzeros_per_entity must be ≥ 1, got {config.nonzeros_per_entity}")
+
+
+def ramp_epochs(epochs: int) -> int:
+    """The default sparsity ramp: two thirds of the epochs (measured on kinship ComplEx-64 at 90 %: pruned test MRR
+    0.30 with a fixed sparsity, 0.54 with this ramp; BENCHMARKS.md)."""
+    return int(round(2 * epochs / 3))
+
+
+def dense_dim(teacher_model_: EmbeddingModel, config: MetaSDConfig) -> int:
+    """The dense source model's dim: ``dims[-1]``, else from ``nonzeros_per_entity``, else the teacher's."""
+    if config.dims:
+        return int(config.dims[-1])
+    if config.nonzeros_per_entity is not None:
+        reals_per_dim = teacher_model_.entity.shape[1] // teacher_model_.dim
+        return max(1, int(round(config.nonzeros_per_entity / ((1.0 - config.sparsity) * reals_per_dim))))
+    return teacher_model_.dim
 
 
 def split_quiz(train: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -114,8 +171,19 @@ class MetaSDStep:
         self.rank_mismatch = 0
 
     def bind(self, trainer: Any) -> MetaSDStep:
+        """Attach the trainer; validations before the sparsity ramp ends cannot select the final model (a pruned
+        model must have the asked sparsity)."""
         self.trainer = trainer
+        ramp = self.ramp_epochs
+        trainer.selectable = lambda epoch: epoch >= ramp
         return self
+
+    @property
+    def ramp_epochs(self) -> int:
+        """The sparsity ramp's length: the option, or (unset) two thirds of the trainer's epochs."""
+        if self.config.sparsity_ramp_epochs is not None:
+            return self.config.sparsity_ramp_epochs
+        return ramp_epochs(self.trainer.config.epochs)
 
     @property
     def ctx(self) -> DistContext:
@@ -133,11 +201,11 @@ class MetaSDStep:
             self.candidate_generator.set_state(state["candidate_generator"])
         self.batches = int(state["batches"])
 
-    def update_masks(self, sparsity: float) -> float:
+    def update_masks(self, sparsity: float, scope: str = "global") -> float:
         """Recompute the masks (every rank, from its weights), then make them rank 0's; returns the flipped
         fraction and records in ``self.rank_mismatch`` how many entries differed from rank 0's over all ranks."""
         pm, ctx = self.model, self.ctx
-        flipped = pm.update_masks(sparsity)
+        flipped = pm.update_masks(sparsity, scope)
         self.rank_mismatch = 0
         if ctx.enabled:
             mine = [pm.entity_mask.clone(), pm.relation_mask.clone()]
@@ -149,8 +217,16 @@ class MetaSDStep:
 
     # ---- pieces --------------------------------------------------------------------------------------------------
     def kd(self, learner: Tensor, target: Tensor) -> Tensor:
+        """The lookahead's KD: ``kl_forward · KL(target || learner) + kl_reverse · KL(learner || target)``."""
         c = self.config
         return terms.symmetric_kl(learner, target, c.kd_temperature, c.kl_forward, c.kl_reverse)
+
+    def mutual_kd(self, learner: Tensor, target: Tensor) -> Tensor:
+        """The mutual step's KD; ``mutual_kl="release"`` puts ``kl_forward`` on ``KL(learner || target)``."""
+        c = self.config
+        if c.mutual_kl == "release":
+            return terms.symmetric_kl(learner, target, c.kd_temperature, c.kl_reverse, c.kl_forward)
+        return self.kd(learner, target)
 
     def reg(self, params: dict[str, Tensor], q: Tensor) -> Tensor:
         reg = self.trainer.regularizer
@@ -244,9 +320,10 @@ class MetaSDStep:
         epoch = tr.state.epoch + 1
         if epoch != self.epoch:  # a new epoch: recompute the mask
             self.epoch = epoch
-            self.last_flip = self.update_masks(sparsity_at(epoch, c.sparsity, c.sparsity_ramp_epochs))
+            target = sparsity_at(epoch, c.sparsity, self.ramp_epochs)
+            self.last_flip = self.update_masks(target, c.pruning)
             extra = {"rank_mismatch": self.rank_mismatch} if self.ctx.enabled else {}
-            tr.trace.write("mask", epoch=epoch, sparsity=sparsity_at(epoch, c.sparsity, c.sparsity_ramp_epochs),
+            tr.trace.write("mask", epoch=epoch, sparsity=target,
                            flipped=round(self.last_flip, 6), **extra)
         if self.record_batches:
             self.supervised_seen.append(q.detach().cpu())
@@ -267,11 +344,16 @@ class MetaSDStep:
         dense = self.dense_params(rows)
         t_loss, t_scores = self.supervised(dense, lq, lc)
         s_loss, s_scores = self.supervised(self.masked(dense, rows), lq, lc)
-        return t_loss + s_loss + self.kd(t_scores, s_scores.detach()) + self.kd(s_scores, t_scores.detach())
+        return (t_loss + s_loss + self.mutual_kd(t_scores, s_scores.detach())
+                + self.mutual_kd(s_scores, t_scores.detach()))
 
     def quiz_batch(self, q: Tensor) -> Tensor:
-        """This rank's share of a global quiz batch as large as the global training batch (seeded draw)."""
+        """The quiz queries of a meta step: with ``quiz="set"`` the whole quiz set (this rank's share), else this
+        rank's share of a global quiz batch as large as the global training batch (seeded draw)."""
         n, ctx = self.quiz_queries.shape[0], self.ctx
+        if self.config.quiz == "set":
+            lo, hi = shard_bounds(n, ctx.rank, ctx.world_size) if ctx.enabled else (0, n)
+            return self.quiz_queries[lo:hi]
         global_batch = sum(gather_sizes(q.shape[0], ctx)) if ctx.enabled else q.shape[0]
         idx = torch.randint(n, (min(n, global_batch),), generator=self.quiz_generator).to(q.device)
         if ctx.enabled:  # the same global quiz batch on every rank; each takes its share
@@ -290,6 +372,8 @@ class MetaSDStep:
         full = self.dense_params()
         dense = self.dense_params(rows)
         masked = self.masked(dense, rows)
+        if c.lookahead == "copy":  # a detached copy of the pruned branch: only the KD path reaches the dense model
+            masked = {k: v.detach().clone().requires_grad_(True) for k, v in masked.items()}
         s_loss, s_scores = self.supervised(masked, lq, lc)
         t_scores = self.scores(dense, lq, lc)
         inner = s_loss + self.kd(s_scores, t_scores)
@@ -315,25 +399,32 @@ def run_metasd(teacher: Run, config: MetaSDConfig, out: Path, *, base: Embedding
     t_model = teacher_model(teacher)
     dataset = teacher.dataset
     assert dataset is not None
+    check_config(config)
     if base is None:
+        dim = dense_dim(t_model, config)
         if config.init == "teacher":
+            if dim != t_model.dim:
+                raise ConfigError(f"metasd: init=teacher keeps the teacher's dim {t_model.dim} (asked: {dim}); "
+                                  f"use init=scratch for another dim")
             base = copy.deepcopy(t_model)
-            if config.dims and int(config.dims[-1]) != t_model.dim:
-                raise ConfigError("metasd: init=teacher keeps the teacher's dim; use init=scratch for another dim")
-        elif config.init == "scratch":
-            base = make_student(t_model, int(config.dims[-1]) if config.dims else t_model.dim, config.seed)
         else:
-            raise ConfigError(f"metasd: init must be 'teacher' or 'scratch', got {config.init!r}")
+            base = make_student(t_model, dim, config.seed)
     base = base.to(device)
     for p in base.parameters():
         p.requires_grad_(True)
     model = PrunedModel(base).to(device)
     supervised, quiz = split_quiz(dataset.train, config.quiz_fraction, config.seed)
     train_ds = KGDataset(dataset.name, dataset.entities, dataset.relations, {**dataset.splits, "train": supervised})
-    step = MetaSDStep(model, config, quiz, device)
-    training = stage_training(teacher, config, mode="1vsall")
+    fixed: dict[str, Any] = {}
+    if config.regularizer == "dura" and config.regularizer_weight is None \
+            and teacher.config.training.regularizer != "dura":
+        fixed["regularizer_weight"] = DURA_DEFAULT_WEIGHT
+    training = stage_training(teacher, config, mode="1vsall", **fixed)
+    if config.sparsity_ramp_epochs is None:
+        config = replace(config, sparsity_ramp_epochs=ramp_epochs(training.epochs))
     if training.training_mode != "1vsall":
         raise ConfigError("metasd: trains 1-N (cross-entropy over all entities): training_mode must be 1vsall")
+    step = MetaSDStep(model, config, quiz, device)
     stage_name = name or f"metasd-{base.dim}-s{config.sparsity:g}"
     holder: dict[str, Any] = {}
 

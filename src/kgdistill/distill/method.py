@@ -22,6 +22,7 @@ from kgdistill.distill.stage import StageResult, summary_row
 methods: Registry[type[Method]] = Registry("distillation method")
 # declared here, imported on first use (each module also registers its class with the decorator)
 methods.declare("kd", "kgdistill.distill.kd:KD")
+methods.declare("kd-huber", "kgdistill.distill.kd:KDHuber", "bkd")
 methods.declare("scratch", "kgdistill.distill.kd:Scratch", "from_scratch")
 methods.declare("dualde", "kgdistill.distill.dualde:DualDE")
 methods.declare("iterde", "kgdistill.distill.iterde:IterDE")

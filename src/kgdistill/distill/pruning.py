@@ -47,6 +47,24 @@ def global_magnitude_masks(tensors: list[Tensor], sparsity: float) -> list[Tenso
     return out
 
 
+def row_magnitude_masks(tensors: list[Tensor], sparsity: float) -> list[Tensor]:
+    """Boolean masks keeping, in every row of every table ``[n, D]``, its ``max(1, round((1 - sparsity) · D))``
+    largest-magnitude entries (beyond MetaSD: no entity or relation loses all its entries, as rare ones do under
+    global pruning). Exact counts, ties broken by ``topk``."""
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    out = []
+    for t in tensors:
+        keep = max(1, int(round((1.0 - sparsity) * t.shape[-1])))
+        mask = torch.zeros_like(t, dtype=torch.bool)
+        mask.scatter_(-1, torch.topk(t.detach().abs(), keep, dim=-1, sorted=False).indices, True)
+        out.append(mask)
+    return out
+
+
+PRUNING_SCOPES = {"global": global_magnitude_masks, "row": row_magnitude_masks}
+
+
 class _Scorer(nn.Module):
     """``forward(kind, *args)``: a scoring mode of ``base`` (so ``functional_call`` can swap its tables)."""
 
@@ -76,9 +94,10 @@ class PrunedModel(KGCModel):
     def masks(self) -> dict[str, Tensor]:
         return {"entity": self.entity_mask, "relation": self.relation_mask}
 
-    def update_masks(self, sparsity: float) -> float:
-        """Recompute both masks by global magnitude pruning; returns the fraction of mask entries that flipped."""
-        new_e, new_r = global_magnitude_masks([self.base.entity, self.base.relation], sparsity)
+    def update_masks(self, sparsity: float, scope: str = "global") -> float:
+        """Recompute both masks by magnitude pruning (``scope``: ``global`` over both tables together, as MetaSD
+        releases, or ``row``: the same count in every row); returns the fraction of mask entries that flipped."""
+        new_e, new_r = PRUNING_SCOPES[scope]([self.base.entity, self.base.relation], sparsity)
         flipped = int((new_e != self.entity_mask).sum()) + int((new_r != self.relation_mask).sum())
         self.entity_mask.copy_(new_e)
         self.relation_mask.copy_(new_r)
@@ -165,4 +184,5 @@ def load_sparse(folder: str | Path, device: str | torch.device = "cpu") -> Embed
     return model.to(device)  # type: ignore[return-value]
 
 
-__all__ = ["global_magnitude_masks", "PrunedModel", "export_sparse", "load_sparse", "SPARSE_WEIGHTS"]
+__all__ = ["global_magnitude_masks", "row_magnitude_masks", "PRUNING_SCOPES", "PrunedModel", "export_sparse",
+           "load_sparse", "SPARSE_WEIGHTS"]

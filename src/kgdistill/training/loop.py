@@ -89,6 +89,8 @@ class Trainer:
             torch.Generator().manual_seed(config.seed + 7919 * (self.ctx.rank + 1))
         self.state = TrainState()
         self.best_model_state: dict[str, torch.Tensor] | None = None
+        #: ``epoch -> bool``: whether a validation at that epoch may select the final model (default: every one)
+        self.selectable: Callable[[int], bool] | None = None
         self.regularizer = _named("regularizer", lambda: regularizers.make(config.regularizer,
                                                                           weight=config.regularizer_weight))
         self.train_triples = dataset.train
@@ -263,6 +265,8 @@ class Trainer:
         self.state.history.append({"epoch": epoch, **metrics})
         if self.ctx.is_main:
             log.info("epoch %d: validation MRR %.4f", epoch, mrr)
+        if self.selectable is not None and not self.selectable(epoch):
+            return  # e.g. a pruning ramp that has not reached its sparsity: no model of this epoch is kept
         if mrr > self.state.best_metric:
             self.state.best_metric, self.state.best_epoch, self.state.bad_evaluations = mrr, epoch, 0
             self.best_model_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
