@@ -186,7 +186,7 @@ def test_hrkd_uniform_weights_by_hand(teacher_run) -> None:  # type: ignore[no-u
 
 def test_hrkd_graph_moves_in_a_run_on_the_baselines_triples(teacher_run, umls_small: Path,  # type: ignore[no-untyped-def]
                                                             tmp_path: Path) -> None:
-    """Defaults (a meta step every 5 steps, lr 1e-2): 10 steps → meta steps at steps 0 and 5; the graph's weights on
+    """Defaults (a meta step every 5 steps, lr 1e-3): 10 steps → meta steps at steps 0 and 5; the graph's weights on
     the fixed probe move, and the run records them at start and end. The student sees every training triple
     (no hold-out by default), as the baselines do; a hold-out, when asked, is taken from every method alike."""
     n_train = teacher_run.dataset.train.shape[0]
@@ -196,7 +196,8 @@ def test_hrkd_graph_moves_in_a_run_on_the_baselines_triples(teacher_run, umls_sm
     assert rep["hrkd_meta_steps"] == 2 and rep["hrkd_weights"] == "learned"
     start, end = torch.tensor(rep["hrkd_weights_start"]), torch.tensor(rep["hrkd_weights_end"])
     assert start.shape == end.shape == (2, 46) and torch.allclose(start.sum(-1), torch.ones(2), atol=1e-4)
-    assert rep["hrkd_weight_change_max"] > 1e-3 and not torch.allclose(start, end, atol=1e-4)
+    # measured: max |Δw| 0.0014 and total variation 0.009 after these 2 meta steps (start weights ≈ 1/46 = 0.022)
+    assert rep["hrkd_weight_change_max"] > 5e-4 and rep["hrkd_weight_change_tv"] > 3e-3
     trace = run.trace()
     assert any(r["event"] == "objective" and r["hrkd_meta_steps"] == 2 for r in trace)
     assert [r["examples"] for r in trace if r["event"] == "start"] == [2 * n_train]
@@ -248,6 +249,21 @@ def test_encode_and_train_dtype_reach_a_run(umls_small: Path, tmp_path: Path) ->
     loss_fp = [r["loss"] for r in fp.trace() if r["event"] == "step"][0]
     loss_bf = [r["loss"] for r in bf.trace() if r["event"] == "step"][0]
     assert loss_bf != loss_fp and loss_bf == pytest.approx(loss_fp, rel=0.05)  # same batch, bf16 matmuls
+
+
+def test_text_encode_speed_script(teacher_run, umls_small: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("encode_speed", ROOT / "benchmarks" / "text_encode_speed.py")
+    bench = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    out = tmp_path / "speed.json"
+    assert bench.main(["--dataset", str(umls_small), "--plm", TINY, "--entities", "16", "--rounds", "1",
+                       "--max-length", "16", "--run", str(teacher_run.path), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert [r["encode_dtype"] for r in res["encode"]] == ["fp32", "bf16", "int8"]
+    assert res["encode"][1]["min_cosine_to_fp32"] >= 0.999 and res["encode"][0]["speedup"] == 1.0
+    assert [r["encode_dtype"] for r in res["mrr"]] == ["fp32", "bf16", "int8"]
+    assert res["mrr"][0]["mrr"] == pytest.approx(teacher_run.metrics["test"]["both"]["mrr"], abs=1e-4)
+    assert abs(res["mrr"][1]["mrr_change"]) < 0.02
 
 
 # ---- 2. controls of benchmarks/text_pmd.py ------------------------------------------------------------------------

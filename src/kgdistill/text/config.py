@@ -85,7 +85,7 @@ class DistillConfig:
     hrkd_domains: str = opt("relation", "HRKD domains: relation (one per relation) | prefix (first path segment) "
                                         "| clusters:K (relations hashed into K groups by their text)")
     hrkd_meta_every: int = opt(5, "HRKD: one meta step (second-order lookahead) every N steps (0 = never)")
-    hrkd_meta_lr: float = opt(1e-2, "HRKD: Adam learning rate of the domain-relational graph")
+    hrkd_meta_lr: float = opt(1e-3, "HRKD: Adam learning rate of the domain-relational graph")
     hrkd_weights: str = opt("learned", "HRKD: learned (the domain-relational graph) | uniform (ablation: every "
                                        "present domain weighs the same, no meta step)")
     hrkd_holdout: float = opt(0.0, "fraction of training triples held out from *every* method's training (so "

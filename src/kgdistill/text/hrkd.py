@@ -19,7 +19,7 @@ Loss ``(1 − α − β)·CE + α·(1/D)·Σ_d softCE_d + β·[Σ_l Σ_d w_ld (a
 The released code never trains the graph (its optimiser only sees the student); here it *is* trained: every
 ``hrkd_meta_every`` steps (default 5) a lookahead student ``θ' = θ − ξ ∇θ L_train(θ, w_φ)`` (second order,
 ``torch.func.functional_call``, ξ = the student's learning rate) is scored by CE on a meta batch, and ``φ`` takes an
-Adam step (``hrkd_meta_lr``, default 1e-2) on that. The meta batch is a random batch of the triples the trainer
+Adam step (``hrkd_meta_lr``, default 1e-3) on that. The meta batch is a random batch of the triples the trainer
 passes as ``holdout``: the training triples themselves by default (``hrkd_holdout: 0``, so HRKD's student trains on
 exactly the baselines' triples), or a hold-out split off *every* method's training alike (``hrkd_holdout > 0``).
 At the old defaults (a meta step every 10 steps, lr 1e-3) the graph hardly moved in a CPU-budget run.
