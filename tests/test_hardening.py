@@ -695,3 +695,23 @@ def test_text_resume_refuses_flags_it_would_ignore(finished_run: Path, capsys: p
     assert "--lr cannot change them" in err
     err = _one_line_error(["text-train", "--resume", str(finished_run), "--epochs", "x"], capsys)
     assert "cannot read 'x' as int" in err
+
+
+@pytest.mark.parametrize("body,headers,status,message", [
+    (b"\xff\xfe{", {"content-type": "application/json"}, 400, "not valid UTF-8 (byte 0xff at position 0)"),
+    (b"[1, 2]", {"content-type": "application/json"}, 422, "the body must be a JSON object"),
+    (b'{"head": "usa", "relation": "ngo"}', {"content-type": "text/plain"}, 422,
+     "sent with Content-Type: application/json (got text/plain)"),
+])
+def test_bad_bodies_get_a_precise_message(artifact: Path, body: bytes, headers: dict, status: int,
+                                          message: str) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from kgdistill.export import load_artifact
+    from kgdistill.serve.app import create_app
+
+    with TestClient(create_app(load_artifact(artifact))) as client:
+        r = client.post("/predict/tail", content=body, headers=headers)
+        assert r.status_code == status and message in r.json()["detail"], r.text
+        assert client.get("/predict/tail").headers["allow"] == "POST"  # other HTTP errors as before

@@ -33,9 +33,11 @@ from typing import Any
 import torch
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kgdistill.errors import KGDistillError
 from kgdistill.export import Artifact, load_artifact
@@ -254,7 +256,25 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         status, message, errors = _describe(list(exc.errors()))
+        if [e["loc"] for e in errors] == [["body"]] and errors[0]["type"] == "model_attributes_type":
+            content_type = request.headers.get("content-type", "")
+            json_type = content_type.lower().split(";")[0].strip() == "application/json"
+            message += ("; the body must be a JSON object ({...} with the fields of the query)" if json_type else
+                        f"; the body must be a JSON object sent with Content-Type: application/json (got "
+                        f"{content_type or 'no Content-Type'})")
         return _error(status, message, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_starlette_error(request: Request, exc: StarletteHTTPException) -> Response:
+        cause = exc.__cause__
+        if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):  # FastAPI: "error parsing the body"
+            raw, where = bytes(cause.object), ""
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                where = f" (byte 0x{raw[err.start]:02x} at position {err.start})"
+            return _error(400, f"malformed JSON body: not valid UTF-8{where}; send JSON encoded as UTF-8")
+        return await http_exception_handler(request, exc)  # 404, 405 (with Allow) ... as FastAPI answers them
 
     @app.exception_handler(HTTPError)
     async def on_http_error(request: Request, exc: HTTPError) -> JSONResponse:
