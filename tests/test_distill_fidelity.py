@@ -275,3 +275,37 @@ def test_a_refused_distillation_leaves_no_empty_folder(small_teacher: Path, tmp_
     with pytest.raises(ConfigError):
         distill("iterde", small_teacher, tmp_path / "bad", target_dim=12)
     assert not (tmp_path / "bad").exists()
+
+
+def _readme_commands(verb: str) -> list[list[str]]:
+    """The README's ``kgdistill VERB`` commands of the "Distilling KG embeddings" section (continuations joined)."""
+    import shlex
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## Distilling KG embeddings", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    lines = section.replace("\\\n", " ").splitlines()
+    commands = []
+    for line in lines:
+        words = shlex.split(line, comments=True)
+        if words[:2] == ["kgdistill", verb] and "--help" not in words:
+            commands.append(words[1:])
+    return commands
+
+
+def test_readme_distill_commands_run_on_the_readme_teacher(tmp_path: Path, monkeypatch) -> None:
+    """Every README distillation command works as written on the README's teacher shape (kinship ComplEx-64;
+    budgets cut to one epoch here), and the second teacher they name is made by a README command."""
+    from kgdistill.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(1)
+    assert main(["train", "--dataset", "kinship", "--model", "complex", "--dim", "64", "--training-mode", "1vsall",
+                 "--optimizer", "adagrad", "--lr", "0.1", "--epochs", "1", "--out", "runs/kinship-complex",
+                 "--no-progress"]) == 0
+    for words in _readme_commands("train"):
+        assert main([*words, "--epochs", "1", "--no-progress"]) == 0, words
+    distills = _readme_commands("distill")
+    assert len(distills) >= 7
+    for i, words in enumerate(distills):
+        out = [] if "--out" in words else ["--out", f"runs/readme-{i}"]
+        assert main([*words, *out, "--epochs", "1", "--eval-every", "0", "--threads", "1"]) == 0, words
