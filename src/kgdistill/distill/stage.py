@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import yaml
 
+from kgdistill.atomicio import atomic_write_text
 from kgdistill.config import RunConfig, TrainingConfig, save_yaml
 from kgdistill.data.triples import KGDataset
 from kgdistill.distributed import DistContext, barrier, broadcast_object
@@ -256,7 +257,7 @@ def run_stage(name: str, *, run_dir: Path, model: KGCModel, student: KGCModel, d
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(config, run_dir / "config.yaml")
-        (run_dir / "distill.yaml").write_text(yaml.safe_dump(
+        atomic_write_text(run_dir / "distill.yaml", yaml.safe_dump(
             {"method": method, "stage": name, "teacher": teacher_dir, "config": _jsonable(method_config)},
             sort_keys=False))
         write_id_maps(dataset, run_dir)

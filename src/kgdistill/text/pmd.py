@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kgdistill.atomicio import atomic_write_json
 from kgdistill.errors import ConfigError
 from kgdistill.text.biencoder import BiEncoder, BiEncoderOutput
 from kgdistill.text.objective import Objective, masked_mean, objectives
@@ -293,7 +294,7 @@ def run_pmd(teacher_run: str | Path, grades: list[int], mask_rates: list[float],
         summary.append({"stage": i, "layers": n_layers, "kept": layers, "mask_rate": rate, "teacher": prev,
                         "run": str(run.path), "metrics": run.metrics})
         if main:
-            (root / "pmd_summary.json").write_text(json.dumps(summary, indent=2))
+            atomic_write_json(root / "pmd_summary.json", summary)  # temp + fsync + rename
         prev = str(run.path)
     return runs
 
