@@ -7,6 +7,7 @@ Usage::
 
     python benchmarks/slow_clients.py                      # trains + exports a small nations model first
     python benchmarks/slow_clients.py --artifact A.safetensors --slow 520 --seconds 20 --clients 4
+    git worktree add /tmp/old COMMIT && python benchmarks/slow_clients.py --server-src /tmp/old/src   # before
 
 Everything is bounded: the load stops after SECONDS, the server is stopped at the end.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -65,13 +67,17 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=4, help="threads sending well-formed requests")
     p.add_argument("--serve-args", default="", help="extra arguments for kgdistill serve (e.g. '--http h11')")
     p.add_argument("--json", type=Path, help="also write the result here")
+    p.add_argument("--server-src", type=Path,
+                   help="run the server from this source folder (e.g. a `git worktree` of an older commit's src/, "
+                        "for a before/after comparison); the load side always runs this checkout")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         artifact = args.artifact or small_artifact(Path(tmp))
         port = free_port()
         cmd = [sys.executable, "-m", "kgdistill", "serve", str(artifact), "--host", HOST, "--port", str(port),
                "--threads", "1", "--log-level", "warning", *args.serve_args.split()]
-        server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        env = {**os.environ, "PYTHONPATH": str(args.server_src.resolve())} if args.server_src else None
+        server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         try:
             wait_ready(port, server)
             result = slow_client_load(HOST, port, slow=args.slow, seconds=args.seconds, clients=args.clients,
