@@ -9,7 +9,9 @@ Layout (LibKGE-style, so any run can be resumed or re-evaluated)::
     RUN_DIR/trace.jsonl        one JSON record per epoch / validation / resume
     RUN_DIR/checkpoints/last.pt
     RUN_DIR/model.safetensors  final (best-on-validation) weights, with model.json
+    RUN_DIR/manifest.json      sha256 of model.safetensors and model.json (checked on every load)
     RUN_DIR/metrics.json       final metrics per split
+    RUN_DIR/.kgdistill.lock    flock held by the process writing the folder (kgdistill.runfolder)
 """
 
 from __future__ import annotations
