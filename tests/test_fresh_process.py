@@ -27,7 +27,7 @@ def fresh(code: str, cwd: Path | None = None) -> str:
     for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         env.pop(key, None)
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=600)
+                          cwd=cwd, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 

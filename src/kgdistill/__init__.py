@@ -30,7 +30,7 @@ _API = ("Dataset", "train", "distill", "evaluate", "load", "export")
 #: public functions that share their name with a submodule
 _SUBMODULE_API = ("distill", "evaluate", "export")
 
-__all__ = ["__version__", *_API]
+__all__ = ["Dataset", "__version__", "distill", "evaluate", "export", "load", "train"]
 
 
 class _CallableModule(types.ModuleType):

@@ -337,4 +337,4 @@ def export(run: PathLike | Run, out: PathLike, dtype: str = "float32", *, force:
     return export_run(_run_path(run), out, dtype, force=force, **options)
 
 
-__all__ = ["Dataset", "train", "distill", "evaluate", "load", "export", "write_dataset"]
+__all__ = ["Dataset", "distill", "evaluate", "export", "load", "train", "write_dataset"]
