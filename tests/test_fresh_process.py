@@ -226,3 +226,16 @@ def test_the_kernel_switch_is_scoped_to_its_context() -> None:
         assert not kernels.enabled()
     assert kernels.enabled() == outer
     assert seen == [outer]  # another thread keeps its own setting
+
+
+def test_a_declared_entry_whose_extra_is_missing_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kgdistill.errors import ConfigError
+    from kgdistill.registry import Registry
+
+    (tmp_path / "needs_extra.py").write_text("import a_package_that_is_not_installed\nthing = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg: Registry[object] = Registry("model class")
+    reg.declare("fancy", "needs_extra:thing")
+    assert reg.names() == ["fancy"]
+    with pytest.raises(ConfigError, match="model class 'fancy' needs the package 'a_package_that_is_not_installed'"):
+        reg.get("fancy")

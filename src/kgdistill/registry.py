@@ -109,7 +109,16 @@ class Registry(Generic[T]):
         key = self.canonical(name)
         if key not in self._items:
             module, _, attr = self._lazy[key].partition(":")
-            obj = getattr(importlib.import_module(module), attr)  # the import may register it with the decorator
+            try:
+                obj = getattr(importlib.import_module(module), attr)  # the import may register it with the decorator
+            except ModuleNotFoundError as err:
+                if not err.name or err.name == module or err.name.startswith("kgdistill"):
+                    raise
+                from kgdistill.errors import ConfigError
+
+                raise ConfigError(f"{self.kind} {key!r} needs the package {err.name!r}, which is not installed "
+                                  f"(is the matching kgdistill extra installed? e.g. pip install 'kgdistill[text]' "
+                                  f"for text models)") from err
             self._items.setdefault(key, obj)
         return self._items[key]
 
