@@ -41,7 +41,10 @@ def register(subparsers: Any, command: Callable) -> None:
     p = subparsers.add_parser("distill", help="distil a teacher run into smaller students (kd, dualde, iterde, "
                                               "metasd, iterde-metasd, scratch); one run folder per stage")
     p.add_argument("--method", required=True, help=f"one of: {', '.join(methods.names())}")
-    p.add_argument("--teacher", required=True, metavar="RUN_DIR", help="run folder of the trained teacher")
+    p.add_argument("--teacher", required=True, metavar="RUN_DIR", help="run folder of the trained teacher, or a "
+                   "PyKEEN result folder (with --dataset; imported into OUT/teacher-pykeen first)")
+    p.add_argument("--dataset", default=None, help="with a PyKEEN --teacher: the kgdistill dataset (name or folder) "
+                   "whose ids it is mapped onto, by label")
     p.add_argument("--out", default=None, help="output folder (default: runs/distill-<method>-<time>)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--progress", nargs="?", const="true", default="true", metavar="BOOL",
@@ -86,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
             options[key[4:]] = value
     out = args.out or f"runs/distill-{args.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     progress = coerce("progress", args.progress, bool)
+    from kgdistill.interop.teacher import teacher_folder
+
+    args.teacher = teacher_folder(args.teacher, args.dataset, out, resume=args.resume)
     report = distill(args.method, args.teacher, out, device=args.device, progress=progress,
                      num_threads=args.threads, resume=args.resume, **options)
     if os.environ.get("RANK", "0") == "0":

@@ -1,0 +1,1 @@
+"""Bridges to other KGE libraries (optional extras): :mod:`kgdistill.interop.pykeen`."""

@@ -1,0 +1,163 @@
+"""PyKEEN interoperability against the real PyKEEN: tiny models trained by PyKEEN's pipeline in the test (nations,
+1 epoch, dim 8), imported as kgdistill runs with scores equal on both sides (≤ 1e-5) for every test triple, a
+distillation from an imported teacher, students exported back to PyKEEN model objects, and the bad inputs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+pykeen = pytest.importorskip("pykeen", reason="the pykeen extra is part of the dev extra")
+
+from pykeen.pipeline import pipeline  # noqa: E402
+from pykeen.triples import TriplesFactory  # noqa: E402
+
+from kgdistill.cli import main  # noqa: E402
+from kgdistill.data.datasets import load_dataset  # noqa: E402
+from kgdistill.interop.pykeen import PyKEENError, from_pykeen, import_pykeen, to_pykeen  # noqa: E402
+from kgdistill.runs import load_run  # noqa: E402
+
+BUNDLED = Path(__file__).resolve().parents[1] / "src" / "kgdistill" / "data" / "bundled" / "nations"
+#: (PyKEEN model, model kwargs, inverse triples)
+CASES = {"TransE": ({"scoring_fct_norm": 1}, False), "DistMult": ({}, True), "ComplEx": ({}, True),
+         "RotatE": ({}, False)}
+TOL = 1e-5
+
+
+def _train(name: str, out: Path, inverse: bool, model_kwargs: dict[str, Any], model: Any = None) -> Any:
+    logging.getLogger("pykeen").setLevel(logging.ERROR)
+    torch.set_num_threads(1)
+    # PyKEEN reads the same nations files, so its labels are kgdistill's; its own ids are assigned by PyKEEN
+    training = TriplesFactory.from_path(BUNDLED / "train.tsv", create_inverse_triples=inverse)
+    testing = TriplesFactory.from_path(BUNDLED / "test.tsv", entity_to_id=training.entity_to_id,
+                                       relation_to_id=training.relation_to_id)
+    result = pipeline(training=training, testing=testing, model=model or name,
+                      model_kwargs={"embedding_dim": 8, **model_kwargs},
+                      training_kwargs={"num_epochs": 1, "batch_size": 256, "use_tqdm": False},
+                      evaluation_kwargs={"use_tqdm": False, "batch_size": 256}, random_seed=0)
+    result.save_to_directory(out)
+    return result
+
+
+@pytest.fixture(scope="module")
+def pykeen_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Any]]:
+    root = tmp_path_factory.mktemp("pykeen")
+    return {name: (root / name, _train(name, root / name, inverse, kwargs)) for name, (kwargs, inverse) in CASES.items()}
+
+
+def _pykeen_ids(result: Any, dataset: Any, triples: torch.Tensor) -> torch.Tensor:
+    e = torch.tensor([result.training.entity_to_id[x] for x in dataset.entities])
+    r = torch.tensor([result.training.relation_to_id[x] for x in dataset.relations])
+    return torch.stack([e[triples[:, 0]], r[triples[:, 1]], e[triples[:, 2]]], 1)
+
+
+def _check_equal(ours: Any, theirs: Any, ours_test: torch.Tensor, theirs_test: torch.Tensor,
+                 entity_perm: torch.Tensor | None) -> float:
+    """Largest |Δ| over triple scores and all-entity tail and head scores of every test triple."""
+    with torch.no_grad():
+        a = ours.score_hrt(ours_test)
+        b = theirs.predict_hrt(theirs_test).squeeze(1)
+        at = ours.score_t(ours_test[:, 0], ours_test[:, 1])
+        bt = theirs.predict_t(theirs_test[:, :2])
+        ah = ours.score_h(ours_test[:, 1], ours_test[:, 2])
+        bh = theirs.predict_h(theirs_test[:, 1:])
+    if entity_perm is not None:  # PyKEEN's columns in kgdistill's entity order
+        bt, bh = bt[:, entity_perm], bh[:, entity_perm]
+    return max(float((a - b).abs().max()), float((at - bt).abs().max()), float((ah - bh).abs().max()))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_import_scores_equal_and_back(name: str, pykeen_dirs: dict[str, tuple[Path, Any]], tmp_path: Path) -> None:
+    folder, result = pykeen_dirs[name]
+    run = import_pykeen(folder, "nations", tmp_path / "run")
+    dataset = load_dataset("nations")
+    test = dataset.splits["test"]
+    assert run.dataset is not None and run.dataset.entities == dataset.entities
+    assert run.model.interaction_name == name.lower()
+    assert run.model.reciprocal == CASES[name][1]
+    if name == "RotatE":
+        assert run.model.interaction.extra_options()["norm"] == "l2"
+    perm = torch.tensor([result.training.entity_to_id[x] for x in dataset.entities])
+    # PyKEEN → kgdistill: every test triple, triple / tail / head scores
+    err = _check_equal(run.model, result.model, test, _pykeen_ids(result, dataset, test), perm)
+    print(f"{name}: PyKEEN → kgdistill max |Δscore| {err:.2e}")
+    assert err <= TOL, f"{name}: max |Δscore| {err}"
+    # the run is a normal run folder with kgdistill's metrics of the imported model
+    reloaded = load_run(tmp_path / "run")
+    assert torch.equal(reloaded.model.entity, run.model.entity)
+    assert 0 < reloaded.metrics["test"]["both"]["mrr"] <= 1
+    # kgdistill → PyKEEN: a PyKEEN model over kgdistill's ids, same scores
+    back = to_pykeen(reloaded)
+    assert type(back).__name__ == name and back.use_inverse_triples == CASES[name][1]
+    err_back = _check_equal(reloaded.model, back, test, test, None)
+    print(f"{name}: kgdistill → PyKEEN max |Δscore| {err_back:.2e}")
+    assert err_back <= TOL, f"{name} back to PyKEEN: max |Δscore| {err_back}"
+
+
+def test_model_object_in_python(pykeen_dirs: dict[str, tuple[Path, Any]]) -> None:
+    """from_pykeen with a model object and its triples factory; PyKEEN's ids shuffled against kgdistill's."""
+    _, result = pykeen_dirs["ComplEx"]
+    dataset = load_dataset("nations")
+    ours = from_pykeen(result.model, dataset, triples_factory=result.training)
+    test = dataset.splits["test"]
+    with torch.no_grad():
+        diff = ours.score_hrt(test) - result.model.predict_hrt(_pykeen_ids(result, dataset, test)).squeeze(1)
+    assert float(diff.abs().max()) <= TOL
+    with pytest.raises(PyKEENError, match="triples factory"):
+        from_pykeen(result.model, dataset)
+
+
+def test_distill_from_imported_teacher_cli(pykeen_dirs: dict[str, tuple[Path, Any]], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    folder, _ = pykeen_dirs["DistMult"]
+    assert main(["import-pykeen", str(folder), "--dataset", "nations", "--out", str(tmp_path / "teacher")]) == 0
+    printed = capsys.readouterr().out
+    assert "DistMult" in printed and "test" in printed
+    assert main(["distill", "--method", "kd", "--teacher", str(tmp_path / "teacher"), "--out",
+                 str(tmp_path / "kd"), "--dims", "4", "--epochs", "2", "--no-progress", "--threads", "1"]) == 0
+    student = load_run(next(p for p in (tmp_path / "kd").iterdir() if (p / "model.json").exists()))
+    assert student.model.dim == 4 and student.model.interaction_name == "distmult"
+    assert 0 < student.metrics["test"]["both"]["mrr"] <= 1
+    # --teacher also takes the PyKEEN folder itself (imported into OUT/teacher-pykeen first)
+    assert main(["distill", "--method", "kd", "--teacher", str(folder), "--dataset", "nations", "--out",
+                 str(tmp_path / "kd2"), "--dims", "4", "--epochs", "1", "--no-progress", "--threads", "1"]) == 0
+    assert (tmp_path / "kd2" / "teacher-pykeen" / "model.json").exists()
+    # the student goes back to PyKEEN (reciprocal DistMult: inverse triples)
+    back = to_pykeen(student)
+    test = student.dataset.splits["test"]  # type: ignore[union-attr]
+    with torch.no_grad():
+        assert float((back.predict_hrt(test).squeeze(1) - student.model.score_hrt(test)).abs().max()) <= TOL
+
+
+def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conve = tmp_path / "conve"
+    training = TriplesFactory.from_path(BUNDLED / "train.tsv", create_inverse_triples=True)
+    model = pykeen.models.ConvE(triples_factory=training, embedding_dim=8, output_channels=2)
+    conve.mkdir()
+    torch.save(model, conve / "trained_model.pkl")
+    training.to_path_binary(conve / "training_triples")
+    assert main(["import-pykeen", str(conve), "--dataset", "nations", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ConvE is not supported" in err
+    assert "TransE, DistMult, ComplEx, RotatE" in err
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("hello")
+    assert main(["import-pykeen", str(tmp_path / "plain"), "--dataset", "nations", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a PyKEEN result folder" in err
+    assert not (tmp_path / "b").exists()
+    # a kgdistill RotatE with the paper's complex L1 norm has no PyKEEN counterpart
+    from kgdistill.models.embedding import EmbeddingModel
+
+    class Fake:
+        path = tmp_path
+        model = EmbeddingModel("rotate", 14, 55, 4)
+        dataset = load_dataset("nations")
+
+    with pytest.raises(PyKEENError, match="norm l2|L2 norm"):
+        to_pykeen(Fake())
