@@ -302,7 +302,8 @@ def _plugin_parsers() -> list[Callable[[Any], None]]:
     """Subcommands defined next to their library modules (distillation, serving, reports)."""
     out: list[Callable[[Any], None]] = []
     for module in ("kgdistill.distill.cli", "kgdistill.text.cli", "kgdistill.serve.cli", "kgdistill.report.cli",
-                   "kgdistill.reference.cli", "kgdistill.distill.benchmark_cli"):
+                   "kgdistill.reference.cli", "kgdistill.distill.benchmark_cli",
+                   "kgdistill.interop.cli"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as err:
