@@ -246,7 +246,8 @@ def test_resume_check_reads_a_later_added_option_as_its_default(tmp_path: Path) 
 
 
 def test_iterde_soft_loss_choice() -> None:
-    """The released Huber term by default; ``soft_loss="kl"`` is KD's KL, at weight 1 even for TransE."""
+    """The released Huber term (``soft_loss="huber"``); ``"kl"`` (the default) is KD's KL, at weight 1 even for
+    TransE."""
     from kgdistill.distill.distiller import Scores, StepContext
     from kgdistill.distill.iterde import IterDEConfig, iterde_term, soft_weight
     from kgdistill.errors import ConfigError
@@ -254,13 +255,14 @@ def test_iterde_soft_loss_choice() -> None:
     torch.manual_seed(0)
     s, t = Scores(pos=torch.randn(3), neg=torch.randn(3, 4)), Scores(pos=torch.randn(3), neg=torch.randn(3, 4))
     ctx = StepContext(torch.zeros(3, 3, dtype=torch.long), s, t, 1, 2)
-    huber = iterde_term(IterDEConfig(), 1.0)
+    huber = iterde_term(IterDEConfig(soft_loss="huber"), 1.0)
     assert huber.name == "soft_huber"
+    assert IterDEConfig().soft_loss == "kl" and IterDEConfig().temperature == 1.0
     assert huber.fn(ctx).item() == pytest.approx(terms.huber_scores(s.candidates, t.candidates).item())
     kl = iterde_term(IterDEConfig(soft_loss="kl", temperature=3.0), 1.0)
     assert kl.name == "soft_kl"
     assert kl.fn(ctx).item() == pytest.approx(terms.kl_with_temperature(s.candidates, t.candidates, 3.0).item())
-    assert soft_weight(IterDEConfig(), "transe", 0, 4) == 0.001
+    assert soft_weight(IterDEConfig(soft_loss="huber"), "transe", 0, 4) == 0.001
     assert soft_weight(IterDEConfig(soft_loss="kl"), "transe", 0, 4) == 1.0
     with pytest.raises(ConfigError, match="soft_loss"):
         iterde_term(IterDEConfig(soft_loss="mse"), 1.0)
