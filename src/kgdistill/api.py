@@ -180,7 +180,7 @@ def _dataset_reference(dataset: KGDataset) -> str | None:
 
 def train(dataset: PathLike | KGDataset, out: PathLike | None = None, *, model: str | None = None,
           dim: int | None = None, config: Any = None, device: str = "cpu", progress: bool = False,
-          **options: Any) -> Run:
+          trackers: Sequence[Any] | None = None, tracker_uri: str | None = None, **options: Any) -> Run:
     """Train a model and write its run folder ``out``; returns the loaded :class:`~kgdistill.runs.Run`.
 
     ``dataset``: a name, a folder or a :class:`Dataset` (one built in memory is written into ``out/data/`` and the
@@ -190,7 +190,15 @@ def train(dataset: PathLike | KGDataset, out: PathLike | None = None, *, model: 
     ``**{"training.seed": 1}`` too). ``config``: a :class:`~kgdistill.config.RunConfig` (or a YAML path) to start
     from; a :class:`~kgdistill.text.config.TextRunConfig` trains a text bi-encoder (``dataset`` a name or folder).
     Bars are drawn only with ``progress`` and a terminal on stderr; per-epoch lines go to :mod:`logging`.
+    ``trackers``: ``["tensorboard", "mlflow", "csv"]`` (or :class:`~kgdistill.tracking.Tracker` objects) log the run
+    (:mod:`kgdistill.tracking`); ``tracker_uri``: the MLflow tracking URI.
     """
+    if trackers:
+        from kgdistill.tracking import tracking
+
+        with tracking(trackers, uri=tracker_uri):
+            return train(dataset, out, model=model, dim=dim, config=config, device=device, progress=progress,
+                         **options)
     from kgdistill.config import RunConfig, load_yaml, with_overrides
 
     if isinstance(config, (str, os.PathLike)):
@@ -270,14 +278,22 @@ def _run_path(run: PathLike | Run) -> Path:
 
 
 def distill(method: str, teacher: PathLike | Run, out: PathLike, *, device: str = "cpu", progress: bool = False,
-            num_threads: int | None = None, resume: bool = False, **options: Any) -> DistillReport:
+            num_threads: int | None = None, resume: bool = False, trackers: Sequence[Any] | None = None,
+            tracker_uri: str | None = None, **options: Any) -> DistillReport:
     """Distil the ``teacher`` run (folder or :class:`~kgdistill.runs.Run`) with ``method`` (``kd``, ``dualde``,
     ``iterde``, ``metasd``, ``iterde-metasd``, ``scratch``) into run folders under ``out``.
 
     ``options``: the method's options (``dims=[8]``, ``epochs=60``, ...; None-valued ones inherit the teacher's
     training settings). Returns a :class:`~kgdistill.distill.api.DistillReport` (``results[i].path``: the student
-    run folders; ``table()``: the summary).
+    run folders; ``table()``: the summary). ``trackers`` / ``tracker_uri``: as in :func:`train` (one tracker run
+    per stage).
     """
+    if trackers:
+        from kgdistill.tracking import tracking
+
+        with tracking(trackers, uri=tracker_uri):
+            return distill(method, teacher, out, device=device, progress=progress, num_threads=num_threads,
+                           resume=resume, **options)
     from kgdistill.distill.api import distill as run_method
 
     return run_method(method, _run_path(teacher), out, device=device, progress=progress, num_threads=num_threads,
@@ -286,9 +302,14 @@ def distill(method: str, teacher: PathLike | Run, out: PathLike, *, device: str 
 
 def load(path: PathLike, device: str = "cpu") -> Run | Artifact:
     """A run folder (any model kind) as a :class:`~kgdistill.runs.Run` (model, config, dataset, metrics), or an
-    exported artifact file as an :class:`~kgdistill.export.Artifact` (model, names, ``predict``)."""
+    exported artifact file or ``--format hf`` folder as an :class:`~kgdistill.export.Artifact` (model, names,
+    ``predict``)."""
     target = Path(os.fspath(path))
     if target.is_dir():
+        from kgdistill.export_hf import is_hf_folder, load_hf
+
+        if is_hf_folder(target):  # a folder written by export(..., format="hf")
+            return load_hf(target, device=device)
         from kgdistill.runs import load_run
 
         return load_run(target, device=device)
@@ -326,12 +347,20 @@ def evaluate(target: PathLike | Run | Artifact | KGCModel, dataset: PathLike | K
 
 
 def export(run: PathLike | Run, out: PathLike, dtype: str = "float32", *, force: bool = False,
-           **options: Any) -> Path:
+           format: str = "artifact", **options: Any) -> Path:  # noqa: A002 - the CLI's --format
     """Export a run folder's model (any kind) to one self-contained ``.safetensors`` artifact; returns its path.
 
     ``dtype``: ``float32`` (lossless), ``float16`` or ``int8`` (the ranking effect is measured and stored).
     ``options``: see :func:`kgdistill.export.export_run`. Load it back with :func:`load`.
+    ``format="hf"``: a Hugging Face-style folder ``out`` (``config.json``, ``model.safetensors``, id maps, known
+    triples, ``README.md`` model card; options ``include_known``, ``license``): see :mod:`kgdistill.export_hf`.
     """
+    if format == "hf":
+        from kgdistill.export_hf import export_hf
+
+        return export_hf(_run_path(run), out, dtype=dtype, force=force, **options).path
+    if format != "artifact":
+        raise ConfigError(f"export: format must be 'artifact' or 'hf', got {format!r}")
     from kgdistill.export import export_run
 
     return export_run(_run_path(run), out, dtype, force=force, **options)

@@ -295,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     for extra in _plugin_parsers():
         extra(sub)
+    from kgdistill.tracking import TRACKED_COMMANDS, add_tracker_flags
+
+    for name in TRACKED_COMMANDS:  # --tracker on every training and distillation verb
+        if name in sub.choices:
+            add_tracker_flags(sub.choices[name])
     return p
 
 
@@ -350,7 +355,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        status = COMMANDS[args.command](args)
+        from kgdistill.tracking import tracking_from_args
+
+        with tracking_from_args(args):  # trackers made (and reached) before the command trains anything
+            status = COMMANDS[args.command](args)
         sys.stdout.flush()  # a closed pipe fails here, inside the handler below, not at interpreter exit
         return status
     except KGDistillError as err:

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
+
+#: ``listener(run_dir, record)`` called after every record a :class:`Trace` writes in this context (the trackers of
+#: :mod:`kgdistill.tracking`, the pruning of :mod:`kgdistill.hpo`); an exception it raises stops the training
+LISTENERS: ContextVar[tuple[Callable[[Path, dict[str, Any]], None], ...]] = ContextVar("kgdistill_trace_listeners",
+                                                                                      default=())
 
 
 class Trace:
@@ -18,6 +25,8 @@ class Trace:
         record = {"event": event, "time": round(time.time(), 3), **fields}
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        for listener in LISTENERS.get():
+            listener(self.path.parent, record)
 
     def truncate_after_epoch(self, epoch: int) -> None:
         """Drop records of epochs after ``epoch`` (work lost by a crash, redone on resume)."""
