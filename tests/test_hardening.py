@@ -715,3 +715,28 @@ def test_bad_bodies_get_a_precise_message(artifact: Path, body: bytes, headers: 
         r = client.post("/predict/tail", content=body, headers=headers)
         assert r.status_code == status and message in r.json()["detail"], r.text
         assert client.get("/predict/tail").headers["allow"] == "POST"  # other HTTP errors as before
+
+
+def test_a_body_that_never_completes_is_cut_a_keep_alive_request_is_not(artifact: Path) -> None:
+    pytest.importorskip("uvicorn")
+    from kgdistill.export import load_artifact
+    from kgdistill.serve.app import create_app
+    from kgdistill.serve.server import ServerThread
+
+    with ServerThread(create_app(load_artifact(artifact)), request_timeout=1.0) as server:
+        slow_body = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        slow_body.sendall(b"POST /predict/tail HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: 100\r\n\r\n{\"head\": ")  # 9 of the 100 bytes announced
+        keep = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        ports = set()
+        for _ in range(4):  # a well-behaved keep-alive client: each request within the deadline, on one connection
+            keep.request("POST", "/predict/tail", body=b'{"head": "usa", "relation": "embassy", "k": 2}',
+                         headers={"Content-Type": "application/json"})
+            assert keep.getresponse().read()
+            ports.add(keep.sock.getsockname()[1])
+            time.sleep(0.4)
+        assert len(ports) == 1  # 1.6 s on one connection: each request got its own deadline
+        slow_body.settimeout(3)
+        assert slow_body.recv(100) == b""  # closed at the deadline, without an answer
+        keep.close()
+        slow_body.close()

@@ -440,6 +440,11 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artif
     from kgdistill.models.base import check_claimed_size, check_finite
 
     path = Path(path)
+    if path.is_dir():
+        from kgdistill.export_hf import is_hf_folder, load_hf
+
+        if is_hf_folder(path):  # a folder written by ``kgdistill export RUN DIR --format hf``
+            return load_hf(path, device=device)
     meta = read_metadata(path)
     import_model_plugins(meta["model_class"])
     raw = path.read_bytes()

@@ -29,6 +29,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     split = None if args.eval_split in ("none", "") else args.eval_split
+    if args.format == "hf":
+        from kgdistill.export_hf import export_hf, print_export
+
+        result = export_hf(args.run_dir, args.out, dtype=args.dtype, include_known=not args.no_known,
+                           force=args.force, license=args.license, eval_split=split)
+        print_export(result, time.perf_counter() - start)
+        return 0
     path = export_run(args.run_dir, args.out, args.dtype, eval_split=split, include_known=not args.no_known,
                       force=args.force)
     meta = read_metadata(path)
@@ -103,14 +110,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def register(sub: Any, command: Callable[[str], Callable[[Handler], Handler]]) -> None:
     """Add ``export``, ``load`` and ``serve`` to the ``kgdistill`` parser."""
-    e = sub.add_parser("export", help="export a run to one self-contained artifact file (optionally quantised)")
+    e = sub.add_parser("export", help="export a run to one self-contained artifact file (optionally quantised), or "
+                                      "to a Hugging Face-style folder with a model card (--format hf)")
     e.add_argument("run_dir")
-    e.add_argument("out", help="artifact file (or an existing folder: <run>-<dtype>.safetensors inside)")
+    e.add_argument("out", help="artifact file (or an existing folder: <run>-<dtype>.safetensors inside); with "
+                               "--format hf the folder to write")
+    e.add_argument("--format", choices=("artifact", "hf"), default="artifact",
+                   help="artifact: one .safetensors file; hf: a folder with config.json, model.safetensors, id maps, "
+                        "known.safetensors and a README.md model card (default: %(default)s)")
+    e.add_argument("--license", default=None, help="--format hf: the licence field of the model card (e.g. mit)")
     e.add_argument("--dtype", choices=("float32", "float16", "int8"), default="float32",
                    help="embedding tables as float32 (lossless), float16 or int8 with a per-row scale")
     e.add_argument("--eval-split", default="test",
                    help="split on which the MRR change of float16 / int8 is measured ('none': skip)")
-    e.add_argument("--no-known", action="store_true", help="leave out the known triples (no filtering in serve)")
+    e.add_argument("--no-known", action="store_true",
+                   help="leave out the known triples (train ∪ valid ∪ test, int32): a smaller export whose "
+                        "predictions cannot hide known answers (no --exclude-known / filtering in serve)")
     e.add_argument("--force", action="store_true", help="replace OUT if it exists (never a file of the run folder)")
     command("export")(cmd_export)
 
