@@ -291,6 +291,8 @@ class Artifact:
 
     @property
     def size_bytes(self) -> int | None:
+        if self.path is not None and self.path.is_dir():  # a --format hf folder: all its files
+            return sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
         return self.path.stat().st_size if self.path is not None and self.path.exists() else None
 
     @cached_property
