@@ -740,3 +740,26 @@ def test_a_body_that_never_completes_is_cut_a_keep_alive_request_is_not(artifact
         assert slow_body.recv(100) == b""  # closed at the deadline, without an answer
         keep.close()
         slow_body.close()
+
+
+def test_distill_stage_keeps_its_start_across_crash_and_resume(finished_run: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from kgdistill.distill.api import distill
+
+    original = loop.Trainer.train_epoch
+
+    def crash_at_2(self: loop.Trainer, epoch: int) -> dict[str, float]:
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(loop.Trainer, "train_epoch", crash_at_2)
+    with pytest.raises(KeyboardInterrupt):
+        distill("kd", finished_run, tmp_path / "kd", dims=[4], epochs=3, with_teacher_row=False)
+    stage = tmp_path / "kd" / "kd-4"
+    started = json.loads((stage / "meta.json").read_text())["started"]
+    time.sleep(1.1)
+    monkeypatch.setattr(loop.Trainer, "train_epoch", original)
+    distill("kd", finished_run, tmp_path / "kd", dims=[4], epochs=3, with_teacher_row=False, resume=True)
+    meta = json.loads((stage / "meta.json").read_text())
+    assert meta["started"] == started and meta["resumed"] is True and meta["epochs_done"] == 3

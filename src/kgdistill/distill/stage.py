@@ -261,8 +261,16 @@ def run_stage(name: str, *, run_dir: Path, model: KGCModel, student: KGCModel, d
             {"method": method, "stage": name, "teacher": teacher_dir, "config": _jsonable(method_config)},
             sort_keys=False))
         write_id_maps(dataset, run_dir)
+    meta_path = run_dir / "meta.json"
     meta = _meta(config)
+    if status == "interrupted" and meta_path.exists():  # keep the stage's original start (written below)
+        try:
+            meta = {**meta, **{k: v for k, v in json.loads(meta_path.read_text()).items() if k == "started"}}
+        except (OSError, ValueError):
+            pass
     meta.update(processes=ctx.world_size, resumed=status == "interrupted")
+    if ctx.is_main and status == "new":
+        _write_json(meta_path, meta)  # the start time survives a crash before the stage ends
 
     def validate(m: KGCModel) -> dict[str, float]:
         return {k: float(v) for k, v in evaluator.evaluate(m, "valid").summary()["both"].items()}
