@@ -161,3 +161,30 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
     with pytest.raises(PyKEENError, match="norm l2|L2 norm"):
         to_pykeen(Fake())
+
+
+def test_readme_pykeen_example_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's PyKEEN section, verbatim but for the budgets (1 epoch): PyKEEN's own Nations (packaged with
+    PyKEEN, same labels), import, both distill forms, and the student back to PyKEEN."""
+    import shlex
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text.split("### PyKEEN models as teachers", 1)[1].split("\n### ", 1)[0]
+    blocks = section.split("```")
+    pipeline_code, commands, use_code = blocks[1], blocks[3], blocks[5]
+    assert pipeline_code.startswith("python") and commands.startswith("bash") and use_code.startswith("python")
+    monkeypatch.chdir(tmp_path)
+    logging.getLogger("pykeen").setLevel(logging.ERROR)
+    exec(pipeline_code.removeprefix("python").replace('"num_epochs": 100', '"num_epochs": 1'), {})  # noqa: S102
+    for line in commands.removeprefix("bash").replace("\\\n", " ").splitlines():
+        words = shlex.split(line, comments=True)
+        if not words:
+            continue
+        assert words[0] == "kgdistill"
+        extra = ["--epochs", "1", "--threads", "1", "--no-progress"] if words[1] == "distill" else []
+        assert main([*words[1:], *extra]) == 0, words
+    assert (tmp_path / "runs" / "pykeen-kd2" / "teacher-pykeen" / "model.json").exists()
+    capsys.readouterr()
+    exec(use_code.removeprefix("python"), {})  # noqa: S102
+    assert capsys.readouterr().out.strip() == "RotatE torch.Size([2, 14])"
