@@ -188,3 +188,83 @@ def test_readme_pykeen_example_runs_as_written(tmp_path: Path, monkeypatch: pyte
     capsys.readouterr()
     exec(use_code.removeprefix("python"), {})  # noqa: S102
     assert capsys.readouterr().out.strip() == "RotatE torch.Size([2, 14])"
+
+
+@pytest.mark.parametrize("name,kwargs,inverse", [("TransE", {"scoring_fct_norm": 2}, True),
+                                                 ("DistMult", {}, False), ("ComplEx", {}, False),
+                                                 ("RotatE", {}, True)])
+def test_other_variants_in_python(name: str, kwargs: dict[str, Any], inverse: bool) -> None:
+    """The variants the trained fixtures leave out (TransE-L2, inverse triples flipped), as fresh PyKEEN model
+    objects: PyKEEN → kgdistill → PyKEEN, all scores equal."""
+    torch.manual_seed(1)
+    training = TriplesFactory.from_path(BUNDLED / "train.tsv", create_inverse_triples=inverse)
+    theirs = getattr(pykeen.models, name)(triples_factory=training, embedding_dim=6, **kwargs)
+    dataset = load_dataset("nations")
+    ours = from_pykeen(theirs, dataset, triples_factory=training)
+    assert ours.reciprocal == inverse
+    if name == "TransE":
+        assert ours.interaction.extra_options() == {"p": 2}
+
+    class Result:
+        model, training = theirs, None
+
+    Result.training = training  # type: ignore[assignment]
+    test = dataset.splits["test"]
+    perm = torch.tensor([training.entity_to_id[x] for x in dataset.entities])
+    assert _check_equal(ours, theirs, test, _pykeen_ids(Result, dataset, test), perm) <= TOL
+
+    class Run:
+        path, model = "model", ours
+
+    Run.dataset = dataset  # type: ignore[attr-defined]
+    back = to_pykeen(Run())
+    assert _check_equal(ours, back, test, test, None) <= TOL
+
+
+def test_entities_pykeen_never_saw_get_zero_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """PyKEEN trained without any triple of 'usa' and of one relation: those rows are zero, counted, reported."""
+    lines = [line.split("\t") for line in (BUNDLED / "train.tsv").read_text().splitlines()]
+    dropped_rel = lines[0][1]
+    kept = [x for x in lines if "usa" not in (x[0], x[2]) and x[1] != dropped_rel]
+    import numpy as np
+
+    training = TriplesFactory.from_labeled_triples(np.array(kept, dtype=str))
+    theirs = pykeen.models.DistMult(triples_factory=training, embedding_dim=4)
+    run = import_pykeen(theirs, "nations", tmp_path / "run", triples_factory=training)
+    dataset = run.dataset
+    assert dataset is not None
+    assert not run.model.entity.detach()[dataset.entities.index("usa")].any()
+    assert not run.model.relation.detach()[dataset.relations.index(dropped_rel)].any()
+    import json
+
+    info = json.loads((tmp_path / "run" / "meta.json").read_text())["pykeen"]
+    assert info["missing_entities"] == 1
+    assert info["missing_relations"] == len(set(dataset.relations) - {x[1] for x in kept}) >= 1
+
+
+def test_more_bad_input(pykeen_dirs: dict[str, tuple[Path, Any]], tmp_path: Path,
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    folder, result = pykeen_dirs["TransE"]
+
+    def one_line(argv: list[str], *needles: str) -> None:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        for needle in needles:
+            assert needle in err, err
+
+    # a PyKEEN --teacher without --dataset; a graph with other labels; an existing run folder
+    one_line(["distill", "--method", "kd", "--teacher", str(folder), "--out", str(tmp_path / "kd"), "--dims", "4"],
+             "--dataset")
+    one_line(["import-pykeen", str(folder), "--dataset", "kinship", "--out", str(tmp_path / "k")],
+             "not in the dataset 'kinship'")
+    assert not (tmp_path / "k").exists()
+    assert main(["import-pykeen", str(folder), "--dataset", "nations", "--out", str(tmp_path / "run")]) == 0
+    one_line(["import-pykeen", str(folder), "--dataset", "nations", "--out", str(tmp_path / "run")], "already holds")
+    one_line(["import-pykeen", str(tmp_path / "nowhere"), "--dataset", "nations", "--out", str(tmp_path / "x")],
+             "no such folder")
+    # TransE with power_norm (the p-th power of the norm) has no kgdistill counterpart
+    training = TriplesFactory.from_path(BUNDLED / "train.tsv")
+    powered = pykeen.models.TransE(triples_factory=training, embedding_dim=4, power_norm=True)
+    with pytest.raises(PyKEENError, match="power_norm"):
+        from_pykeen(powered, "nations", triples_factory=training)
