@@ -84,7 +84,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         from kgdistill.distributed import launch_torchrun
+        from kgdistill.validate import resume_options, validate_config
 
+        # one message here rather than one per process after the launch
+        resume_options(args) if args.resume else validate_config(config_from_args(args))
         return launch_torchrun(args.nproc, strip_nproc(args.argv))
     if args.resume:
         from kgdistill.validate import resume_options
@@ -308,7 +311,7 @@ def _plugin_parsers() -> list[Callable[[Any], None]]:
     out: list[Callable[[Any], None]] = []
     for module in ("kgdistill.distill.cli", "kgdistill.text.cli", "kgdistill.serve.cli", "kgdistill.report.cli",
                    "kgdistill.reference.cli", "kgdistill.distill.benchmark_cli",
-                   "kgdistill.interop.cli"):
+                   "kgdistill.interop.cli", "kgdistill.hpo"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as err:
