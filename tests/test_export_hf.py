@@ -131,3 +131,53 @@ def test_refusals_and_damage(runs_dir: dict[str, Path], tmp_path: Path) -> None:
     (out / "model.safetensors").write_bytes(bytes(raw))
     with pytest.raises(ArtifactError, match="sha256"):
         kgdistill.load(out)
+
+
+def test_int8_export_states_its_effect(runs_dir: dict[str, Path], tmp_path: Path) -> None:
+    result = export_hf(runs_dir["teacher"], tmp_path / "int8", dtype="int8")
+    full = export_hf(runs_dir["teacher"], tmp_path / "f32")
+    assert result.sizes["model.safetensors"] < full.sizes["model.safetensors"]
+    art = kgdistill.load(tmp_path / "int8")
+    run = load_run(runs_dir["teacher"])
+    test = run.dataset.splits["test"]  # type: ignore[union-attr]
+    with torch.no_grad():
+        want = run.model.score_t(test[:, 0], test[:, 1])
+        diff = float((art.model.score_t(test[:, 0], test[:, 1]) - want).abs().max())
+    assert 0 < diff <= 0.02 * float(want.abs().max())  # int8: ≤ max|row| / 254 per value
+    quant = result.config["quantization"]
+    assert quant["dtype"] == "int8" and quant["triples"] == 201 and abs(quant["mrr_change"]) < 0.1
+    card = (tmp_path / "int8" / "README.md").read_text()
+    assert "Stored as int8: test MRR" in card and "| stored as | int8 |" in card
+
+
+def test_text_model_folder(tmp_path: Path) -> None:
+    """A text bi-encoder (tiny random BERT, 2 steps on a umls subset) exports and loads with equal scores."""
+    pytest.importorskip("transformers")
+    import importlib.resources
+    import shutil
+
+    from kgdistill.config import DataConfig as Data
+    from kgdistill.text.config import TextModelConfig, TextRunConfig, TextTrainingConfig
+    from kgdistill.text.trainer import train_text
+
+    bundled = Path(str(importlib.resources.files("kgdistill.data").joinpath("bundled", "umls")))
+    folder = tmp_path / "umls"
+    folder.mkdir()
+    for name in ("train.tsv", "entity2text.tsv", "entity2description.tsv", "relation2text.tsv"):
+        shutil.copy(bundled / name, folder / name)
+    for split in ("valid", "test"):
+        (folder / f"{split}.tsv").write_text("\n".join((bundled / f"{split}.tsv").read_text().splitlines()[:20]) + "\n")
+    torch.set_num_threads(1)
+    config = TextRunConfig(data=Data(dataset=str(folder)),
+                           model=TextModelConfig(plm="tiny:layers=2,hidden=32,heads=2,intermediate=64", max_length=16),
+                           training=TextTrainingConfig(epochs=1, batch_size=32, lr=2e-3, warmup_steps=1,
+                                                       steps_per_epoch=2, self_negatives=False, num_threads=1),
+                           evaluation=EvaluationConfig(eval_splits=["test"]), output_dir=str(tmp_path / "text"))
+    run = train_text(config)
+    result = export_hf(run.path, tmp_path / "hf")
+    art = kgdistill.load(tmp_path / "hf")
+    test = run.dataset.splits["test"]
+    with torch.no_grad():
+        assert torch.equal(run.model.eval().score_t(test[:, 0], test[:, 1]), art.model.score_t(test[:, 0], test[:, 1]))
+    assert result.config["model_class"] == "biencoder"
+    assert "biencoder" in (tmp_path / "hf" / "README.md").read_text()
