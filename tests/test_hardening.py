@@ -763,3 +763,10 @@ def test_distill_stage_keeps_its_start_across_crash_and_resume(finished_run: Pat
     distill("kd", finished_run, tmp_path / "kd", dims=[4], epochs=3, with_teacher_row=False, resume=True)
     meta = json.loads((stage / "meta.json").read_text())
     assert meta["started"] == started and meta["resumed"] is True and meta["epochs_done"] == 3
+
+
+def test_bad_option_with_nproc_is_one_message_before_the_launch(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    err = _one_line_error([*TRAIN_FAST, "--nproc", "2", "--dim", "0", "--out", str(tmp_path / "run")], capsys)
+    assert "--dim 0" in err and "rank" not in err
+    assert not (tmp_path / "run").exists()
