@@ -126,6 +126,12 @@ def test_distill_from_imported_teacher_cli(pykeen_dirs: dict[str, tuple[Path, An
     assert main(["distill", "--method", "kd", "--teacher", str(folder), "--dataset", "nations", "--out",
                  str(tmp_path / "kd2"), "--dims", "4", "--epochs", "1", "--no-progress", "--threads", "1"]) == 0
     assert (tmp_path / "kd2" / "teacher-pykeen" / "model.json").exists()
+    # its model card names the PyKEEN teacher
+    from kgdistill.export_hf import export_hf
+
+    export_hf(student.path, tmp_path / "card")
+    card = (tmp_path / "card" / "README.md").read_text()
+    assert "imported from PyKEEN DistMult" in card and "import-pykeen" in card
     # the student goes back to PyKEEN (reciprocal DistMult: inverse triples)
     back = to_pykeen(student)
     test = student.dataset.splits["test"]  # type: ignore[union-attr]
