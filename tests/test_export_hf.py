@@ -56,7 +56,7 @@ def test_trained_run_round_trip(runs_dir: dict[str, Path], tmp_path: Path) -> No
     art = kgdistill.load(tmp_path / "hf")
     assert isinstance(art, Artifact) and art.known is not None and art.known.dtype == torch.int32
     assert art.known.shape[0] == 1592 + 199 + 201  # nations train ∪ valid ∪ test
-    assert result.sizes["known.safetensors"] < 1992 * 12 + 200  # 12 bytes a triple plus a small header
+    assert result.sizes["known.safetensors"] < 1992 * 3 + 200  # uint8 ids (14 entities): 3 bytes a triple
     _same_predictions(runs_dir["teacher"], art)
     card = (tmp_path / "hf" / "README.md").read_text()
     test_mrr = json.loads((runs_dir["teacher"] / "metrics.json").read_text())["test"]["both"]["mrr"]
@@ -96,7 +96,7 @@ def test_no_known_shrinks_and_cli_reports_sizes(runs_dir: dict[str, Path], tmp_p
     def total(folder: Path) -> int:
         return sum(p.stat().st_size for p in folder.iterdir())
 
-    assert total(tmp_path / "small") < total(tmp_path / "full") - 1992 * 12
+    assert total(tmp_path / "small") < total(tmp_path / "full") - 1992 * 3
     art = kgdistill.load(tmp_path / "small")
     assert isinstance(art, Artifact) and art.known is None
     assert main(["load", str(tmp_path / "small"), "--head", "usa", "--relation", "embassy", "-k", "3"]) == 0
@@ -109,6 +109,13 @@ def test_no_known_shrinks_and_cli_reports_sizes(runs_dir: dict[str, Path], tmp_p
     reply = TestClient(create_app(tmp_path / "full")).post("/predict/tail",
                                                            json={"head": "usa", "relation": "embassy", "k": 3})
     assert reply.status_code == 200 and len(reply.json()["predictions"]) == 3
+
+
+def test_known_dtype() -> None:
+    from kgdistill.export_hf import known_dtype
+
+    assert [known_dtype(n) for n in (14, 256, 257, 32768, 40943)] == [torch.uint8, torch.uint8, torch.int16,
+                                                                       torch.int16, torch.int32]
 
 
 def test_refusals_and_damage(runs_dir: dict[str, Path], tmp_path: Path) -> None:

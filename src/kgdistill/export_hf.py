@@ -8,8 +8,9 @@ The folder::
                              with ``--dtype``, sparse layouts for pruned tables: see :mod:`kgdistill.export`)
     DIR/entities.tsv         id <TAB> label <TAB> name (the run's id maps)
     DIR/relations.tsv        id <TAB> label <TAB> text
-    DIR/known.safetensors    the known triples train ∪ valid ∪ test as one int32[n, 3] tensor ``known`` (12 bytes a
-                             triple), used to hide known answers in predictions; left out with ``--no-known``
+    DIR/known.safetensors    the known triples train ∪ valid ∪ test as one [n, 3] tensor ``known`` of the narrowest
+                             integer type that holds every id (uint8 / int16 / int32: 3, 6 or 12 bytes a triple),
+                             used to hide known answers in predictions; left out with ``--no-known``
     DIR/entity_descriptions.tsv  text models only: the descriptions they encode new entities from
     DIR/README.md            the model card: what it is, metrics with the evaluation protocol, lineage teacher →
                              student (with both metrics), training config, dataset, licence, how to load
@@ -216,7 +217,8 @@ def model_card(cfg: dict[str, Any], sizes: dict[str, int], folder_name: str) -> 
         lines.append(f"| interaction options | `{json.dumps(mc['interaction_options'])}` |")
     lines += [f"| parameters | {_fmt(cfg['num_parameters'])} ({_fmt(cfg['num_parameters_nonzero'])} non-zero) |",
               f"| stored as | {cfg['dtype']} |",
-              f"| known triples | {_fmt(cfg['known']['count']) + ' (known.safetensors)' if cfg.get('known') else 'left out (--no-known)'} |",
+              "| known triples | " + (f"{_fmt(cfg['known']['count'])} ({cfg['known']['dtype']}, known.safetensors)"
+                                      if cfg.get("known") else "left out (--no-known)") + " |",
               f"| licence | {cfg.get('license') or 'unknown'} |", ""]
     lines += ["## Metrics", "",
               f"Link prediction on {dataset}: for every triple of a split, the head and the tail are each ranked "
@@ -321,9 +323,10 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike, *, dtype: str 
                                "relations.tsv": (run_dir / "relations.tsv").read_bytes()}
     known_info = None
     if include_known and dataset is not None:
-        known = dataset.all_triples().to(torch.int32).contiguous()
-        blobs[KNOWN] = safetensors_save({"known": known})
-        known_info = {"file": KNOWN, "count": int(known.shape[0]), "dtype": "int32"}
+        known = dataset.all_triples()
+        narrow = known_dtype(max(len(entities), len(relations)))
+        blobs[KNOWN] = safetensors_save({"known": known.to(narrow).contiguous()})
+        known_info = {"file": KNOWN, "count": int(known.shape[0]), "dtype": str(narrow).removeprefix("torch.")}
     elif include_known:
         notes.append("known triples left out: the run's dataset was not found")
     if exporter.include_text and dataset is not None:
@@ -366,6 +369,11 @@ def _example(dataset: Any, entities: list[str], relations: list[str]) -> list[st
         h, r, _ = dataset.splits["test"][0].tolist()
         return [entities[h], relations[r]]
     return [entities[0], relations[0]]
+
+
+def known_dtype(num_ids: int) -> torch.dtype:
+    """The narrowest integer type holding ids ``0 .. num_ids - 1``: uint8, int16 or int32."""
+    return torch.uint8 if num_ids <= 256 else torch.int16 if num_ids <= 32768 else torch.int32
 
 
 def _write_folder(out: Path, blobs: dict[str, bytes]) -> None:
@@ -437,7 +445,7 @@ def load_hf(path: str | os.PathLike, device: str | torch.device = "cpu") -> Arti
     exporter_for(model).restore(model, extras)
     entities, entity_names = read_id_map_with_names(path / "entities.tsv")
     relations, relation_names = read_id_map_with_names(path / "relations.tsv")
-    known = safetensors_load(data[KNOWN])["known"] if KNOWN in data else None
+    known = safetensors_load(data[KNOWN])["known"].to(torch.int32) if KNOWN in data else None
     descriptions: list[str] = []
     if DESCRIPTIONS in data:
         descriptions = [line.split("\t", 1)[1] if "\t" in line else "" for line in
@@ -456,7 +464,8 @@ def print_export(result: HFExport, seconds: float) -> None:
     print(f"export folder: {result.path} ({result.total_bytes:,} bytes in {len(result.sizes)} files, {seconds:.1f}s)")
     what = {CONFIG: "model config, metrics, lineage, checksums", WEIGHTS: "weights",
             "entities.tsv": "entity id map", "relations.tsv": "relation id map",
-            KNOWN: f"known triples (int32, {(result.config.get('known') or {}).get('count', 0):,})",
+            KNOWN: f"known triples ({(result.config.get('known') or {}).get('dtype')}, "
+                   f"{(result.config.get('known') or {}).get('count', 0):,})",
             DESCRIPTIONS: "entity descriptions", CARD: "model card"}
     print(format_table([{"file": n, "bytes": s, "holds": what.get(n, "")} for n, s in result.sizes.items()]))
     if result.config.get("known") is None:
