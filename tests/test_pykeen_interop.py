@@ -8,18 +8,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pykeen  # the pykeen extra is part of the dev extra: a missing PyKEEN fails here, it is not skipped
 import pytest
 import torch
+from pykeen.pipeline import pipeline
+from pykeen.triples import TriplesFactory
 
-pykeen = pytest.importorskip("pykeen", reason="the pykeen extra is part of the dev extra")
-
-from pykeen.pipeline import pipeline  # noqa: E402
-from pykeen.triples import TriplesFactory  # noqa: E402
-
-from kgdistill.cli import main  # noqa: E402
-from kgdistill.data.datasets import load_dataset  # noqa: E402
-from kgdistill.interop.pykeen import PyKEENError, from_pykeen, import_pykeen, to_pykeen  # noqa: E402
-from kgdistill.runs import load_run  # noqa: E402
+from kgdistill.cli import main
+from kgdistill.data.datasets import load_dataset
+from kgdistill.interop.pykeen import PyKEENError, from_pykeen, import_pykeen, to_pykeen
+from kgdistill.runs import load_run
 
 BUNDLED = Path(__file__).resolve().parents[1] / "src" / "kgdistill" / "data" / "bundled" / "nations"
 #: (PyKEEN model, model kwargs, inverse triples)
@@ -250,7 +248,7 @@ def test_entities_pykeen_never_saw_get_zero_rows(tmp_path: Path, capsys: pytest.
 
 def test_more_bad_input(pykeen_dirs: dict[str, tuple[Path, Any]], tmp_path: Path,
                         capsys: pytest.CaptureFixture[str]) -> None:
-    folder, result = pykeen_dirs["TransE"]
+    folder, _ = pykeen_dirs["TransE"]
 
     def one_line(argv: list[str], *needles: str) -> None:
         assert main(argv) == 2, argv

@@ -38,9 +38,23 @@ from safetensors.torch import save as safetensors_save
 
 import kgdistill
 from kgdistill.errors import KGDistillError, RunFolderError
-from kgdistill.export import (DTYPES, Artifact, ArtifactError, _check_shapes, _run_dataset, _score_error,
-                              decode_state, describe_model, encode_state, exporter_for, import_model_plugins,
-                              model_kind, read_id_map_with_names, read_run_files, rebuild_model)
+from kgdistill.export import (
+    DTYPES,
+    Artifact,
+    ArtifactError,
+    _check_shapes,
+    _run_dataset,
+    _score_error,
+    decode_state,
+    describe_model,
+    encode_state,
+    exporter_for,
+    import_model_plugins,
+    model_kind,
+    read_id_map_with_names,
+    read_run_files,
+    rebuild_model,
+)
 
 FORMAT = "kgdistill-hf"
 VERSION = 1
@@ -231,8 +245,9 @@ def model_card(cfg: dict[str, Any], sizes: dict[str, int], folder_name: str) -> 
     lines += _metrics_table(cfg.get("metrics") or {})
     q = cfg.get("quantization") or {}
     if cfg["dtype"] != "float32" and "mrr_change" in q:
-        lines += ["", f"Stored as {cfg['dtype']}: {q['split']} MRR {q['mrr_float32']:.4f} → "
-                      f"{q['mrr_' + cfg['dtype']]:.4f} (change {q['mrr_change']:+.4f}, on {q['triples']:,} triples)."]
+        lines += ["", (f"Stored as {cfg['dtype']}: {q['split']} MRR {q['mrr_float32']:.4f} → "
+                       f"{q['mrr_' + cfg['dtype']]:.4f} (change {q['mrr_change']:+.4f}, on {q['triples']:,} "
+                       f"triples).")]
     lines += [""]
     if chain:
         lines += ["## Lineage", "",
@@ -265,9 +280,9 @@ def model_card(cfg: dict[str, Any], sizes: dict[str, int], folder_name: str) -> 
               f'art = kgdistill.load("{folder_name}")   # an Artifact: model, id maps, known triples',
               f'art.predict("{relation}", head="{entity}", k=10{hide})   # top-10 tails, by label or name',
               "scores = art.model.score_t(torch.tensor([0]), torch.tensor([0]))  # tails of (entity id 0, relation id 0)",
-              "```", "", f"or on the command line: `kgdistill load {folder_name} --head {entity} --relation "
-              f"{relation} -k 10` (and `kgdistill serve {folder_name}` for an HTTP API). Needs only "
-              f"`pip install kgdistill`, not the training data.", ""]
+              "```", "", (f"or on the command line: `kgdistill load {folder_name} --head {entity} --relation "
+                          f"{relation} -k 10` (and `kgdistill serve {folder_name}` for an HTTP API). Needs only "
+                          f"`pip install kgdistill`, not the training data."), ""]
     lines += ["## Files", "", "| file | bytes |", "|---|---:|"]
     lines += [f"| {name} | {size:,} |" for name, size in sizes.items()]
     lines += ["", f"Exported by kgdistill {cfg.get('kgdistill')} on {cfg.get('created')}.", ""]
@@ -276,7 +291,7 @@ def model_card(cfg: dict[str, Any], sizes: dict[str, int], folder_name: str) -> 
 
 # ---- export ----------------------------------------------------------------------------------------------------
 def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike, *, dtype: str = "float32",
-              include_known: bool = True, force: bool = False, license: str | None = None,  # noqa: A002
+              include_known: bool = True, force: bool = False, license: str | None = None,
               eval_split: str | None = "test", eval_max_triples: int | None = 5000) -> HFExport:
     """Write ``run_dir``'s model as a Hugging Face-style folder ``out`` with a model card; returns the sizes.
 

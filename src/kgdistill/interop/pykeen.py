@@ -449,5 +449,15 @@ def to_pykeen(run: Any, triples_factory: Any = None) -> Any:
     return theirs.eval()
 
 
-__all__ = ["PyKEENError", "PyKEENSource", "SUPPORTED", "convert", "from_pykeen", "import_pykeen",
-           "is_pykeen_folder", "pykeen_triples_factory", "read_pykeen_folder", "to_pykeen"]
+__all__ = [
+    "SUPPORTED",
+    "PyKEENError",
+    "PyKEENSource",
+    "convert",
+    "from_pykeen",
+    "import_pykeen",
+    "is_pykeen_folder",
+    "pykeen_triples_factory",
+    "read_pykeen_folder",
+    "to_pykeen",
+]
