@@ -272,3 +272,20 @@ def test_more_bad_input(pykeen_dirs: dict[str, tuple[Path, Any]], tmp_path: Path
     powered = pykeen.models.TransE(triples_factory=training, embedding_dim=4, power_norm=True)
     with pytest.raises(PyKEENError, match="power_norm"):
         from_pykeen(powered, "nations", triples_factory=training)
+
+
+def test_to_pykeen_from_an_artifact_leaves_the_rng_alone(pykeen_dirs: dict[str, tuple[Path, Any]],
+                                                         tmp_path: Path) -> None:
+    folder, _ = pykeen_dirs["RotatE"]
+    run = import_pykeen(folder, "nations", tmp_path / "run")
+    import kgdistill
+
+    art = kgdistill.load(kgdistill.export(run, tmp_path / "rotate.safetensors"))
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    back = to_pykeen(art)
+    assert torch.equal(torch.rand(3), expected)
+    test = run.dataset.splits["test"]  # type: ignore[union-attr]
+    with torch.no_grad():
+        assert float((back.predict_hrt(test).squeeze(1) - run.model.score_hrt(test)).abs().max()) <= TOL

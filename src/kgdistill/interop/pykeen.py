@@ -366,7 +366,8 @@ def import_pykeen(source: Any, dataset: PathLike | KGDataset, out: PathLike, *, 
 
 # ---- kgdistill → PyKEEN -------------------------------------------------------------------------------------------
 def _model_and_labels(run: Any) -> tuple[Any, list[str], list[str], Tensor]:
-    """(embedding model, entity labels, relation labels, training triples) of a run folder / Run / Artifact."""
+    """(embedding model, entity labels, relation labels, triples for the factory) of a run folder / Run (its
+    training split) / Artifact (its known triples, all splits; none when exported without them)."""
     from kgdistill.export import Artifact
 
     if isinstance(run, (str, os.PathLike)):
@@ -441,8 +442,8 @@ def to_pykeen(run: Any, triples_factory: Any = None) -> Any:
             rel.shape[0], -1)
     else:
         ent_w, rel_w = ours_ent, ours_rel
-    torch.manual_seed(0)  # PyKEEN initialises the tables before they are overwritten
-    theirs = cls(triples_factory=triples_factory, embedding_dim=dim, **kwargs)
+    with torch.random.fork_rng(devices=[]):  # PyKEEN's random initialisation (overwritten) leaves the RNG as it was
+        theirs = cls(triples_factory=triples_factory, embedding_dim=dim, **kwargs)
     with torch.no_grad():
         theirs.entity_representations[0]._embeddings.weight.copy_(ent_w)
         theirs.relation_representations[0]._embeddings.weight.copy_(rel_w)
