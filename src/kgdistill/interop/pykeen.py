@@ -357,6 +357,9 @@ def import_pykeen(source: Any, dataset: PathLike | KGDataset, out: PathLike, *, 
         evaluator = DatasetEvaluator(ds, eval_batch_size, True, "cpu")
         metrics = evaluate_splits(converted.model, evaluator, [s for s in eval_splits if s in ds.splits])
         metrics["num_parameters"] = converted.model.num_parameters()
+        times = src.results.get("times") if isinstance(src.results.get("times"), dict) else {}
+        if isinstance(times.get("training"), (int, float)):
+            metrics["train_seconds"] = round(float(times["training"]), 3)  # PyKEEN's own training time
         meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         atomic_write_json(out / "meta.json", meta)
         save_model(converted.model, out)
