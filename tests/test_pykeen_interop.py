@@ -149,6 +149,10 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert len(err.splitlines()) == 1 and "ConvE is not supported" in err
     assert "TransE, DistMult, ComplEx, RotatE" in err
     assert not (tmp_path / "a").exists()
+    assert main(["distill", "--method", "kd", "--teacher", str(conve), "--dataset", "nations", "--out",
+                 str(tmp_path / "kd"), "--dims", "4"]) == 2  # refused before anything is trained or created
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ConvE is not supported" in err and not (tmp_path / "kd").exists()
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "notes.txt").write_text("hello")
     assert main(["import-pykeen", str(tmp_path / "plain"), "--dataset", "nations", "--out", str(tmp_path / "b")]) == 2
