@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     from kgdistill.errors import ConfigError
     from kgdistill.text.config import (DistillConfig, TextModelConfig, TextRunConfig, TextTrainingConfig,
                                        check_text_config)
-    from kgdistill.text.pmd import _plm_layers, chain_layers, plan_grades, run_pmd
+    from kgdistill.distill.text_pmd import _plm_layers, chain_layers, plan_grades, run_pmd
     from kgdistill.text.trainer import train_text
 
     controls = parse_controls(a.controls)

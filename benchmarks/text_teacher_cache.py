@@ -18,7 +18,7 @@ import torch
 
 from kgdistill.runs import load_run
 from kgdistill.tables import format_table
-from kgdistill.text import kd_baselines  # noqa: F401  (registers logit and patient)
+from kgdistill.distill import text_kd  # noqa: F401  (registers logit and patient)
 from kgdistill.text.config import DistillConfig, TextRunConfig
 from kgdistill.text.objective import objectives
 from kgdistill.text.students import make_student

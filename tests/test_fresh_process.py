@@ -168,8 +168,8 @@ def test_importing_the_library_leaves_the_process_environment_alone() -> None:
         before = dict(os.environ)
         names = ["kgdistill", "kgdistill.runs", "kgdistill.cli", "kgdistill.distill", "kgdistill.export",
                  "kgdistill.kernels", "kgdistill.evaluate", "kgdistill.reference", "kgdistill.text",
-                 "kgdistill.text.plm", "kgdistill.text.biencoder", "kgdistill.text.trainer", "kgdistill.text.pmd",
-                 "kgdistill.text.hrkd", "kgdistill.text.cli"]
+                 "kgdistill.text.plm", "kgdistill.text.biencoder", "kgdistill.text.trainer", "kgdistill.distill.text_pmd",
+                 "kgdistill.distill.text_hrkd", "kgdistill.text.cli"]
         imported = []
         for name in names:
             try:

@@ -18,7 +18,7 @@ from kgdistill.models.base import load_model, model_classes, save_model  # noqa:
 from kgdistill.text.biencoder import BiEncoder  # noqa: E402
 from kgdistill.text.contrastive import (in_batch_false_negatives, prebatch_false_negatives,  # noqa: E402
                                         self_negative_mask, simkgc_logits, simkgc_loss)
-from kgdistill.text.pmd import mask_tokens, plan_grades, sample_mask  # noqa: E402
+from kgdistill.distill.text_pmd import mask_tokens, plan_grades, sample_mask  # noqa: E402
 from kgdistill.text.students import default_layers, layer_state, make_student  # noqa: E402
 from kgdistill.text.textdata import (EntityTexts, KnownTails, clean_text, entity_base_texts,  # noqa: E402
                                      make_batch, normalize_relation, parse_wn18rr_name, relation_texts_of,
@@ -244,7 +244,7 @@ def test_minilm_smoke() -> None:
 
 
 def test_hrkd_domains() -> None:
-    from kgdistill.text.hrkd import DomainRelationalGraph, per_domain_mean, relation_domains
+    from kgdistill.distill.text_hrkd import DomainRelationalGraph, per_domain_mean, relation_domains
 
     labels = ["/film/film/genre", "/film/actor/film", "/people/person/gender"]
     dom, n = relation_domains("prefix", labels)

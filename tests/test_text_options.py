@@ -89,7 +89,7 @@ def test_mgfd_reduction_and_unmasked_rows_by_hand() -> None:
     """Two texts, d = 2. Text 0: one masked token, student [1,0] vs teacher [0,1] → ‖f_S − f_T‖² = 2. Text 1: nothing
     masked; over its two real tokens the student's mean is [1,0], the teacher's [½,½] → [1/√2, 1/√2], distance
     (1 − 1/√2)² + ½ = 2 − √2."""
-    from kgdistill.text.pmd import mgfd_distance
+    from kgdistill.distill.text_pmd import mgfd_distance
 
     s = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]], [[1.0, 0.0], [1.0, 0.0], [9.0, 9.0]]])
     t = torch.tensor([[[0.0, 1.0], [3.0, 3.0], [5.0, 5.0]], [[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]]])
@@ -106,7 +106,7 @@ def test_mgfd_reduction_and_unmasked_rows_by_hand() -> None:
 def test_pmd_objective_options_on_a_tiny_model(teacher_run) -> None:  # type: ignore[no-untyped-def]
     """Same seed, same masks: ``mean`` is ``sum`` / hidden (48); at rate 0 ``zero`` gives an MGFD of exactly 0 while
     ``all-tokens`` compares every token; CE and score terms do not change."""
-    from kgdistill.text.pmd import PMDObjective
+    from kgdistill.distill.text_pmd import PMDObjective
     from kgdistill.text.students import make_student
 
     teacher, ds = teacher_run.model, teacher_run.dataset
@@ -128,7 +128,7 @@ def test_pmd_objective_options_on_a_tiny_model(teacher_run) -> None:  # type: ig
 
 
 def test_layer_choice_by_hand(teacher_run, umls_small: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from kgdistill.text.pmd import chain_layers
+    from kgdistill.distill.text_pmd import chain_layers
     from kgdistill.text.students import default_layers, nearest_held
     from kgdistill.text.trainer import build_text_model
 
@@ -162,7 +162,7 @@ def test_layer_choice_by_hand(teacher_run, umls_small: Path, tmp_path: Path) -> 
 # ---- 3. HRKD ------------------------------------------------------------------------------------------------------
 def test_hrkd_uniform_weights_by_hand(teacher_run) -> None:  # type: ignore[no-untyped-def]
     """Uniform: 1/|present| for each domain in the batch, 0 for the others, on every layer; no meta step."""
-    from kgdistill.text.hrkd import HRKDObjective
+    from kgdistill.distill.text_hrkd import HRKDObjective
     from kgdistill.text.students import make_student
 
     teacher, ds = eager_teacher(teacher_run), teacher_run.dataset
@@ -317,7 +317,7 @@ def test_bad_input_is_one_clear_error_before_training(teacher_run, umls_small: P
                                                       capsys) -> None:
     from kgdistill import cli
     from kgdistill.text.biencoder import BiEncoder
-    from kgdistill.text.pmd import plan_grades
+    from kgdistill.distill.text_pmd import plan_grades
     from kgdistill.text.students import make_student
     from kgdistill.text.textdata import entity_base_texts, relation_texts_of
 

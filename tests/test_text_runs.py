@@ -123,7 +123,7 @@ def test_distillation_methods(teacher_run, umls_small: Path, tmp_path: Path, met
 
 
 def test_hrkd_domain_graph_is_trained(teacher_run) -> None:  # type: ignore[no-untyped-def]
-    from kgdistill.text.hrkd import HRKDObjective
+    from kgdistill.distill.text_hrkd import HRKDObjective
     from kgdistill.text.students import make_student
     from kgdistill.text.textdata import KnownTails, make_batch, with_inverses
 

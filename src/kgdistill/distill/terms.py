@@ -27,6 +27,13 @@ def kl_with_temperature(student: Tensor, teacher: Tensor, temperature: float = 1
     return temperature**2 * kl.mean()
 
 
+def soft_cross_entropy_per_triple(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
+    """Soft cross-entropy of each row: ``-Σ_k softmax(t / T)_k · log_softmax(s / T)_k`` → ``[B]`` (HRKD's soft CE,
+    averaged per domain by its caller; no ``T²`` factor). Same student gradient as :func:`kl_with_temperature`
+    without its ``T²``: the two differ by the teacher's entropy."""
+    return -(F.softmax(teacher / temperature, dim=-1) * F.log_softmax(student / temperature, dim=-1)).sum(-1)
+
+
 def ensemble_kl(student: Tensor, teachers: Sequence[Tensor], temperature: float = 1.0) -> Tensor:
     """Multi-teacher KD: ``T² · mean_b KL(p̄_b || softmax(s_b / T))`` with ``p̄ = mean_i softmax(t_i / T)``, the mean
     of the teachers' distributions over the same candidates (ensemble distillation, Hinton et al., 2015, §3).
@@ -129,6 +136,6 @@ def feature_mse(student: Tensor, teacher: Tensor) -> Tensor:
     return F.mse_loss(student, teacher)
 
 
-__all__ = ["kl_with_temperature", "symmetric_kl", "huber_scores", "dualde_score_distance", "structure_features",
-           "structure_feature_distance", "dualde_structure_distance", "soft_label_weight", "soft_label_calibration",
-           "dualde_soft_label_loss", "feature_mse"]
+__all__ = ["kl_with_temperature", "soft_cross_entropy_per_triple", "ensemble_kl", "symmetric_kl", "huber_scores",
+           "dualde_score_distance", "structure_features", "structure_feature_distance", "dualde_structure_distance",
+           "soft_label_weight", "soft_label_calibration", "dualde_soft_label_loss", "feature_mse"]

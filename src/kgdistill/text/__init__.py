@@ -23,7 +23,7 @@ _EXPORTS = {
     "TextTrainingConfig": "kgdistill.text.config",
     "DistillConfig": "kgdistill.text.config",
     "train_text": "kgdistill.text.trainer",
-    "run_pmd": "kgdistill.text.pmd",
+    "run_pmd": "kgdistill.distill.text_pmd",
     "simkgc_logits": "kgdistill.text.contrastive",
     "simkgc_loss": "kgdistill.text.contrastive",
 }

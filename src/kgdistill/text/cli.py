@@ -67,7 +67,7 @@ def cmd_text_distill(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from kgdistill.errors import ConfigError
-    from kgdistill.text.pmd import run_pmd
+    from kgdistill.distill.text_pmd import run_pmd
     from kgdistill.text.trainer import train_text
 
     code = _relaunch(args)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from kgdistill.distill.distiller import freeze
 from kgdistill.distributed import DistContext, gather_sizes, gather_with_grad
 from kgdistill.errors import ConfigError
 from kgdistill.registry import Registry
@@ -34,10 +35,10 @@ from kgdistill.text.textdata import KnownTails, TextBatch
 objectives: Registry[type["Objective"]] = Registry("text training method")
 # declared here, imported on first use (each module also registers its class with the decorator)
 objectives.declare("none", "kgdistill.text.objective:Objective", "no-kd", "simkgc")
-objectives.declare("logit", "kgdistill.text.kd_baselines:LogitKD", "logit-kd", "kd")
-objectives.declare("patient", "kgdistill.text.kd_baselines:PatientKD", "patient-kd", "pkd")
-objectives.declare("pmd", "kgdistill.text.pmd:PMDObjective")
-objectives.declare("hrkd", "kgdistill.text.hrkd:HRKDObjective")
+objectives.declare("logit", "kgdistill.distill.text_kd:LogitKD", "logit-kd", "kd")
+objectives.declare("patient", "kgdistill.distill.text_kd:PatientKD", "patient-kd", "pkd")
+objectives.declare("pmd", "kgdistill.distill.text_pmd:PMDObjective")
+objectives.declare("hrkd", "kgdistill.distill.text_hrkd:HRKDObjective")
 
 
 def sqdist(a: Tensor, b: Tensor) -> Tensor:
@@ -94,9 +95,7 @@ class Objective:
         d = config.distill
         self.alpha, self.beta = float(d.alpha), float(d.beta)
         if self.teacher is not None:
-            self.teacher.eval()
-            for p in self.teacher.parameters():
-                p.requires_grad_(False)
+            freeze(self.teacher)
         #: the frozen teacher's per-text features kept across epochs (``distill.cache_teacher``), or None
         self.teacher_cache: TeacherCache | None = None
         if getattr(d, "cache_teacher", False):

@@ -40,9 +40,6 @@ from kgdistill.models.base import save_model
 from kgdistill.registry import UnknownNameError
 from kgdistill.runfolder import check_no_finished_run, check_output_folder, run_folder_lock
 from kgdistill.runs import Run, _meta, _write_json, evaluate_splits, read_id_map, write_id_maps
-from kgdistill.text import hrkd as _hrkd  # noqa: F401  (registers the method)
-from kgdistill.text import kd_baselines as _kd  # noqa: F401
-from kgdistill.text import pmd as _pmd  # noqa: F401
 from kgdistill.text.biencoder import BiEncoder
 from kgdistill.text.config import (DistillConfig, TextModelConfig, TextRunConfig, TextTrainingConfig, as_run_config,
                                    check_text_config)
@@ -205,7 +202,7 @@ def _train_text_locked(config: TextRunConfig, dataset: KGDataset, resume: bool, 
         check_no_finished_run(run_dir)
     barrier(ctx)  # every rank has checked the folder before rank 0 writes into it
     device = torch.device(config.device)
-    attn = "eager" if objectives.get(d.method) is _hrkd.HRKDObjective else "sdpa"
+    attn = "eager" if getattr(objectives.get(d.method), "needs_attentions", False) else "sdpa"
     student, teacher, layer_map = build_text_model(config, dataset, attn)
     student.to(device)
     if teacher is not None:

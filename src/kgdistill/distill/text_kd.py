@@ -1,6 +1,8 @@
 """KD baselines of the PMD ablation in the same harness: logit KD and patient KD.
 
-* Logit KD (Hinton et al., 2015): ``KL(softmax(z_T/τ) ‖ softmax(z_S/τ)) · τ²`` over the aligned in-batch logits.
+* Logit KD (Hinton et al., 2015): ``KL(softmax(z_T/τ) ‖ softmax(z_S/τ)) · τ²`` over the aligned in-batch logits
+  (:func:`kgdistill.distill.terms.kl_with_temperature`, the embedding methods' KD term; masked entries ≈ −1e4 in
+  both carry no mass).
 * Patient KD (Sun et al., EMNLP 2019, "Patient Knowledge Distillation for BERT Model Compression"): logit KD plus the
   squared distance between L2-normalised pooled hidden states of each intermediate student layer and the teacher
   layer it was taken from (PKD-skip), on both encoders.
@@ -17,17 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kgdistill.distill.terms import kl_with_temperature
 from kgdistill.text.biencoder import BiEncoderOutput, EncoderOutput, mean_pool
 from kgdistill.text.objective import Objective, objectives
 from kgdistill.text.textdata import TextBatch
-
-
-def logit_kd(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
-    """``KL(p_T ‖ p_S) · τ²`` averaged over rows; ``[B, C]`` logits, masked entries ≈ −1e4 in both (no mass)."""
-    t = temperature
-    log_p_s = F.log_softmax(student_logits / t, dim=-1)
-    p_t = F.softmax(teacher_logits / t, dim=-1)
-    return F.kl_div(log_p_s, p_t, reduction="batchmean") * t * t
 
 
 def patient_pairs(layer_map: list[int]) -> list[tuple[int, int]]:
@@ -93,7 +88,7 @@ class LogitKD(Objective):
         ce = self.ce(out, batch)
         s_logits, _ = self.aligned_logits(self.student, out, batch)
         t_logits = TeacherFeatures(self, batch, []).logits(self, batch)
-        kd = logit_kd(s_logits, t_logits, self.config.distill.kd_temperature)
+        kd = kl_with_temperature(s_logits, t_logits, self.config.distill.kd_temperature)
         return self.combine(ce, kd)
 
 
@@ -108,7 +103,7 @@ class PatientKD(Objective):
         teacher = TeacherFeatures(self, batch, [t for _, t in pairs])
         ce = self.ce(out, batch)
         s_logits, _ = self.aligned_logits(self.student, out, batch)
-        kd = logit_kd(s_logits, teacher.logits(self, batch), self.config.distill.kd_temperature)
+        kd = kl_with_temperature(s_logits, teacher.logits(self, batch), self.config.distill.kd_temperature)
         student_idx = [s for s, _ in pairs]
         pt = patient_term(pooled_layers(out.hr, student_idx), teacher.hr_layers) + \
             patient_term(pooled_layers(out.tail, student_idx), teacher.tail_layers)

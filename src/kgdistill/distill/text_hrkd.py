@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from kgdistill.distill.terms import soft_cross_entropy_per_triple
 from kgdistill.distributed import DistContext, all_reduce_grads_
 from kgdistill.errors import ConfigError
 from kgdistill.text.biencoder import BiEncoderOutput, EncoderOutput, mean_pool
@@ -147,6 +148,8 @@ class DomainRelationalGraph(nn.Module):
 class HRKDObjective(Objective):
     needs_teacher = True
     uses_holdout = True
+    #: the layer terms compare attention maps (the trainer builds the models with eager attention)
+    needs_attentions = True
 
     def __init__(self, student: Any, teacher: Any, config: Any, known: Any, layer_map: list[int] | None = None,
                  holdout: Tensor | None = None, relation_labels: list[str] | None = None,
@@ -276,8 +279,7 @@ class HRKDObjective(Objective):
         feature = (w * layers).sum() + (w.mean(0) * per_domain_mean(emb, dom, D)).sum()
         s_logits, _ = self.aligned_logits(self.student, out, batch)
         t_logits, _ = self.aligned_logits(self.teacher, t_out, batch)  # type: ignore[arg-type]
-        tau = self.temperature
-        soft = -(F.softmax(t_logits / tau, -1) * F.log_softmax(s_logits / tau, -1)).sum(-1)  # [B]
+        soft = soft_cross_entropy_per_triple(s_logits, t_logits, self.temperature)  # [B]
         soft_ce = per_domain_mean(soft, dom, D)[present].mean()
         return soft_ce, feature
 
