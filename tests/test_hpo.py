@@ -16,6 +16,7 @@ from kgdistill.api import write_dataset
 from kgdistill.cli import main
 from kgdistill.config import RunConfig, load_yaml, save_yaml, with_overrides
 from kgdistill.data.triples import KGDataset
+from kgdistill.errors import ConfigError
 from kgdistill.hpo import Search, hpo, parse_space
 
 FAST = {"model": "distmult", "dim": 8, "epochs": 6, "eval_every": 2, "training_mode": "1vsall",
@@ -61,6 +62,8 @@ def test_training_search_prunes_on_validation_mrr_resumes_and_writes_a_runnable_
     assert len(summary["trials"]) == 5 and summary["trials"][:3] == result.trials
     assert sum(summary["states"].get(s, 0) for s in ("COMPLETE", "PRUNED")) == 5
     assert "| trial | state" in (out / "study.md").read_text()
+    with pytest.raises(ConfigError, match="holds the trials of study 's'; choose another --out for study 'other'"):
+        hpo(search, storage=storage, n_trials=1, study_name="other")
 
     # best.yaml is a complete run config: training it again gives the best trial's validation MRR
     best = summary["best"]

@@ -155,15 +155,30 @@ def test_bad_tracker_input_is_one_line_before_training(tmp_path: Path, capsys: p
 
 
 def test_a_tracker_whose_library_is_missing_is_one_line(tmp_path: Path) -> None:
+    # a fresh interpreter where importing mlflow / tensorboard fails, as when they are not installed
     code = ("import sys; sys.modules['mlflow'] = None; sys.modules['tensorboard'] = None\n"
             "from kgdistill.cli import main\n"
-            f"sys.exit(main(['train', '--dataset', 'kinship', '--epochs', '1', '--out', {str(tmp_path / 'r')!r}, "
-            "'--tracker', sys.argv[1]]))")
-    for name in ("mlflow", "tensorboard"):
-        proc = subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True, timeout=120,
-                              check=False)
-        assert proc.returncode == 2, proc.stderr
-        assert proc.stderr.strip() == (f"kgdistill train: error: tracker {name}: the {name} package is not "
-                                       f"installed; install it with pip install 'kgdistill[tracking]' (or pip "
-                                       f"install {name})")
+            "codes = [main(['train', '--dataset', 'kinship', '--epochs', '1', '--out', sys.argv[1], '--tracker', name])"
+            " for name in ('mlflow', 'tensorboard')]\n"
+            "sys.exit(0 if codes == [2, 2] else 1)")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r")], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"kgdistill train: error: tracker {name}: the {name} package is not installed; install it with pip install "
+        f"'kgdistill[tracking]' (or pip install {name})" for name in ("mlflow", "tensorboard")]
     assert not (tmp_path / "r").exists()
+
+
+def test_text_train_logs_its_epochs_to_csv(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    out = tmp_path / "text"
+    assert main(["text-train", "--plm", "tiny:layers=2,hidden=32,heads=2,intermediate=64", "--max-length", "16",
+                 "--steps-per-epoch", "2", "--epochs", "2", "--batch-size", "32", "--self-negatives", "false",
+                 "--dataset", "umls", "--set", "evaluation.eval_splits=[valid]", "--out", str(out), "--no-progress",
+                 "--num-threads", "1", "--tracker", "csv"]) == 0
+    rows = _csv(out)
+    assert {int(r["step"]): float(r["value"]) for r in rows if r["name"] == "epoch/loss"} == \
+        pytest.approx(_trace(out, "epoch", "loss"), rel=1e-6)
+    final = {r["name"]: float(r["value"]) for r in rows if r["event"] == "final"}
+    assert final["valid/mrr"] == pytest.approx(json.loads((out / "metrics.json").read_text())["valid"]["both"]["mrr"])

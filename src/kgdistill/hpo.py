@@ -459,6 +459,15 @@ def hpo(search: Search, *, storage: str, n_trials: int, study_name: str | None =
     make_pruner(pruner, n_trials)
     search.check()
     name = study_name or default_study_name(search)
+    previous = search.out / "study.json"
+    if previous.exists():
+        try:
+            other = json.loads(previous.read_text(encoding="utf-8")).get("study")
+        except (OSError, ValueError):
+            other = None
+        if other is not None and other != name:
+            raise ConfigError(f"--out {search.out}: holds the trials of study {other!r}; choose another --out for "
+                              f"study {name!r}")
     store = open_storage(storage)
     fingerprint = search.fingerprint()
     try:
@@ -475,6 +484,7 @@ def hpo(search: Search, *, storage: str, n_trials: int, study_name: str | None =
                           "continue it with the same --config, --space, --method and --teacher, or choose another "
                           "--study-name")
     search.out.mkdir(parents=True, exist_ok=True)
+    write_summary(study, search, storage)  # claims the folder for this study from the start
     specs = [WorkerSpec(search, storage, name, n_trials, sampler, pruner, seed, timeout, worker=i,
                         threads=search.threads) for i in range(workers)]
     procs = []
