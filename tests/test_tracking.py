@@ -182,3 +182,25 @@ def test_text_train_logs_its_epochs_to_csv(tmp_path: Path) -> None:
         pytest.approx(_trace(out, "epoch", "loss"), rel=1e-6)
     final = {r["name"]: float(r["value"]) for r in rows if r["event"] == "final"}
     assert final["valid/mrr"] == pytest.approx(json.loads((out / "metrics.json").read_text())["valid"]["both"]["mrr"])
+
+
+def test_a_tracker_failing_mid_run_is_switched_off_and_training_goes_on(tmp_path: Path, tiny_kg: KGDataset,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    from kgdistill.tracking import Tracker
+
+    class Flaky(Tracker):  # a user's own tracker: sees the run's records until it fails
+        name = "flaky"
+
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def log(self, run_dir: Path, record: dict, values: dict, step: int) -> None:
+            self.seen.append(record["event"])
+            if len(self.seen) == 2:
+                raise ConnectionError("server went away")
+
+    flaky = Flaky()
+    run = kgdistill.train(tiny_kg, tmp_path / "run", trackers=[flaky, "csv"], **FAST)
+    assert run.metrics["test"]["both"]["mrr"] > 0 and flaky.seen == ["epoch", "epoch"]
+    assert "tracker flaky failed (server went away)" in caplog.text
+    assert sorted(int(r["step"]) for r in _csv(run.path) if r["name"] == "epoch/loss") == [1, 2, 3, 4]

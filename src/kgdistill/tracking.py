@@ -35,6 +35,7 @@ import argparse
 import csv
 import importlib.util
 import json
+import logging
 import math
 import os
 import re
@@ -65,6 +66,8 @@ DEFAULT_EXPERIMENT = "kgdistill"
 CSV_FILE = "metrics.csv"
 TENSORBOARD_FOLDER = "tensorboard"
 _SKIP_FIELDS = ("event", "time", "epoch", "step")
+
+log = logging.getLogger(__name__)
 
 
 # ---- records -> values -------------------------------------------------------------------------------------------
@@ -413,15 +416,23 @@ class TrackingSession:
 
     def record(self, run_dir: Path, record: dict[str, Any]) -> None:
         run_dir = Path(run_dir)
-        if run_dir not in self.runs:
-            params = run_params(run_dir)
-            for t in self.trackers:
-                t.start(run_dir, params, record)
+        first = run_dir not in self.runs
+        params = run_params(run_dir) if first else {}
         step = record_step(record)
         self.runs[run_dir] = max(self.runs.get(run_dir, 0), step)
         values = record_values(record)
-        for t in self.trackers:
-            t.log(run_dir, record, values, step)
+        for t in list(self.trackers):
+            try:
+                if first:
+                    t.start(run_dir, params, record)
+                t.log(run_dir, record, values, step)
+            except Exception as err:  # noqa: BLE001 - a tracker that fails mid-run must not cost the training
+                self._drop(t, err)
+
+    def _drop(self, tracker: Tracker, err: BaseException) -> None:
+        log.warning("tracker %s failed (%s); it logs nothing more in this session, the training goes on",
+                    tracker.name, _first_line(err))
+        self.trackers.remove(tracker)
 
     def close(self, failed: bool = False) -> None:
         # MLflow last: its artifacts then hold the other trackers' files complete
@@ -437,10 +448,15 @@ class TrackingSession:
                 except (OSError, ValueError):
                     final = {}
             for t in ordered:
-                t.finish(run_dir, final, last_step, failed or not metrics_path.exists())
+                if t in self.trackers:
+                    try:
+                        t.finish(run_dir, final, last_step, failed or not metrics_path.exists())
+                    except Exception as err:  # noqa: BLE001 - the others still finish
+                        self._drop(t, err)
         self.runs.clear()
         for t in ordered:
-            t.close()
+            if t in self.trackers:
+                t.close()
 
 
 @contextmanager
