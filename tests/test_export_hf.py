@@ -188,3 +188,29 @@ def test_text_model_folder(tmp_path: Path) -> None:
         assert torch.equal(run.model.eval().score_t(test[:, 0], test[:, 1]), art.model.score_t(test[:, 0], test[:, 1]))
     assert result.config["model_class"] == "biencoder"
     assert "biencoder" in (tmp_path / "hf" / "README.md").read_text()
+
+
+def test_teacher_gone_and_dataset_gone(runs_dir: dict[str, Path], tmp_path: Path) -> None:
+    """A student whose teacher folder was removed and whose dataset cannot be found still exports: the lineage says
+    the teacher is not found, the known triples are left out with a note, predictions are the run's."""
+    import shutil
+
+    import yaml
+
+    student = tmp_path / "student"
+    shutil.copytree(runs_dir["student"], student)
+    step = yaml.safe_load((student / "distill.yaml").read_text())
+    step["teacher"] = str(tmp_path / "gone")
+    (student / "distill.yaml").write_text(yaml.safe_dump(step))
+    config = yaml.safe_load((student / "config.yaml").read_text())
+    config["data"]["dataset"] = str(tmp_path / "no-such-dataset")
+    (student / "config.yaml").write_text(yaml.safe_dump(config))
+    result = export_hf(student, tmp_path / "hf")
+    assert "known.safetensors" not in result.sizes and any("dataset not available" in n for n in result.config["notes"])
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert "gone (not found)" in card and "left out (the run's dataset was not found)" in card
+    art = kgdistill.load(tmp_path / "hf")
+    run = load_run(runs_dir["student"])
+    test = run.dataset.splits["test"]  # type: ignore[union-attr]
+    with torch.no_grad():
+        assert torch.equal(art.model.score_hrt(test), run.model.score_hrt(test))

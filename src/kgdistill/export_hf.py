@@ -232,7 +232,8 @@ def model_card(cfg: dict[str, Any], sizes: dict[str, int], folder_name: str) -> 
     lines += [f"| parameters | {_fmt(cfg['num_parameters'])} ({_fmt(cfg['num_parameters_nonzero'])} non-zero) |",
               f"| stored as | {cfg['dtype']} |",
               "| known triples | " + (f"{_fmt(cfg['known']['count'])} ({cfg['known']['dtype']}, known.safetensors)"
-                                      if cfg.get("known") else "left out (--no-known)") + " |",
+                                      if cfg.get("known") else f"left out ({cfg.get('known_left_out', '--no-known')})")
+              + " |",
               f"| licence | {cfg.get('license') or 'unknown'} |", ""]
     lines += ["## Metrics", "",
               f"Link prediction on {dataset}: for every triple of a split, the head and the tail are each ranked "
@@ -344,6 +345,7 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike, *, dtype: str 
         known_info = {"file": KNOWN, "count": int(known.shape[0]), "dtype": str(narrow).removeprefix("torch.")}
     elif include_known:
         notes.append("known triples left out: the run's dataset was not found")
+    left_out = None if known_info else "--no-known" if not include_known else "the run's dataset was not found"
     if exporter.include_text and dataset is not None:
         blobs[DESCRIPTIONS] = "".join(f"{i}\t{' '.join(dataset.entity_descriptions.get(e, '').split())}\n"
                                       for i, e in enumerate(entities)).encode("utf-8")
@@ -353,7 +355,7 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike, *, dtype: str 
         "counts": {"entities": len(entities), "relations": len(relations)},
         "dataset": (files["config"].get("data") or {}).get("dataset"), "method": files["method"],
         "source_run": str(run_dir.resolve()), "metrics": files["metrics"], "run_config": files["config"],
-        "lineage": lineage(run_dir), "license": license or "unknown", "known": known_info,
+        "lineage": lineage(run_dir), "license": license or "unknown", "known": known_info, "known_left_out": left_out,
         "num_parameters": model.num_parameters(), "num_parameters_nonzero": model.num_parameters(nonzero=True),
         "quantization": quant, "notes": notes, "kgdistill": kgdistill.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
