@@ -87,7 +87,7 @@ def test_distillation_options_search_with_two_worker_processes(tmp_path: Path, t
     storage = f"sqlite:///{tmp_path / 'kd.db'}"
     assert main(["hpo", "--method", "kd", "--teacher", str(teacher.path), "--config", str(base), "--space",
                  str(space), "--trials", "5", "--storage", storage, "--workers", "2", "--threads", "1",
-                 "--pruner", "none", "--out", str(tmp_path / "kd")]) == 0
+                 "--pruner", "none", "--out", str(tmp_path / "kd"), "--tracker", "csv"]) == 0
     summary = json.loads((tmp_path / "kd" / "study.json").read_text())
     done = [r for r in summary["trials"] if r["state"] == "COMPLETE"]
     assert len(done) >= 5 and summary["study"] == "kd-kd"
@@ -97,6 +97,8 @@ def test_distillation_options_search_with_two_worker_processes(tmp_path: Path, t
         assert options["temperature"] == pytest.approx(row["params"]["temperature"])
         assert options["soft_weight"] == pytest.approx(row["params"]["soft_weight"])
         assert options["dims"] == [4] and row["test_mrr"] is not None
+        logged = (stage / "metrics.csv").read_text()  # --tracker: every trial logged, in both processes
+        assert f"final,2,test/mrr,{row['test_mrr']!r}" in logged
     assert len({r["pid"] for r in summary["trials"]}) == 2  # both processes drew trials from the one study
     best = yaml.safe_load((tmp_path / "kd" / "best.yaml").read_text())
     assert best == {"dims": [4], "epochs": 2, "eval_every": 1, **summary["best"]["params"]}

@@ -36,7 +36,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -348,6 +348,7 @@ class _Reporter:
 
 
 def _objective(search: Search) -> Callable[[Any], float]:
+    from kgdistill.tracking import finish_runs
     from kgdistill.training.trace import LISTENERS
 
     def objective(trial: Any) -> float:
@@ -358,13 +359,16 @@ def _objective(search: Search) -> Callable[[Any], float]:
         reporter = _Reporter(trial)
         token = LISTENERS.set(LISTENERS.get() + (reporter,))
         start = time.perf_counter()
+        finished = False
         try:
             metrics = search.run(params, run_dir)
+            finished = True
         except KGDistillError as err:
             trial.set_user_attr("error", str(err))
             raise
         finally:
             LISTENERS.reset(token)
+            finish_runs(failed=not finished)  # the trackers' runs of this trial end with it
             trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))
         valid = metrics.get("valid", {}).get("both", {}).get("mrr")
         value = float(valid) if valid is not None else reporter.best
@@ -395,6 +399,9 @@ class WorkerSpec:
     timeout: float | None = None
     worker: int = 0
     threads: int | None = None
+    trackers: tuple[str, ...] = ()
+    tracker_uri: str | None = None
+    tracker_experiment: str | None = None
 
 
 def _finished(study: Any) -> int:
@@ -432,7 +439,15 @@ def _spawned_worker(spec: WorkerSpec) -> None:  # the target of a worker process
     from kgdistill.progress import configure_logging
 
     configure_logging()
-    run_worker(spec)
+    with _tracking(spec):
+        run_worker(spec)
+
+
+def _tracking(spec: WorkerSpec) -> Any:
+    """The trackers' session of one worker process (every trial's run folder logged)."""
+    from kgdistill.tracking import tracking
+
+    return tracking(list(spec.trackers), uri=spec.tracker_uri, experiment=spec.tracker_experiment)
 
 
 @dataclass
@@ -446,10 +461,12 @@ class StudyResult:
 
 
 def hpo(search: Search, *, storage: str, n_trials: int, study_name: str | None = None, workers: int = 1,
-        sampler: str = "tpe", pruner: str = "median", seed: int | None = 0, timeout: float | None = None
+        sampler: str = "tpe", pruner: str = "median", seed: int | None = 0, timeout: float | None = None,
+        trackers: Sequence[str] = (), tracker_uri: str | None = None, tracker_experiment: str | None = None
         ) -> StudyResult:
     """Run (or continue) a search; see the module docstring. ``workers``: processes on this machine (this one and
-    ``workers - 1`` spawned), all drawing trials from the one study in ``storage``."""
+    ``workers - 1`` spawned), all drawing trials from the one study in ``storage``. ``trackers``: names of
+    :mod:`kgdistill.tracking` trackers that log every trial's run folder (``tracker_uri``: MLflow's store)."""
     optuna = _optuna()
     if n_trials < 1:
         raise ConfigError(f"--trials {n_trials}: expected an integer ≥ 1")
@@ -486,21 +503,23 @@ def hpo(search: Search, *, storage: str, n_trials: int, study_name: str | None =
     search.out.mkdir(parents=True, exist_ok=True)
     write_summary(study, search, storage)  # claims the folder for this study from the start
     specs = [WorkerSpec(search, storage, name, n_trials, sampler, pruner, seed, timeout, worker=i,
-                        threads=search.threads) for i in range(workers)]
-    procs = []
-    if workers > 1:
-        import multiprocessing
+                        threads=search.threads, trackers=tuple(trackers), tracker_uri=tracker_uri,
+                        tracker_experiment=tracker_experiment) for i in range(workers)]
+    with _tracking(specs[0]):  # trackers made (and their stores reached) before any worker starts
+        procs = []
+        if workers > 1:
+            import multiprocessing
 
-        ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_spawned_worker, args=(spec,), name=f"kgdistill-hpo-{spec.worker}")
-                 for spec in specs[1:]]
-        for p in procs:
-            p.start()
-    try:
-        run_worker(specs[0])
-    finally:
-        for p in procs:
-            p.join()
+            ctx = multiprocessing.get_context("spawn")
+            procs = [ctx.Process(target=_spawned_worker, args=(spec,), name=f"kgdistill-hpo-{spec.worker}")
+                     for spec in specs[1:]]
+            for p in procs:
+                p.start()
+        try:
+            run_worker(specs[0])
+        finally:
+            for p in procs:
+                p.join()
     return write_summary(optuna.load_study(study_name=name, storage=store), search, storage)
 
 
@@ -621,6 +640,9 @@ def register(subparsers: Any, command: Callable) -> None:
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="stop starting trials after S seconds")
     p.add_argument("--method", default=None, help="search a distillation method's options (with --teacher)")
     p.add_argument("--teacher", default=None, metavar="RUN_DIR", help="teacher run folder (with --method)")
+    from kgdistill.tracking import add_tracker_flags
+
+    add_tracker_flags(p)
     command("hpo")(cmd_hpo)
 
 
@@ -630,7 +652,8 @@ def cmd_hpo(args: Any) -> int:
     search = search_from_args(args)
     logging.getLogger("kgdistill.training").setLevel(logging.WARNING)  # trial lines come from optuna
     result = hpo(search, storage=args.storage, n_trials=args.trials, study_name=args.study_name,
-                 workers=args.workers, sampler=args.sampler, pruner=args.pruner, seed=args.seed, timeout=args.timeout)
+                 workers=args.workers, sampler=args.sampler, pruner=args.pruner, seed=args.seed, timeout=args.timeout,
+                 trackers=args.tracker, tracker_uri=args.tracker_uri, tracker_experiment=args.tracker_experiment)
     print(result.files["markdown"].read_text(encoding="utf-8"))
     print(f"summary: {result.files['json']}" + (f"; best config: {result.files['best']}" if "best" in result.files
                                                   else ""))

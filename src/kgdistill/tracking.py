@@ -435,6 +435,13 @@ class TrackingSession:
         self.trackers.remove(tracker)
 
     def close(self, failed: bool = False) -> None:
+        self.finish_runs(failed)
+        for t in sorted(self.trackers, key=lambda t: isinstance(t, MLflowTracker)):
+            t.close()
+
+    def finish_runs(self, failed: bool = False) -> None:
+        """Finish the tracker runs of every run folder seen so far (final metrics, artifacts); a later record of
+        one of them opens a new tracker run."""
         # MLflow last: its artifacts then hold the other trackers' files complete
         ordered = sorted(self.trackers, key=lambda t: isinstance(t, MLflowTracker))
         for run_dir, last_step in self.runs.items():
@@ -454,9 +461,15 @@ class TrackingSession:
                     except Exception as err:  # noqa: BLE001 - the others still finish
                         self._drop(t, err)
         self.runs.clear()
-        for t in ordered:
-            if t in self.trackers:
-                t.close()
+
+
+def finish_runs(failed: bool = False) -> None:
+    """Finish the open tracker runs of the sessions active in this context (e.g. after each trial of a search,
+    so that a long search keeps no writer open per trial)."""
+    for listener in LISTENERS.get():
+        session = getattr(listener, "__self__", None)
+        if isinstance(session, TrackingSession):
+            session.finish_runs(failed)
 
 
 @contextmanager
@@ -506,7 +519,10 @@ def add_tracker_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def tracking_from_args(args: argparse.Namespace) -> Any:
-    """The session the ``--tracker`` flags ask for (a null context without them)."""
+    """The session the ``--tracker`` flags ask for (a null context without them, or for a verb that opens its own
+    sessions: ``hpo`` opens one in each worker process)."""
+    if getattr(args, "command", None) not in TRACKED_COMMANDS:
+        return nullcontext()
     names = getattr(args, "tracker", None) or []
     if not names:
         if getattr(args, "tracker_uri", None):
@@ -518,4 +534,4 @@ def tracking_from_args(args: argparse.Namespace) -> Any:
 
 __all__ = ["TRACKERS", "Tracker", "CSVTracker", "TensorBoardTracker", "MLflowTracker", "TrackingSession",
            "tracking", "make_tracker", "check_tracking_uri", "add_tracker_flags", "tracking_from_args",
-           "record_values", "final_values", "run_params", "mlflow_key"]
+           "record_values", "final_values", "run_params", "mlflow_key", "finish_runs"]
