@@ -214,3 +214,14 @@ def test_teacher_gone_and_dataset_gone(runs_dir: dict[str, Path], tmp_path: Path
     test = run.dataset.splits["test"]  # type: ignore[union-attr]
     with torch.no_grad():
         assert torch.equal(art.model.score_hrt(test), run.model.score_hrt(test))
+
+
+def test_python_api_export_format(runs_dir: dict[str, Path], tmp_path: Path) -> None:
+    from kgdistill.errors import ConfigError
+
+    path = kgdistill.export(runs_dir["teacher"], tmp_path / "api", format="hf", license="cc-by-4.0",
+                            include_known=False)
+    assert path == tmp_path / "api" and "license: cc-by-4.0" in (path / "README.md").read_text()
+    assert isinstance(kgdistill.load(path), Artifact)
+    with pytest.raises(ConfigError, match="format"):
+        kgdistill.export(runs_dir["teacher"], tmp_path / "x", format="onnx")
