@@ -106,12 +106,12 @@ def test_distillation_options_search_with_two_worker_processes(tmp_path: Path, t
 
 
 @pytest.mark.parametrize(("space", "message"), [
-    ("training.lrr: {type: float, low: 0.01, high: 0.1}", "unknown key 'training.lrr' (expected a run config key "
-                                                          "such as training.lr or model.dim). Did you mean "
-                                                          "'training.lr'"),
+    ("training.lrr: {type: float, low: 0.01, high: 0.1}",
+     ("unknown key 'training.lrr' (expected a run config key such as training.lr or model.dim). Did you mean "
+      "'training.lr'")),
     ("training.lr: {type: float, low: 0.3, high: 0.1}", "training.lr: empty range (low 0.3 > high 0.1)"),
-    ("training.lr: {type: flaot, low: 0.01, high: 0.1}", "unknown type 'flaot'; known: float, int, categorical. "
-                                                         "Did you mean 'float'?"),
+    ("training.lr: {type: flaot, low: 0.01, high: 0.1}",
+     "unknown type 'flaot'; known: float, int, categorical. Did you mean 'float'?"),
     ("training.optimizer: {type: categorical, choices: []}", "training.optimizer: empty choices"),
     ("training.optimizer: {type: categorical, choices: [adam, adagrd]}", "training.optimizer = 'adagrd': "),
     ("model.dim: {type: int, low: 0, high: 8}", "model.dim = 0: --dim 0 (dim): expected an integer ≥ 1"),

@@ -20,8 +20,8 @@ from kgdistill.data.triples import KGDataset
 from kgdistill.errors import ConfigError
 from kgdistill.tracking import tracking
 
-FAST = dict(model="distmult", dim=8, epochs=4, eval_every=2, training_mode="1vsall", optimizer="adagrad", lr=0.1,
-            batch_size=32, num_threads=1)
+FAST = {"model": "distmult", "dim": 8, "epochs": 4, "eval_every": 2, "training_mode": "1vsall",
+        "optimizer": "adagrad", "lr": 0.1, "batch_size": 32, "num_threads": 1}
 
 
 def _trace(run: Path, event: str, key: str) -> dict[int, float]:
@@ -149,9 +149,8 @@ def test_bad_tracker_input_is_one_line_before_training(tmp_path: Path, capsys: p
     assert _error_line(capsys, [*base, "--tracker-uri", "sqlite:///x.db"]).endswith("add --tracker mlflow")
     assert not (tmp_path / "run").exists()  # nothing trained
 
-    with pytest.raises(ConfigError, match="Did you mean 'tensorboard'"):
-        with tracking(["tensorbord"]):
-            pass
+    with pytest.raises(ConfigError, match="Did you mean 'tensorboard'"), tracking(["tensorbord"]):
+        pass
 
 
 def test_a_tracker_whose_library_is_missing_is_one_line(tmp_path: Path) -> None:

@@ -564,7 +564,8 @@ def best_config(search: Search, params: dict[str, Any]) -> tuple[str, str]:
     for key, value in options.items():
         shown = " ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
         flags.append(f"--{key.replace('_', '-')} {shown}")
-    command = f"kgdistill distill --method {search.method} --teacher {search.teacher} --out runs/best " + " ".join(flags)
+    command = (f"kgdistill distill --method {search.method} --teacher {search.teacher} --out runs/best "
+               + " ".join(flags))
     head = f"# {search.method} options found by kgdistill hpo; run: {command}\n"
     return head + yaml.safe_dump(options, sort_keys=False), command.strip()
 
@@ -599,9 +600,10 @@ def write_summary(study: Any, search: Search, storage: str) -> StudyResult:
     table = [{"trial": r["trial"], "state": r["state"], "valid MRR": r["value"], "test MRR": r["test_mrr"],
               "epochs": r["epochs"], "seconds": None if r["seconds"] is None else f"{r['seconds']:.1f}",
               **{k: _short(r["params"].get(k)) for k in keys}} for r in rows]
+    states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
     lines = [f"# Study {study.study_name}", "",
-             f"{len(rows)} trials ({', '.join(f'{n} {s.lower()}' for s, n in sorted(counts.items()))}), "
-             f"{seconds:.0f} s of trials; objective: validation MRR (the test split is never used to select).", ""]
+             (f"{len(rows)} trials ({states}), {seconds:.0f} s of trials; objective: validation MRR (the test split "
+              "is never used to select)."), ""]
     if best is not None:
         lines += [f"Best: trial {best['trial']}, validation MRR {best['value']:.4f}"
                   + (f", test MRR {best['test_mrr']:.4f}" if best["test_mrr"] is not None else "")
@@ -697,5 +699,5 @@ def search_from_args(args: Any) -> Search:
     return Search("train", config, space, out, threads=args.threads, where=str(args.space))
 
 
-__all__ = ["Param", "Search", "StudyResult", "hpo", "load_space", "parse_space", "open_storage", "write_summary",
-           "register", "cmd_hpo", "search_from_args"]
+__all__ = ["Param", "Search", "StudyResult", "cmd_hpo", "hpo", "load_space", "open_storage", "parse_space",
+           "register", "search_from_args", "write_summary"]

@@ -110,7 +110,7 @@ def final_values(metrics: dict[str, Any]) -> dict[str, float]:
         if isinstance(value, dict) and "both" in value:
             for side, numbers in value.items():
                 prefix = key if side == "both" else f"{key}/{side}"
-                out.update(_numbers(prefix, numbers) if isinstance(numbers, dict) else _numbers(prefix, numbers))
+                out.update(_numbers(prefix, numbers))
         else:
             out.update(_numbers(key, value))
     return out
@@ -532,6 +532,21 @@ def tracking_from_args(args: argparse.Namespace) -> Any:
                                                                                        None))
 
 
-__all__ = ["TRACKERS", "Tracker", "CSVTracker", "TensorBoardTracker", "MLflowTracker", "TrackingSession",
-           "tracking", "make_tracker", "check_tracking_uri", "add_tracker_flags", "tracking_from_args",
-           "record_values", "final_values", "run_params", "mlflow_key", "finish_runs"]
+__all__ = [
+    "TRACKERS",
+    "CSVTracker",
+    "MLflowTracker",
+    "TensorBoardTracker",
+    "Tracker",
+    "TrackingSession",
+    "add_tracker_flags",
+    "check_tracking_uri",
+    "final_values",
+    "finish_runs",
+    "make_tracker",
+    "mlflow_key",
+    "record_values",
+    "run_params",
+    "tracking",
+    "tracking_from_args",
+]
