@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import time
@@ -402,6 +403,7 @@ class WorkerSpec:
     trackers: tuple[str, ...] = ()
     tracker_uri: str | None = None
     tracker_experiment: str | None = None
+    training_log_level: int = 0  # the level of the kgdistill.training logger in the parent (0: not set)
 
 
 def _finished(study: Any) -> int:
@@ -439,6 +441,7 @@ def _spawned_worker(spec: WorkerSpec) -> None:  # the target of a worker process
     from kgdistill.progress import configure_logging
 
     configure_logging()
+    logging.getLogger("kgdistill.training").setLevel(spec.training_log_level)  # as quiet as the parent
     with _tracking(spec):
         run_worker(spec)
 
@@ -504,7 +507,8 @@ def hpo(search: Search, *, storage: str, n_trials: int, study_name: str | None =
     write_summary(study, search, storage)  # claims the folder for this study from the start
     specs = [WorkerSpec(search, storage, name, n_trials, sampler, pruner, seed, timeout, worker=i,
                         threads=search.threads, trackers=tuple(trackers), tracker_uri=tracker_uri,
-                        tracker_experiment=tracker_experiment) for i in range(workers)]
+                        tracker_experiment=tracker_experiment,
+                        training_log_level=logging.getLogger("kgdistill.training").level) for i in range(workers)]
     with _tracking(specs[0]):  # trackers made (and their stores reached) before any worker starts
         procs = []
         if workers > 1:
@@ -564,7 +568,7 @@ def best_config(search: Search, params: dict[str, Any]) -> tuple[str, str]:
     for key, value in options.items():
         shown = " ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
         flags.append(f"--{key.replace('_', '-')} {shown}")
-    command = (f"kgdistill distill --method {search.method} --teacher {search.teacher} --out runs/best "
+    command = (f"kgdistill distill --method {search.method} --teacher {search.teacher} --out runs/best-{search.method} "
                + " ".join(flags))
     head = f"# {search.method} options found by kgdistill hpo; run: {command}\n"
     return head + yaml.safe_dump(options, sort_keys=False), command.strip()
@@ -649,8 +653,6 @@ def register(subparsers: Any, command: Callable) -> None:
 
 
 def cmd_hpo(args: Any) -> int:
-    import logging
-
     search = search_from_args(args)
     logging.getLogger("kgdistill.training").setLevel(logging.WARNING)  # trial lines come from optuna
     result = hpo(search, storage=args.storage, n_trials=args.trials, study_name=args.study_name,
