@@ -137,3 +137,20 @@ def test_a_distillation_space_names_the_methods_options(tmp_path: Path, capsys: 
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"kgdistill hpo: error: {space}: unknown key 'temprature': not an option of kd. "
                           "Did you mean 'temperature'") and len(err.splitlines()) == 1
+
+
+def test_the_readme_spaces_and_the_benchmark_space_are_valid() -> None:
+    """The space files of the README's hpo example and of BENCHMARKS.md pass every check (no trial run)."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text()
+    section = text.split("## Experiment tracking and hyperparameter search", 1)[1].split("\n## ", 1)[0]
+    spaces = dict(re.findall(r"cat > (\S+) <<'YAML'\n(.*?)\nYAML", section, re.DOTALL))
+    assert set(spaces) == {"space.yaml", "kd_space.yaml"}
+    base = load_yaml(root / "benchmarks" / "hpo" / "kinship_base.yaml")
+    for space in (parse_space(yaml.safe_load(spaces["space.yaml"])),
+                  parse_space(yaml.safe_load((root / "benchmarks" / "hpo" / "kinship_space.yaml").read_text()))):
+        Search("train", base, space, Path("unused")).check()
+    Search("distill", {"dims": [16]}, parse_space(yaml.safe_load(spaces["kd_space.yaml"])), Path("unused"),
+           method="kd", teacher="unused").check()
