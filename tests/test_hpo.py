@@ -154,3 +154,7 @@ def test_the_readme_spaces_and_the_benchmark_space_are_valid() -> None:
         Search("train", base, space, Path("unused")).check()
     Search("distill", {"dims": [16]}, parse_space(yaml.safe_load(spaces["kd_space.yaml"])), Path("unused"),
            method="kd", teacher="unused").check()
+    dims = Search("distill", {}, parse_space({"dims": {"type": "categorical", "choices": [8, 16]}}), Path("unused"),
+                  method="kd", teacher="unused")
+    dims.check()  # a searched student size is one dimension
+    assert dims.options({"dims": 8}) == {"dims": [8]}

@@ -226,9 +226,16 @@ class Search:
                                       f"{methods.canonical(self.method)}.{suggest(p.key, names)}")  # type: ignore
                 for value in p.extremes():
                     try:
-                        make_config(self.method, {**self.base, p.key: value})  # type: ignore[arg-type]
+                        make_config(self.method, self.options({p.key: value}))  # type: ignore[arg-type]
                     except ConfigError as err:
                         raise ConfigError(f"{self.where}: {p.key} = {value!r}: {err}") from None
+
+    def options(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A distillation's method options: the base ones with ``params`` (a searched ``dims: 16`` is ``[16]``)."""
+        out = {**self.base, **params}
+        if "dims" in params and not isinstance(params["dims"], (list, tuple)):
+            out["dims"] = [params["dims"]]
+        return out
 
     def train_config(self, params: dict[str, Any], run_dir: Path | None) -> Any:
         from kgdistill.config import with_overrides
@@ -260,7 +267,7 @@ class Search:
         from kgdistill.distill.api import distill
 
         report = distill(self.method, self.teacher, run_dir, progress=False,  # type: ignore[arg-type]
-                         num_threads=self.threads, with_teacher_row=False, **{**self.base, **params})
+                         num_threads=self.threads, with_teacher_row=False, **self.options(params))
         return {**report.results[-1].metrics, "run_folder": str(report.results[-1].path)}
 
 
@@ -563,7 +570,7 @@ def best_config(search: Search, params: dict[str, Any]) -> tuple[str, str]:
         data["progress"] = True
         text = yaml.safe_dump(data, sort_keys=False)
         return text, f"kgdistill train --config {search.out / 'best.yaml'} --out runs/best"
-    options = {**search.base, **params}
+    options = search.options(params)
     flags = []
     for key, value in options.items():
         shown = " ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
