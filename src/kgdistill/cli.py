@@ -322,22 +322,6 @@ def _plugin_parsers() -> list[Callable[[Any], None]]:
     return out
 
 
-#: distillation methods of text bi-encoders: ``kgdistill distill --method pmd ...`` runs ``text-distill``
-TEXT_DISTILL_METHODS = ("pmd", "hrkd", "logit", "patient")
-
-
-def route_text_distill(argv: list[str]) -> list[str]:
-    """``distill --method pmd|hrkd|logit|patient ...`` → ``text-distill ...`` (one ``distill`` command for users)."""
-    if not argv or argv[0] != "distill":
-        return argv
-    for i, item in enumerate(argv):
-        method = argv[i + 1] if item == "--method" and i + 1 < len(argv) else \
-            item.split("=", 1)[1] if item.startswith("--method=") else None
-        if method is not None:
-            return ["text-distill", *argv[1:]] if method.lower() in TEXT_DISTILL_METHODS else argv
-    return argv
-
-
 def process_defaults() -> None:
     """Settings of the ``kgdistill`` process itself, made here and never by importing the library: no model hub
     is contacted (the library also loads pretrained folders with ``local_files_only=True``)."""
@@ -351,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     process_defaults()
     configure_logging()
     parser = build_parser()
-    argv = route_text_distill(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv
     if not args.command:
@@ -367,9 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KGDistillError as err:
         if os.environ.get("WORLD_SIZE", "1") != "1":
             print(f"kgdistill {args.command}: rank {os.environ.get('RANK')}: error: {err}", file=sys.stderr)
-            return 2
+            return err.exit_code
         print(f"kgdistill {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as Unix tools do
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

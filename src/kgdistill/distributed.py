@@ -26,6 +26,8 @@ DEFAULT_TIMEOUT_S = 600
 class DistributedError(KGDistillError):
     """A distributed launch or collective failed; the message says which rank and why."""
 
+    exit_code = 1
+
 
 @dataclass(frozen=True)
 class DistContext:

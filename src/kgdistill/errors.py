@@ -2,7 +2,13 @@
 
 
 class KGDistillError(Exception):
-    """Base class of errors caused by user input (files, options, run folders)."""
+    """Base class of errors caused by user input (files, options, run folders).
+
+    ``exit_code``: the CLI's exit status for it: 2 for bad input (an option, a file, a name: usage), 1 for a valid
+    request that failed (training diverged, another process holds the run folder).
+    """
+
+    exit_code: int = 2
 
 
 class DataError(KGDistillError):
@@ -19,3 +25,5 @@ class RunFolderError(KGDistillError):
 
 class TrainingDivergedError(KGDistillError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+    exit_code = 1

@@ -31,7 +31,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class RunFolderLockedError(RunFolderError):
-    """Another process holds the run folder's lock."""
+    """Another process holds the run folder's lock (a failure, not bad input: exit status 1)."""
+
+    exit_code = 1
 
 
 class RunFolderLock:
