@@ -2,14 +2,22 @@
 
 Soft label distance (eq. 4, 5, 7): ``d = SmoothL1(σ(f_S), σ(f_T))`` plus, when ``structure`` (the paper's default;
 the release comments it out), ``SmoothL1(cos(h_S, t_S), cos(h_T, t_T)) + SmoothL1(|h_S|/|t_S|, |h_T|/|t_T|)`` for
-the positive and each corrupted triple. A soft-label evaluation module ``p = σ(a (f_T + b))`` (a = 1, b = 0 at
-start; eq. 8/9) mixes soft and hard labels (eq. 10); its weight is detached and the module learns by calibration
-against the hard labels (see :func:`kgdistill.distill.terms.soft_label_calibration`); negatives use their own
-weight and are combined with self-adversarial weights.
+the positive and each negative: the sampled corruptions in sLCWA, every entity in 1-N (the teacher's training mode
+by default; the release is sLCWA only). A soft-label evaluation module ``p = σ(a (f_T + b))`` (a = 1, b = 0 at start;
+eq. 8/9) weighs how far each teacher score is trusted. How soft and hard labels combine (``weighting``):
 
+* ``additive`` (default): the student's usual hard loss at weight 1 plus ``soft_weight`` × the trusted soft part
+  ``½ (mean p⁺ d⁺ + mean Σ w (1 - p⁻) d⁻)``; ``p`` detached and calibrated against the hard labels;
+* ``eq10``: the paper's mixture ``p d + (1 - p) · hard`` (eq. 10), ``p`` detached and calibrated;
+* ``release``: eq. 10 as released, ``p`` trained through the mixture and the positive's ``p`` reused for the
+  negatives. A calibrated ``p`` of a confident teacher tends to 1 on positives, which drives the hard-label weight
+  of eq. 10 towards 0 (stage-1 MRR 0.025 on FB15k-237 ComplEx, 0.21 on kinship; BENCHMARKS.md).
+
+Negatives are combined with self-adversarial weights (the target's own column excluded in 1-N).
 Stage 1: teacher frozen, student + evaluation module trained. Stage 2: teacher unfrozen, symmetric loss
-``L_S(student | teacher labels) + L_T(teacher | student labels)`` at a tenth of the learning rate (paper: 1e-4 then
-1e-5), each side with its own evaluation module. Both stages early-stop on validation MRR of the student.
+``L_S(student | teacher labels) + L_T(teacher | student labels)`` (with ``additive``, each side's hard loss too) at a
+tenth of the learning rate (paper: 1e-4 then 1e-5), each side with its own evaluation module. Both stages
+early-stop on validation MRR of the student.
 """
 
 from __future__ import annotations
