@@ -92,13 +92,60 @@ def test_unknown_flag_exits_with_usage(capsys: pytest.CaptureFixture[str]) -> No
     assert exc.value.code == 2
 
 
-def test_distill_routes_text_methods_to_text_distill() -> None:
-    from kgdistill.cli import route_text_distill
+def test_distill_parses_text_methods_itself() -> None:
+    """``distill --method pmd|hrkd|logit|patient`` is the ``distill`` command (no rewrite to ``text-distill``): it
+    parses the text methods' options, and ``text-distill`` stays as their alias."""
+    from kgdistill.cli import build_parser
 
-    assert route_text_distill(["distill", "--method", "pmd", "--teacher", "r"])[0] == "text-distill"
-    assert route_text_distill(["distill", "--teacher", "r", "--method=HRKD"])[0] == "text-distill"
-    assert route_text_distill(["distill", "--method", "iterde", "--teacher", "r"])[0] == "distill"
-    assert route_text_distill(["train", "--method", "pmd"])[0] == "train"
+    parser = build_parser()
+    args = parser.parse_args(["distill", "--method", "pmd", "--teacher", "r", "--grades", "2,1", "--mask-rates", "0.2",
+                              "0.1", "0", "--no-pre-distill", "--plm", "tiny:layers=2"])
+    assert args.command == "distill" and args.method == "pmd"
+    assert (args.opt_grades, args.opt_mask_rates, args.opt_pre_distill, args.opt_plm) == \
+        (["2,1"], ["0.2", "0.1", "0"], "false", "tiny:layers=2")
+    args = parser.parse_args(["distill", "--teacher", "r", "--method=HRKD", "--hrkd-domains", "prefix"])
+    assert args.command == "distill" and args.opt_hrkd_domains == "prefix"
+    assert parser.parse_args(["distill", "--method", "iterde", "--teacher", "r"]).command == "distill"
+    assert parser.parse_args(["text-distill", "--method", "pmd", "--teacher", "r"]).command == "text-distill"
+
+
+def test_distill_help_per_method(capsys: pytest.CaptureFixture[str]) -> None:
+    """``distill --help`` lists the methods; ``distill --method NAME --help`` shows that method's options only,
+    with real defaults, typed placeholders and listed choices."""
+    from kgdistill.distill.method import methods
+
+    assert main(["distill", "--help"]) == 0
+    general = capsys.readouterr().out
+    for name in methods.names():
+        assert f"  {name} (" in general
+    assert "--mask-rate" not in general and "--sparsity" not in general and "(default: None)" not in general
+
+    assert main(["distill", "--method", "pmd", "--help"]) == 0
+    raw = capsys.readouterr().out
+    assert raw.startswith("usage: kgdistill distill --method pmd")
+    pmd = " ".join(raw.split())  # help lines are wrapped at the terminal's width
+    for shown in ("--mask-rate X", "(default: 0.2)", "--grades LAYERS", "--mgfd-variant {input-mask,feature-generator}",
+                  "--pre-distill [BOOL]", "--epochs N", "(default: 3)", "--beta X", "--plm PLM"):
+        assert shown in pmd, shown
+    for other in ("--hrkd-domains", "--cache-teacher", "--kd-temperature", "--sparsity", "--dims", "(default: None)"):
+        assert other not in pmd, other
+
+    assert main(["distill", "--method", "pkd", "--help"]) == 0  # an alias
+    patient = " ".join(capsys.readouterr().out.split())
+    assert "--cache-teacher [BOOL]" in patient and "(default: false)" in patient and "--mask-rate" not in patient
+
+    assert main(["distill", "--help", "--method", "kd"]) == 0  # either order
+    kd = " ".join(capsys.readouterr().out.split())
+    assert "--dims DIM [DIM ...]" in kd and "(default: 32)" in kd and "--kd-loss {kl,huber}" in kd
+    assert "--optimizer {adagrad,adam,adamw,sgd}" in kd and "--plm" not in kd and "(default: None)" not in kd
+
+    assert main(["distill", "--method", "kdd", "--help"]) == 2
+    assert main(["distill", "--method", "kdd", "--teacher", "r"]) == 2
+    assert "Did you mean 'kd'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["distill", "--teacher", "r"])
+    assert exc.value.code == 2
+    assert "--method" in capsys.readouterr().err
 
 
 def test_output_into_a_closed_pipe_is_not_a_traceback():

@@ -205,6 +205,15 @@ def test_cli_distill_all_methods(tmp_path: Path, capsys) -> None:
     assert main(["distill", "--method", "kd", "--teacher", str(teacher), "--sparsity", "0.5", "--out",
                  str(tmp_path / "bad")]) == 2
     assert "options of this method" in capsys.readouterr().err
+    # a text method on this embedding teacher: one line naming the methods that fit, no folder left behind
+    assert main(["distill", "--method", "pmd", "--teacher", str(teacher), "--out", str(tmp_path / "text")]) == 2
+    err = capsys.readouterr().err
+    assert "method 'pmd' distils text models, but" in err and "is an embedding run (model 'complex')" in err
+    assert "kd" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "text").exists()
+    from kgdistill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'patient' distils text models, but .* is an embedding run"):
+        distill("patient", teacher, tmp_path / "text")
 
 
 def test_stage_training_presets_follow_the_mode_change() -> None:

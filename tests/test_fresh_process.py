@@ -85,7 +85,8 @@ def test_registries_list_every_name_without_importing_them() -> None:
     """)
     seen = json.loads(out)
     assert seen["models"] == ["biencoder", "embedding"]
-    assert seen["methods"] == ["dualde", "iterde", "iterde-metasd", "kd", "kd-huber", "metasd", "scratch"]
+    assert seen["methods"] == ["dualde", "hrkd", "iterde", "iterde-metasd", "kd", "kd-huber", "logit", "metasd",
+                               "patient", "pmd", "scratch"]
     assert seen["loaded"] == [] and seen["lazy"] == seen["methods"]
 
 
@@ -99,7 +100,32 @@ def test_every_distillation_method_resolves_in_a_fresh_process() -> None:
     got = json.loads(out)
     assert got == {"dualde": ["DualDE", "dualde"], "iterde": ["IterDE", "iterde"],
                    "iterde-metasd": ["IterDEMetaSD", "iterde-metasd"], "kd": ["KD", "kd"],
-                   "kd-huber": ["KDHuber", "kd-huber"], "metasd": ["MetaSD", "metasd"], "scratch": ["Scratch", "scratch"], "alias": "Scratch"}
+                   "kd-huber": ["KDHuber", "kd-huber"], "metasd": ["MetaSD", "metasd"],
+                   "scratch": ["Scratch", "scratch"], "hrkd": ["HRKD", "hrkd"], "logit": ["LogitKDMethod", "logit"],
+                   "patient": ["PatientKDMethod", "patient"], "pmd": ["PMD", "pmd"], "alias": "Scratch"}
+
+
+def test_text_methods_resolve_in_the_one_method_registry_without_importing_transformers() -> None:
+    """Every text method is an entry of ``kgdistill.distill.method.methods``: resolved, its options built and the
+    ``distill`` command's parser and per-method help made, all without importing transformers (only training does)."""
+    out = fresh("""
+        import contextlib, io, json, sys
+        from kgdistill.distill.method import make_config, methods
+        got = {n: [methods.get(n).family, methods.get(n).objective, type(make_config(n, {"epochs": "2"})).__name__]
+               for n in ("pmd", "hrkd", "logit", "patient")}
+        got["pkd"] = methods.get("pkd").__name__
+        got["logit-kd"] = methods.get("logit-kd").__name__
+        from kgdistill import cli
+        cli.build_parser()
+        with contextlib.redirect_stdout(io.StringIO()):
+            cli.main(["distill", "--method", "pmd", "--help"])
+        got["transformers"] = "transformers" in sys.modules
+        print(json.dumps(got))
+    """)
+    got = json.loads(out)
+    assert got == {"pmd": ["text", "pmd", "PMDConfig"], "hrkd": ["text", "hrkd", "HRKDConfig"],
+                   "logit": ["text", "logit", "LogitKDConfig"], "patient": ["text", "patient", "PatientKDConfig"],
+                   "pkd": "PatientKDMethod", "logit-kd": "LogitKDMethod", "transformers": False}
 
 
 def test_text_objectives_resolve_in_a_fresh_process() -> None:
@@ -168,8 +194,9 @@ def test_importing_the_library_leaves_the_process_environment_alone() -> None:
         before = dict(os.environ)
         names = ["kgdistill", "kgdistill.runs", "kgdistill.cli", "kgdistill.distill", "kgdistill.export",
                  "kgdistill.kernels", "kgdistill.evaluate", "kgdistill.reference", "kgdistill.text",
-                 "kgdistill.text.plm", "kgdistill.text.biencoder", "kgdistill.text.trainer", "kgdistill.distill.text_pmd",
-                 "kgdistill.distill.text_hrkd", "kgdistill.text.cli"]
+                 "kgdistill.text.plm", "kgdistill.text.biencoder", "kgdistill.text.trainer",
+                 "kgdistill.distill.text_pmd", "kgdistill.distill.text_hrkd", "kgdistill.distill.text_kd",
+                 "kgdistill.distill.text_method", "kgdistill.text.cli"]
         imported = []
         for name in names:
             try:

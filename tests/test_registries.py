@@ -71,7 +71,9 @@ def test_every_distillation_method_and_text_objective_is_in_an_end_to_end_test()
     import test_distill
     import test_text_runs
 
-    assert set(test_distill.CLI_METHODS) == set(methods.names())
+    assert set(test_distill.CLI_METHODS) | set(test_text_runs.DISTILL_METHODS) == set(methods.names())
+    assert {methods.get(m).family for m in test_distill.CLI_METHODS} == {"embedding"}
+    assert {methods.get(m).family for m in test_text_runs.DISTILL_METHODS} == {"text"}
     assert {m for m, _ in test_text_runs.METHOD_CASES} == set(objectives.names())
 
 

@@ -276,3 +276,78 @@ def test_cached_teacher_gives_the_same_loss_and_skips_seen_texts(teacher_run,  #
     with pytest.raises(ConfigError, match="cache_teacher"):
         objectives.get("pmd")(student, teacher, TextRunConfig(distill=DistillConfig(method="pmd", cache_teacher=True)),
                               known, [0, 2])
+
+
+# ---- the text methods in the one distillation framework (kgdistill distill / kgdistill.distill) --------------------
+#: every text method of kgdistill.distill.method.methods, run end to end by the ``distill`` command (test_registries)
+DISTILL_METHODS = {"logit": ["--layers", "0,2", "--cache-teacher"], "patient": ["--layers", "0", "2"],
+                   "hrkd": ["--layers", "0,2", "--hrkd-meta-every", "1"],
+                   "pmd": ["--grades", "2", "--mask-rates", "0.2,0", "--mgfd-variant", "feature-generator"]}
+DISTILL_COMMON = ["--plm", TINY, "--max-length", "16", "--steps-per-epoch", "2", "--epochs", "1", "--batch-size", "32",
+                  "--no-self-negatives", "--eval-splits", "test", "--num-threads", "1", "--log-every", "1",
+                  "--no-progress"]
+
+
+@pytest.mark.parametrize("method", list(DISTILL_METHODS))
+def test_cli_distill_runs_every_text_method(teacher_run, tmp_path: Path, capsys, method: str) -> None:  # type: ignore[no-untyped-def]
+    """``kgdistill distill --method M`` on a text teacher: the graph is the teacher's (no --dataset), a single-stage
+    method writes its run folder at --out, the PMD chain one folder per stage; summary.json / .md as for the
+    embedding methods, the teacher's row first."""
+    from kgdistill import cli, runs
+
+    out = tmp_path / method
+    assert cli.main(["distill", "--method", method, "--teacher", str(teacher_run.path), *DISTILL_COMMON,
+                     *DISTILL_METHODS[method], "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == method and summary["rows"][0]["row"] == "teacher"
+    assert (out / "summary.md").exists() and "teacher" in printed and "MRR" in printed
+    folders = [Path(f) for f in summary["run_folders"]]
+    if method == "pmd":
+        assert [f.name for f in folders] == ["pmd-L3-m0.2", "pmd-L2-m0"]
+        assert [s["layers"] for s in json.loads((out / "pmd_summary.json").read_text())] == [3, 2]
+    else:
+        assert folders == [out]
+    student = runs.load_run(folders[-1])
+    assert student.model.num_layers == 2 and student.dataset.num_entities == teacher_run.dataset.num_entities
+    assert student.metrics["method"] == method
+    steps = [r for r in student.trace() if r["event"] == "step"]
+    assert len(steps) == 2 and "logit" in steps[0]
+    if method != "logit":
+        assert "feature" in steps[0]
+    if method == "hrkd":
+        assert any("meta_val_ce" in r for r in steps)
+    # the same command through the text-distill alias (same options as before) trains the same student
+    if method == "patient":
+        alias = tmp_path / "alias"
+        assert cli.main(["text-distill", "--method", method, "--teacher", str(teacher_run.path), "--dataset",
+                         str(teacher_run.config.data.dataset), "--plm", TINY, "--max-length", "16",
+                         "--steps-per-epoch", "2", "--epochs", "1", "--batch-size", "32", "--self-negatives", "false",
+                         "--set", "evaluation.eval_splits=[test]", "--num-threads", "1", "--log-every", "1",
+                         "--layers", "0,2", "--out", str(alias)]) == 0
+        again = runs.load_run(alias)
+        assert [again.metrics["test"][side] for side in ("both", "head", "tail")] == \
+            [student.metrics["test"][side] for side in ("both", "head", "tail")]
+
+
+def test_distill_api_runs_pmd_on_a_text_teacher(teacher_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``kgdistill.distill("pmd", teacher, out, ...)`` picks the text family by the teacher's model kind; options
+    are the method's typed fields; an embedding method on this teacher is refused in one line."""
+    import kgdistill
+    from kgdistill.errors import ConfigError
+
+    report = kgdistill.distill("pmd", teacher_run.path, tmp_path / "pmd", plm=TINY, max_length=16, steps_per_epoch=2,
+                               epochs=1, batch_size=32, self_negatives=False, eval_splits=["test"], num_threads=1,
+                               layers=[0, 2], mask_rate=0.1, log_every=1)
+    assert report.method == "pmd" and [r.path for r in report.results] == [tmp_path / "pmd"]
+    assert report.config.mask_rate == 0.1 and report.rows[0]["row"] == "teacher"
+    run = report.results[0]
+    assert run.model.num_layers == 2 and run.metrics["method"] == "pmd"
+    assert "MRR" in report.table() and (tmp_path / "pmd" / "summary.json").exists()
+    text_config = (tmp_path / "pmd" / "text_config.yaml").read_text()
+    assert "mask_rate: 0.1" in text_config and "method: pmd" in text_config
+    with pytest.raises(ConfigError, match="distils embedding models.*is a text run.*pmd"):
+        kgdistill.distill("kd", teacher_run.path, tmp_path / "kd", dims=[4])
+    assert not (tmp_path / "kd").exists()
+    with pytest.raises(ConfigError, match="pmd: unknown option 'sparsity'"):
+        kgdistill.distill("pmd", teacher_run.path, tmp_path / "bad", sparsity=0.5)

@@ -280,8 +280,10 @@ def _run_path(run: PathLike | Run) -> Path:
 def distill(method: str, teacher: PathLike | Run, out: PathLike, *, device: str = "cpu", progress: bool = False,
             num_threads: int | None = None, resume: bool = False, trackers: Sequence[Any] | None = None,
             tracker_uri: str | None = None, **options: Any) -> DistillReport:
-    """Distil the ``teacher`` run (folder or :class:`~kgdistill.runs.Run`) with ``method`` (``kd``, ``dualde``,
-    ``iterde``, ``metasd``, ``iterde-metasd``, ``scratch``) into run folders under ``out``.
+    """Distil the ``teacher`` run (folder or :class:`~kgdistill.runs.Run`) with ``method`` into run folders under
+    ``out``: an embedding teacher with ``kd``, ``kd-huber``, ``dualde``, ``iterde``, ``metasd``, ``iterde-metasd``,
+    ``scratch``; a text bi-encoder teacher with ``pmd``, ``hrkd``, ``logit``, ``patient`` (a method of the other
+    model kind is refused in one line; a single-stage text method writes its run folder at ``out`` itself).
 
     ``options``: the method's options (``dims=[8]``, ``epochs=60``, ...; None-valued ones inherit the teacher's
     training settings). Returns a :class:`~kgdistill.distill.api.DistillReport` (``results[i].path``: the student

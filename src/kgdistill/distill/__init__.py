@@ -1,4 +1,5 @@
-"""Knowledge distillation of KG embeddings: KD, DualDE, IterDE, MetaSD and their combination on one core.
+"""Knowledge distillation of KG models, one framework for both model kinds: KD, DualDE, IterDE, MetaSD and their
+combination for embedding models; PMD, HRKD, logit and patient KD for text bi-encoders (:mod:`.text_method`).
 
 Library entry point: :func:`distill` (``kgdistill distill`` on the command line). A method is a frozen config
 dataclass + small pure loss terms (:mod:`.terms`) + weight schedules (:mod:`.schedules`) + its stages, registered

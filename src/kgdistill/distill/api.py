@@ -10,8 +10,8 @@ from typing import Any
 import torch
 
 from kgdistill.atomicio import atomic_write_json, atomic_write_text
-from kgdistill.errors import ConfigError
-from kgdistill.distill.method import make_config, methods, teacher_row
+from kgdistill.errors import ConfigError, KGDistillError
+from kgdistill.distill.method import make_config, methods, model_family
 from kgdistill.distill.stage import SUMMARY_COLUMNS, StageResult
 from kgdistill.distributed import DistContext, barrier, broadcast_object, init_distributed
 from kgdistill.runs import load_run
@@ -35,6 +35,23 @@ class DistillReport:
         return format_table(self.rows, columns)
 
 
+def check_teacher_kind(method: str, family: str, teacher_dir: str | Path) -> None:
+    """One line when ``method`` (of the ``family`` model kind) cannot distil the run in ``teacher_dir`` (a text method
+    on an embedding teacher or the other way round); a folder whose config cannot be read is left to ``load_run``."""
+    from kgdistill.runs import read_run_config
+
+    try:
+        model = read_run_config(teacher_dir).model.model
+    except (KGDistillError, OSError):  # load_run reports a missing or broken run folder in its own words
+        return
+    kind = model_family(model)
+    if kind != family:
+        same = [n for n in methods.names() if methods.get(n).family == kind]
+        article = "an" if kind == "embedding" else "a"
+        raise ConfigError(f"method {method!r} distils {family} models, but {teacher_dir} is {article} {kind} run "
+                          f"(model {model!r}); methods for it: {', '.join(same)}")
+
+
 def distill(method: str, teacher_dir: str | Path, out: str | Path, *, device: str = "cpu", progress: bool = False,
             num_threads: int | None = None, with_teacher_row: bool = True, ctx: DistContext | None = None,
             resume: bool = False, **options: Any) -> DistillReport:
@@ -52,6 +69,8 @@ def distill(method: str, teacher_dir: str | Path, out: str | Path, *, device: st
         torch.set_num_threads(num_threads)
     config = make_config(method, options)
     name = methods.canonical(method)
+    impl = methods.get(name)()
+    check_teacher_kind(name, impl.family, teacher_dir)
     teacher = load_run(teacher_dir, device=device)
     out = Path(out)
     created = not out.exists()
@@ -60,13 +79,13 @@ def distill(method: str, teacher_dir: str | Path, out: str | Path, *, device: st
     barrier(ctx)
     start = time.perf_counter()
     try:
-        results = methods.get(name)().run(teacher, config, out, device=device, progress=progress and ctx.is_main,
-                                          ctx=ctx, resume=resume)
+        results = impl.run(teacher, config, out, device=device, progress=progress and ctx.is_main, ctx=ctx,
+                           resume=resume)
     except ConfigError:
         if created and ctx.is_main and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a refused option leaves no empty folder behind
         raise
-    rows = broadcast_object([teacher_row(teacher)] if with_teacher_row and ctx.is_main else [], ctx)
+    rows = broadcast_object([impl.teacher_row(teacher)] if with_teacher_row and ctx.is_main else [], ctx)
     rows += [r.row for r in results]
     report = DistillReport(name, out, config, results, rows)
     if ctx.is_main:

@@ -28,6 +28,11 @@ methods.declare("dualde", "kgdistill.distill.dualde:DualDE")
 methods.declare("iterde", "kgdistill.distill.iterde:IterDE")
 methods.declare("metasd", "kgdistill.distill.metasd:MetaSD")
 methods.declare("iterde-metasd", "kgdistill.distill.combo:IterDEMetaSD")
+# text bi-encoders (their options: kgdistill.distill.text_method.TextCommonConfig and the method's own)
+methods.declare("pmd", "kgdistill.distill.text_pmd:PMD")
+methods.declare("hrkd", "kgdistill.distill.text_hrkd:HRKD")
+methods.declare("logit", "kgdistill.distill.text_kd:LogitKDMethod", "logit-kd")
+methods.declare("patient", "kgdistill.distill.text_kd:PatientKDMethod", "patient-kd", "pkd")
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,8 @@ class Method:
     """A distillation method: ``run(teacher, config, out) -> [StageResult]`` (one result per stage / step)."""
 
     name: ClassVar[str]
+    #: the model kind of its teachers and students: ``embedding`` or ``text`` (bi-encoders)
+    family: ClassVar[str] = "embedding"
     Config: ClassVar[type] = CommonConfig
 
     def run(self, teacher: Run, config: Any, out: Path, *, device: str = "cpu", progress: bool = False,
@@ -135,6 +142,15 @@ class Method:
         """Train every stage into ``out``; ``ctx``: the process group (default one process), passed on to each
         :func:`~kgdistill.distill.stage.run_stage`; ``resume``: continue the stages already in ``out``."""
         raise NotImplementedError
+
+    def teacher_row(self, teacher: Run) -> dict[str, Any]:
+        """The teacher's summary row (first row of the table)."""
+        return teacher_row(teacher)
+
+
+def model_family(model_name: str) -> str:
+    """``text`` for a text bi-encoder's model class name (``biencoder``), else ``embedding``."""
+    return "text" if model_name == "biencoder" else "embedding"
 
 
 def make_config(method: str, options: dict[str, Any]) -> Any:
@@ -164,5 +180,5 @@ def make_config(method: str, options: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-__all__ = ["methods", "Method", "CommonConfig", "stage_training", "teacher_model", "more_teacher_models", "teacher_row",
-           "make_config"]
+__all__ = ["methods", "Method", "CommonConfig", "model_family", "stage_training", "teacher_model",
+           "more_teacher_models", "teacher_row", "make_config"]

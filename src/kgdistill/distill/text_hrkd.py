@@ -34,6 +34,7 @@ graph's gradients are averaged over the ranks before its step, so every rank kee
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -41,7 +42,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from kgdistill.distill.method import methods
 from kgdistill.distill.terms import soft_cross_entropy_per_triple
+from kgdistill.distill.text_method import TextCommonConfig, TextMethod, text_option
 from kgdistill.distributed import DistContext, all_reduce_grads_
 from kgdistill.errors import ConfigError
 from kgdistill.text.biencoder import BiEncoderOutput, EncoderOutput, mean_pool
@@ -362,3 +365,27 @@ class HRKDObjective(Objective):
 
 def out_inv_t(params: dict[str, Tensor], student: Any) -> Tensor:
     return params["log_inv_t"].exp() if "log_inv_t" in params else student.inv_t
+
+
+@dataclass(frozen=True)
+class HRKDConfig(TextCommonConfig):
+    """HRKD's options: the text methods' common ones, the layer terms' weight, the soft CE's temperature and the
+    domain-relational graph."""
+
+    beta: float = text_option("beta")
+    kd_temperature: float = text_option("kd_temperature")
+    hrkd_domains: str = text_option("hrkd_domains")
+    hrkd_meta_every: int = text_option("hrkd_meta_every")
+    hrkd_meta_lr: float = text_option("hrkd_meta_lr")
+    hrkd_weights: str = text_option("hrkd_weights")
+    hrkd_heads: int = text_option("hrkd_heads")
+    hrkd_proto_dim: int = text_option("hrkd_proto_dim")
+
+
+@methods.register("hrkd")
+class HRKD(TextMethod):
+    """HRKD (EMNLP 2021) of a text bi-encoder: per-domain layer terms weighted by a meta-learned relational graph."""
+
+    name = "hrkd"
+    objective = "hrkd"
+    Config = HRKDConfig

@@ -14,12 +14,15 @@ The no-KD baseline is the plain objective (``method: none``) with a student init
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kgdistill.distill.method import methods
 from kgdistill.distill.terms import kl_with_temperature
+from kgdistill.distill.text_method import TextCommonConfig, TextMethod, text_option
 from kgdistill.text.biencoder import BiEncoderOutput, EncoderOutput, mean_pool
 from kgdistill.text.objective import Objective, objectives
 from kgdistill.text.textdata import TextBatch
@@ -108,3 +111,36 @@ class PatientKD(Objective):
         pt = patient_term(pooled_layers(out.hr, student_idx), teacher.hr_layers) + \
             patient_term(pooled_layers(out.tail, student_idx), teacher.tail_layers)
         return self.combine(ce, kd, pt)
+
+
+@dataclass(frozen=True)
+class LogitKDConfig(TextCommonConfig):
+    """Logit KD's options: the text methods' common ones, the temperature and the teacher cache."""
+
+    kd_temperature: float = text_option("kd_temperature")
+    cache_teacher: bool = text_option("cache_teacher")
+
+
+@dataclass(frozen=True)
+class PatientKDConfig(LogitKDConfig):
+    """Patient KD's options: logit KD's and the weight of the hidden-state term."""
+
+    beta: float = text_option("beta")
+
+
+@methods.register("logit", "logit-kd")
+class LogitKDMethod(TextMethod):
+    """Logit KD (Hinton et al., 2015) of a text bi-encoder: KL at temperature τ on the aligned in-batch logits."""
+
+    name = "logit"
+    objective = "logit"
+    Config = LogitKDConfig
+
+
+@methods.register("patient", "patient-kd", "pkd")
+class PatientKDMethod(TextMethod):
+    """Patient KD (Sun et al., 2019) of a text bi-encoder: logit KD plus PKD-skip hidden-state distances."""
+
+    name = "patient"
+    objective = "patient"
+    Config = PatientKDConfig

@@ -26,7 +26,7 @@ paper's layers counted on the chain's original model; see :func:`chain_layers`).
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kgdistill.atomicio import atomic_write_json
+from kgdistill.config import opt
+from kgdistill.distill.method import methods
+from kgdistill.distill.text_method import TextCommonConfig, TextMethod, text_option
+from kgdistill.distributed import DistContext
 from kgdistill.errors import ConfigError
 from kgdistill.text.biencoder import BiEncoder, BiEncoderOutput
 from kgdistill.text.objective import Objective, masked_mean, objectives
@@ -256,11 +260,12 @@ def chain_layers(stages: list[tuple[int, float]], root_layers: int, choice: str 
 
 
 def run_pmd(teacher_run: str | Path, grades: list[int], mask_rates: list[float], config: Any,
-            output_root: str | Path, pre_distill: bool = True, layers_per_grade: list[list[int]] | None = None
-            ) -> list[Any]:
+            output_root: str | Path, pre_distill: bool = True, layers_per_grade: list[list[int]] | None = None,
+            ctx: DistContext | None = None) -> list[Any]:
     """Run PMD end to end from a trained teacher run folder; one run folder per stage under ``output_root``
     (``pmd-L<layers>-m<rate>``) and ``pmd_summary.json`` with each stage's metrics. ``config`` is a
-    :class:`~kgdistill.text.config.TextRunConfig` giving the training budget and loss weights of every stage."""
+    :class:`~kgdistill.text.config.TextRunConfig` giving the training budget and loss weights of every stage;
+    ``ctx``: the process group every stage trains in (default: :func:`~kgdistill.distributed.init_distributed`)."""
     from kgdistill.runs import load_run
     from kgdistill.text.students import check_same_plm
     from kgdistill.text.trainer import train_text
@@ -289,7 +294,7 @@ def run_pmd(teacher_run: str | Path, grades: list[int], mask_rates: list[float],
         layers = chosen[i]
         cfg = replace(config, output_dir=str(root / f"pmd-L{n_layers}-m{rate:g}"),
                       distill=replace(config.distill, method="pmd", teacher=prev, layers=layers, mask_rate=rate))
-        run = train_text(cfg)
+        run = train_text(cfg, ctx=ctx)
         runs.append(run)
         summary.append({"stage": i, "layers": n_layers, "kept": layers, "mask_rate": rate, "teacher": prev,
                         "run": str(run.path), "metrics": run.metrics})
@@ -307,3 +312,32 @@ def _plm_layers(config: Any, fallback: int) -> int:
         return spec.tiny["layers"]
     cfg = json.loads((spec.path / "config.json").read_text())  # type: ignore[operator]
     return int(cfg.get("num_hidden_layers", fallback))
+
+
+@dataclass(frozen=True)
+class PMDConfig(TextCommonConfig):
+    """PMD's options: the text methods' common ones, the feature term and the chain of grades."""
+
+    beta: float = text_option("beta")
+    mask_rate: float = text_option("mask_rate")
+    mgfd_variant: str = text_option("mgfd_variant")
+    mgfd_reduction: str = text_option("mgfd_reduction")
+    mgfd_unmasked: str = text_option("mgfd_unmasked")
+    grades: list = opt([], "the PMD chain: student layer counts, e.g. 6,4,2 (pre-distillation at the teacher's size "
+                           "is added when missing; one run folder per stage under --out); none: one student")
+    mask_rates: list = opt([], "one mask rate per stage of the chain, e.g. 0.2,0.1,0 (without grades: the first is "
+                               "the mask rate)")
+    pre_distill: bool = opt(True, "the chain starts with a same-size pre-distillation stage")
+
+
+@methods.register("pmd")
+class PMD(TextMethod):
+    """PMD (AAAI 2024): progressive distillation of a text bi-encoder with masked generation features."""
+
+    name = "pmd"
+    objective = "pmd"
+    Config = PMDConfig
+
+    def chain(self, config: PMDConfig) -> dict[str, Any]:
+        return {"grades": list(config.grades), "mask_rates": list(config.mask_rates),
+                "pre_distill": config.pre_distill}

@@ -6,12 +6,16 @@ there and imported on first use).
     kgdistill text-train --dataset umls --plm minilm-l6 --epochs 3 --out runs/umls-simkgc
     kgdistill text-distill --method pmd --teacher runs/umls-simkgc --grades 6,3 --mask-rates 0.2,0 --out runs/pmd
     kgdistill text-distill --method patient --teacher runs/umls-simkgc --layers 1,4 --out runs/pkd
+
+``text-distill`` is the alias of ``kgdistill distill --method pmd|hrkd|logit|patient`` (the one ``distill``
+command; the methods live in :mod:`kgdistill.distill`) that also takes ``--config`` / ``--set`` and ``--method none``.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 
@@ -64,33 +68,24 @@ def cmd_text_train(args: argparse.Namespace) -> int:
 
 
 def cmd_text_distill(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from kgdistill.errors import ConfigError
-    from kgdistill.distill.text_pmd import run_pmd
-    from kgdistill.text.trainer import train_text
+    """``text-distill``: the alias of ``distill --method pmd|hrkd|logit|patient`` (and ``none``) taking a whole text
+    run config (``--config``, ``--set`` and every text flag); both train through
+    :func:`kgdistill.distill.text_method.distil_text`."""
+    from kgdistill.distill.text_method import distil_text
 
     code = _relaunch(args)
     if code is not None:
         return code
     config = _config(args)
-    if config.distill.teacher is None:
-        raise ConfigError("text-distill needs --teacher RUN_DIR")
-    if args.grades:
-        if config.distill.method != "pmd":
-            raise ConfigError("--grades is the PMD chain: use it with --method pmd")
-        rates = [float(x) for x in (args.mask_rates or "").split(",") if x.strip()]
-        root = config.output_dir or "runs/pmd"
-        runs = run_pmd(config.distill.teacher, [int(x) for x in args.grades.split(",") if x.strip()], rates,
-                       replace(config, output_dir=None), root, pre_distill=not args.no_pre_distill)
-        for run in runs:
-            _print(run)
-        if _is_main():
-            print(f"summary: {root}/pmd_summary.json")
-        return 0
-    if args.mask_rates:
-        config = replace(config, distill=replace(config.distill, mask_rate=float(args.mask_rates.split(",")[0])))
-    _print(train_text(config))
+    grades = [int(x) for x in (args.grades or "").split(",") if x.strip()]
+    rates = [float(x) for x in (args.mask_rates or "").split(",") if x.strip()]
+    if grades:
+        config = replace(config, output_dir=config.output_dir or "runs/pmd")
+    runs = distil_text(config, grades, rates, pre_distill=not args.no_pre_distill)
+    for run in runs:
+        _print(run)
+    if grades and _is_main():
+        print(f"summary: {config.output_dir}/pmd_summary.json")
     return 0
 
 
