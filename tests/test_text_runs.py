@@ -328,6 +328,14 @@ def test_cli_distill_runs_every_text_method(teacher_run, tmp_path: Path, capsys,
         again = runs.load_run(alias)
         assert [again.metrics["test"][side] for side in ("both", "head", "tail")] == \
             [student.metrics["test"][side] for side in ("both", "head", "tail")]
+        # distill reads such a text run config too (--config; --set and the flags override it)
+        from_file = tmp_path / "from-file"
+        assert cli.main(["distill", "--method", "pkd", "--teacher", str(teacher_run.path), "--config",
+                         str(alias / "text_config.yaml"), "--set", "training.epochs=1", "--out", str(from_file)]) == 0
+        assert [runs.load_run(from_file).metrics["test"][side] for side in ("both", "head", "tail")] == \
+            [student.metrics["test"][side] for side in ("both", "head", "tail")]
+        assert cli.main(["distill", "--method", "kd", "--teacher", str(teacher_run.path), "--config",
+                         str(alias / "text_config.yaml"), "--out", str(tmp_path / "kd")]) == 2
 
 
 def test_distill_api_runs_pmd_on_a_text_teacher(teacher_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

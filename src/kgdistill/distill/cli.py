@@ -91,6 +91,15 @@ def _add_option(group: Any, name: str, boolean: bool, many: bool, help_text: str
                            **({"nargs": "+"} if many else {}))
 
 
+def _add_file_flags(p: Any) -> None:
+    p.add_argument("--config", default=None, metavar="FILE", help="text methods: a text run config YAML (as "
+                   "text-distill reads it; e.g. a run's text_config.yaml) whose values this method's options start "
+                   "from; flags override it")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="set any option of the method, e.g. --set temperature=2 or --set training.lr=1e-4 (repeatable; "
+                        "wins over the flags)")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", default=None, metavar="RUN_DIR", help="run folder of the trained teacher (required), "
                    "or a PyKEEN result folder (with --dataset; imported into OUT/teacher-pykeen first)")
@@ -134,6 +143,7 @@ def method_help(method: str) -> str:
     if cls.family == "embedding":
         p.add_argument("--dataset", default=None, metavar="NAME", help="with a PyKEEN --teacher: the kgdistill "
                        "dataset (name or folder) whose ids it is mapped onto, by label")
+    _add_file_flags(p)
     from kgdistill.tracking import add_tracker_flags
 
     add_tracker_flags(p)
@@ -173,6 +183,7 @@ def register(subparsers: Any, command: Callable) -> None:
     p.add_argument("--dataset", default=None, metavar="NAME", help="with a PyKEEN --teacher: the kgdistill dataset "
                    "(name or folder) whose ids it is mapped onto, by label; a text method's graph")
     p.add_argument("--num-threads", dest="threads", type=int, default=None, help=argparse.SUPPRESS)  # text flag
+    _add_file_flags(p)
     group = p.add_argument_group("method options (kgdistill distill --method NAME --help)")
     for name, (boolean, many) in _all_options().items():
         if name == "dataset":
@@ -183,6 +194,41 @@ def register(subparsers: Any, command: Callable) -> None:
         return run(args, p)
 
     command("distill")(handler)
+
+
+def file_options(method: str, path: str | None) -> dict[str, Any]:
+    """A text method's options read from a text run config YAML (``--config``): every field the method has (the
+    file's distillation method, teacher and output folder are the command's)."""
+    if path is None:
+        return {}
+    from kgdistill.config import flat_fields, load_yaml
+    from kgdistill.errors import ConfigError
+    from kgdistill.text.config import TextRunConfig
+
+    cls = methods.get(method)
+    if cls.family != "text":
+        raise ConfigError(f"--config is a text run config, for the text methods; {method}'s options are flags "
+                          f"(or --set KEY=VALUE)")
+    config = load_yaml(path, TextRunConfig)  # type: ignore[arg-type]
+    own = {f.name for f in dataclasses.fields(cls.Config)}
+    out: dict[str, Any] = {}
+    for name, (section, _, _) in flat_fields(TextRunConfig).items():
+        if name in own:
+            out[name] = getattr(getattr(config, section) if section else config, name)
+    return out
+
+
+def set_options(items: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as options (a dotted key's last part is the option: ``training.lr`` → ``lr``)."""
+    from kgdistill.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        out[key.strip().rsplit(".", 1)[-1].replace("-", "_")] = value
+    return out
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
@@ -222,12 +268,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
             if key[4:] in list_options:
                 value = [d for v in value for d in str(v).split(",") if d]
             options[key[4:]] = value
+    if family == "text" and args.dataset is not None:
+        options["dataset"] = args.dataset
+    options = {**file_options(method, args.config), **options, **set_options(args.set)}
     out = args.out or f"runs/distill-{args.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     progress = coerce("progress", args.progress, bool)
-    if family == "text":
-        if args.dataset is not None:
-            options["dataset"] = args.dataset
-    else:
+    if family != "text":
         from kgdistill.interop.teacher import teacher_folder
 
         args.teacher = teacher_folder(args.teacher, args.dataset, out, resume=args.resume)
