@@ -139,6 +139,10 @@ def test_distill_help_per_method(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--dims DIM [DIM ...]" in kd and "(default: 32)" in kd and "--kd-loss {kl,huber}" in kd
     assert "--optimizer {adagrad,adam,adamw,sgd}" in kd and "--plm" not in kd and "(default: None)" not in kd
 
+    assert main(["distill", "--method", "metasd", "--help"]) == 0
+    metasd = " ".join(capsys.readouterr().out.split())
+    assert "--quiz {set,batch}" in metasd and "--pruning {global,row}" in metasd and "(default: 0.9)" in metasd
+
     assert main(["distill", "--method", "kdd", "--help"]) == 2
     assert main(["distill", "--method", "kdd", "--teacher", "r"]) == 2
     assert "Did you mean 'kd'" in capsys.readouterr().err

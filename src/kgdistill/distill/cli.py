@@ -32,7 +32,8 @@ def _default(f: dataclasses.Field) -> Any:
 
 
 def _choices() -> dict[str, tuple[str, ...]]:
-    """The fixed values of options that have them (shown in help; checked by the method as before)."""
+    """The fixed values of options that have them (shown in help; each method checks them as before)."""
+    from kgdistill.distill import dualde, iterde, kd, metasd, pruning, text_pmd
     from kgdistill.distill.schedules import schedules
     from kgdistill.losses import regularizers
     from kgdistill.text.config import CHOICES
@@ -40,9 +41,13 @@ def _choices() -> dict[str, tuple[str, ...]]:
 
     return {**CHOICES, "optimizer": tuple(optimizers.names()), "regularizer": tuple(regularizers.names()),
             "training_mode": ("slcwa", "1vsall"), "loss": ("nssa", "margin", "softplus"),
-            "schedule": tuple(schedules.names()), "kd_loss": ("kl", "huber"), "pooling": ("mean", "cls"),
-            "student_init": ("teacher", "pretrained"), "mgfd_variant": ("input-mask", "feature-generator"),
-            "train_dtype": ("fp32", "bf16"), "eval_splits": ("train", "valid", "test")}
+            "schedule": tuple(schedules.names()), "kd_loss": kd.KD_LOSSES, "weighting": dualde.WEIGHTINGS,
+            "soft_loss": iterde.SOFT_LOSSES, "huber_reduction": iterde.HUBER_REDUCTIONS,
+            "swda_weight": iterde.SWDA_WEIGHTS, "quiz": metasd.QUIZ_MODES, "lookahead": metasd.LOOKAHEAD_MODES,
+            "mutual_kl": metasd.MUTUAL_KL_MODES, "pruning": tuple(pruning.PRUNING_SCOPES),
+            "init": ("scratch", "teacher"), "pooling": ("mean", "cls"), "student_init": ("teacher", "pretrained"),
+            "mgfd_variant": text_pmd.MGFD_VARIANTS, "mgfd_reduction": text_pmd.MGFD_REDUCTIONS,
+            "mgfd_unmasked": text_pmd.MGFD_UNMASKED, "eval_splits": ("train", "valid", "test")}
 
 
 def _kind(tp: Any) -> tuple[Any, bool]:
