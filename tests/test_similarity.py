@@ -1,7 +1,8 @@
 """Every fast path of the similarities equals the plain broadcast formula, values and gradients.
 
-Fast paths: the compiled kernels of :mod:`kgdistill.kernels` (all-pairs L1 / complex L1 without autograd, per-query
-candidates, corruption scores from the table and ids, the fused Adam step) and the matrix-product paths of dot / L2.
+Fast paths: the compiled kernels of :mod:`kgdistill.kernels` (the operators ``torch.ops.kgdistill.*``: all-pairs
+L1 / complex L1 without autograd, per-query candidates, corruption scores from the table and ids), torch's fused Adam
+and the matrix-product paths of dot / L2. Each operator also passes ``torch.library.opcheck``.
 The reference is always ``Similarity.pairwise`` on broadcast tensors (or ``torch.optim.Adam``), computed with the
 kernels switched off.
 """
@@ -185,22 +186,28 @@ def test_corruption_scores_falls_back_on_bad_ids() -> None:
         sim.corruption_scores(q, q, table, torch.tensor([[0, -7]]).expand(2, 2), 1)
 
 
-def test_gradient_link_merges_into_one_dense_gradient() -> None:
-    """gather_rows + corruption_scores sharing a link: the table gets the same gradient as two plain lookups."""
-    if not kernels.available():
+@pytest.mark.parametrize("scorer", ["kernel", "pytorch", "unused"])
+def test_gather_rows_merges_into_one_dense_gradient(scorer: str) -> None:
+    """gather_rows' scored table, used by corruption_scores (the kernel operator or the PyTorch lookups) or not used
+    at all: the table gets the same dense gradient as from two plain lookups, whatever the order autograd runs in."""
+    if scorer == "kernel" and not kernels.available():
         pytest.skip("kernels unavailable")
     table = _leaf(30, 16, seed=11)
     anchors = torch.randint(30, (2, 8), generator=torch.Generator().manual_seed(12))
     ids = torch.randint(30, (8, 5), generator=torch.Generator().manual_seed(13))
     sim = _sim("l1")
 
-    def loss_of(use_link: bool, only_negatives: bool = False) -> torch.Tensor:
+    def loss_of(merge: bool, only_negatives: bool = False) -> torch.Tensor:
         table.grad = None
-        link = kernels.GradientLink(table) if use_link else None
-        rows = kernels.gather_rows(table, anchors, link)
+        rows, scored = kernels.gather_rows(table, anchors) if merge else (F.embedding(anchors, table), table)
         q_tail, q_head = rows[0] * 1.5, rows[1] - 0.25
-        neg = sim.corruption_scores(q_head, q_tail, table, ids, 2, None, link)
+        with kernels.use(scorer == "kernel"):
+            neg = sim.corruption_scores(q_head, q_tail, scored, ids, 2, None)
+        if scorer == "unused":
+            neg = neg.detach()
         loss = neg.square().sum() if only_negatives else neg.sum() + sim.pairwise(q_tail, rows[1]).sum()
+        if scorer == "unused" and only_negatives:
+            loss = loss + rows.sum()
         loss.backward()
         return table.grad
 
@@ -209,6 +216,74 @@ def test_gradient_link_merges_into_one_dense_gradient() -> None:
         got = loss_of(True, only_negatives)
         assert got.layout == torch.strided
         torch.testing.assert_close(got, expected, **TOL)
+    with torch.no_grad():
+        rows, scored = kernels.gather_rows(table, anchors)
+    assert scored is table and not rows.requires_grad
+
+
+# ---- the operators: torch.library.opcheck, autograd --------------------------------------------------------------
+def _ops_or_skip():
+    if not kernels.available():
+        pytest.skip("kernels unavailable")
+    return torch.ops.kgdistill
+
+
+@pytest.mark.parametrize("kind", ["l1", "complex_l1"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_opcheck_all_pairs(kind: str, grad: bool) -> None:
+    ops = _ops_or_skip()
+    q, e = torch.randn(5, 34, requires_grad=grad), torch.randn(7, 34, requires_grad=grad)
+    torch.library.opcheck(ops.all_pairs, (q, e, kernels.KINDS[kind]))
+    torch.library.opcheck(ops.all_pairs, (torch.randn(9, 64)[:, ::2], torch.randn(3, 32), kernels.KINDS[kind]))
+
+
+@pytest.mark.parametrize("kind", SIMS)
+@pytest.mark.parametrize("layout", ["fixed", "mask"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_opcheck_corruption_scores(kind: str, layout: str, grad: bool) -> None:
+    ops = _ops_or_skip()
+    gen = torch.Generator().manual_seed(21)
+    b, k, e, d = 6, 5, 11, 34
+    q_head, q_tail = torch.randn(b, d, generator=gen), torch.randn(b, d, generator=gen)
+    table = torch.randn(e, d, generator=gen)
+    for t in (q_head, q_tail, table):
+        t.requires_grad_(grad)
+    ids = torch.randint(e, (b, k), generator=gen)
+    mask = torch.rand(b, k, generator=gen) < 0.5 if layout == "mask" else None
+    torch.library.opcheck(ops.corruption_scores, (q_head, q_tail, table, ids, mask, kernels.KINDS[kind], 2))
+    scores, offsets, order = ops.corruption_scores(q_head.detach(), q_tail.detach(), table.detach(), ids, mask,
+                                                   kernels.KINDS[kind], 2)
+    grad_out = torch.randn(b, k, generator=gen)
+    torch.library.opcheck(ops.corruption_scores_backward,
+                          (grad_out, q_head.detach(), q_tail.detach(), table.detach(), offsets, order, mask, scores,
+                           kernels.KINDS[kind], 2))
+
+
+@pytest.mark.parametrize("kind", ["l1", "complex_l1"])
+def test_all_pairs_operator_gradient_equals_broadcast(kind: str) -> None:
+    """The all-pairs operator is differentiable (a chunked PyTorch backward) with the broadcast formula's gradients,
+    although kernels.all_pairs only uses it without autograd."""
+    ops = _ops_or_skip()
+    sim = _sim(kind)
+    q, e = _leaf(13, 38, seed=15), _leaf(29, 38, seed=16)
+    e.data[3] = q.data[2]  # a zero distance: sign(0) = 0, the 1e-12 floor
+    g = torch.randn(13, 29, generator=torch.Generator().manual_seed(17))
+    expected, expected_grads = _reference(lambda a, b: sim.pairwise(a[:, None, :], b[None, :, :]), q, e, grad_out=g)
+    value, grads = _fast(lambda a, b: ops.all_pairs(a, b, kernels.KINDS[kind]), q, e, grad_out=g)
+    torch.testing.assert_close(value, expected, **TOL)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, **TOL)
+
+
+def test_operators_refuse_bad_input_with_a_message() -> None:
+    ops = _ops_or_skip()
+    q, table = torch.randn(2, 8), torch.randn(5, 8)
+    with pytest.raises(IndexError, match="out of range"):
+        ops.corruption_scores(q, q, table, torch.tensor([[0, 5], [1, 2]]), None, 1, 1)
+    with pytest.raises(RuntimeError, match="float32"):
+        ops.all_pairs(q.double(), table.double(), 1)
+    with pytest.raises(RuntimeError, match="even"):
+        ops.all_pairs(torch.randn(2, 7), torch.randn(3, 7), 3)
 
 
 @pytest.mark.parametrize("model_name,options,reciprocal", [

@@ -1,20 +1,28 @@
-"""Optional compiled CPU kernels for the hot loops of training and evaluation.
+"""Optional compiled CPU kernels for the hot loops of training and evaluation, as PyTorch operators.
 
-Two kernels, each with a pure-PyTorch twin that stays the reference (tests compare both, values and gradients):
+Two kernels, registered as the operators ``torch.ops.kgdistill.*`` (``TORCH_LIBRARY`` in
+:mod:`kgdistill.kernels._source`; autograd formulas and fake implementations in :mod:`kgdistill.kernels._ops`), each
+with a pure-PyTorch twin that stays the reference (tests compare both, values and gradients, and run
+``torch.library.opcheck`` on each operator):
 
-* :func:`all_pairs` — ``-||q_i - e_j||`` for all query / entity pairs with the L1 or complex-L1 distance, tiled so
-  that no ``n × k × D`` temporary exists (all-entity evaluation of TransE-L1 and RotatE; L2 and dot are matrix
-  products and stay with PyTorch);
-* :func:`corruption_scores` — scores of negative samples straight from the entity table and the negative ids,
-  with a backward that scatters into the dense table gradient without ever materialising ``B × N × D``.
+* :func:`all_pairs` (``kgdistill::all_pairs``) — ``-||q_i - e_j||`` for all query / entity pairs with the L1 or
+  complex-L1 distance, tiled so that no ``n × k × D`` temporary exists (all-entity evaluation of TransE-L1 and
+  RotatE; L2 and dot are matrix products and stay with PyTorch);
+* :func:`corruption_scores` (``kgdistill::corruption_scores`` and its backward
+  ``kgdistill::corruption_scores_backward``) — scores of negative samples straight from the entity table and the
+  negative ids, with a backward that writes a dense table gradient without ever materialising ``B × N × D``.
+
+:func:`gather_rows` gathers the anchor rows of a training step and hands out the table to score the negatives with,
+so that both table gradients become one dense tensor through ordinary autograd data flow.
 
 (A third, a fused Adam step, was removed: ``torch.optim.Adam(fused=True)`` measured faster, see BENCHMARKS.md.)
 
-The library is compiled at first use (see :mod:`kgdistill.kernels._build`). Every function here returns None when
-the kernels are unavailable, disabled, or not applicable to the inputs (device, dtype, layout, autograd needs), and
-the caller then runs its PyTorch code. ``KGDISTILL_KERNELS=0`` in the environment (read when first needed, never
-written), or the :func:`use` / :func:`disabled` context managers switch them off; the switch is a context variable,
-so a block that turns them off affects only its own thread (or asyncio task), and importing changes nothing.
+The library is compiled at first use with ``torch.utils.cpp_extension`` (see :mod:`kgdistill.kernels._build`).
+Every function here returns None when the kernels are unavailable, disabled, or not applicable to the inputs
+(device, dtype, layout, autograd needs), and the caller then runs its PyTorch code. ``KGDISTILL_KERNELS=0`` in the
+environment (read when first needed, never written), or the :func:`use` / :func:`disabled` context managers switch
+them off; the switch is a context variable, so a block that turns them off affects only its own thread (or asyncio
+task), and importing changes nothing.
 """
 
 from __future__ import annotations
@@ -28,10 +36,10 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from kgdistill.kernels import _build
+from kgdistill.kernels import _build, _ops
 
-__all__ = ["KINDS", "GradientLink", "all_pairs", "available", "corruption_scores", "disabled", "enabled",
-           "gather_rows", "load_error", "set_enabled", "use"]
+__all__ = ["KINDS", "all_pairs", "available", "corruption_scores", "disabled", "enabled", "gather_rows", "load_error",
+           "set_enabled", "use"]
 
 #: similarity name -> kernel code
 KINDS = {"dot": 0, "l1": 1, "l2": 2, "complex_l1": 3}
@@ -74,7 +82,8 @@ def disabled() -> contextlib.AbstractContextManager[None]:
     return use(False)
 
 
-def _lib():
+def _lib() -> str | None:
+    """The loaded library's path when the kernels are enabled and load (their operators are then registered)."""
     return _build.load() if enabled() else None
 
 
@@ -85,10 +94,6 @@ def available() -> bool:
 
 def load_error() -> str | None:
     return _build.load_error()
-
-
-def _threads() -> int:
-    return max(1, torch.get_num_threads())
 
 
 def _cpu_f32(*tensors: Tensor) -> bool:
@@ -103,134 +108,86 @@ def _needs_grad(*tensors: Tensor) -> bool:
 def all_pairs(kind: str, q: Tensor, e: Tensor) -> Tensor | None:
     """``[n, k]`` scores ``-dist(q_i, e_j)`` for ``kind`` in ``l1``, ``complex_l1``; None when not applicable.
 
-    Forward only: returns None when autograd would need a gradient.
+    Scoring only: returns None when autograd would need a gradient (the PyTorch paths are faster there).
     """
     if kind not in _ALL_PAIRS_KINDS or q.dim() != 2 or e.dim() != 2 or q.shape[1] != e.shape[1]:
         return None
     if not _cpu_f32(q, e) or _needs_grad(q, e) or (kind == "complex_l1" and q.shape[1] % 2):
         return None
-    lib = _lib()
-    if lib is None:
+    if _lib() is None:
         return None
-    if q.stride(1) != 1:
-        q = q.contiguous()
-    if e.stride(1) != 1:
-        e = e.contiguous()
-    n, k, d = q.shape[0], e.shape[0], q.shape[1]
-    out = torch.empty(n, k, dtype=torch.float32)
-    if n and k:
-        lib.kg_all_pairs(KINDS[kind], q.data_ptr(), n, q.stride(0), e.data_ptr(), k, e.stride(0), d, out.data_ptr(),
-                         _threads())
-    return out
+    return torch.ops.kgdistill.all_pairs(q, e, KINDS[kind])
 
 
 # ---- corruption scores --------------------------------------------------------------------------------------------
-class GradientLink:
-    """Joins the table gradient of :func:`corruption_scores` and of :func:`gather_rows` into one dense tensor.
-
-    Without it, the anchor rows of a training batch (a plain ``F.embedding``) give the table a second dense
-    ``E × D`` gradient (allocated, zeroed, then added) or a sparse one that autograd adds out of place. With it, the
-    corruption kernel's backward hands its dense table gradient to the link instead of to autograd, and the gather's
-    backward — which autograd runs after it, because the queries scored by the kernel are computed from the gathered
-    rows — adds its rows in place and returns the sum as the only table gradient. Values are unchanged. If the
-    order is ever the other way round (the gather ran first), each backward returns its own gradient as usual.
-    """
-
-    __slots__ = ("grad", "gather_done", "table")
-
-    def __init__(self, table: Tensor) -> None:
-        self.table = table
-        self.grad: Tensor | None = None
-        self.gather_done = False
-
-
 class _GatherRows(torch.autograd.Function):
+    """``(F.embedding(ids, table), table)``: the second output is the table to score the negatives with. Its
+    gradient (whatever scored them: the corruption operator, or ``F.embedding`` on the PyTorch path) reaches this
+    node's backward as an input — autograd runs a node only once all gradients of its outputs are in — and the
+    gathered rows' gradient is added into it in place: one dense ``E × D`` table gradient per step instead of two
+    and their sum. Values and gradient values are those of two plain lookups."""
+
     @staticmethod
-    def forward(ctx, table: Tensor, ids: Tensor, link: GradientLink) -> Tensor:  # type: ignore[override]
-        ctx.link, ctx.num_rows = link, table.shape[0]
+    def forward(ctx, table: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(ids)
-        link.gather_done = False
-        return torch.nn.functional.embedding(ids, table)
+        ctx.table_shape, ctx.table_dtype = table.shape, table.dtype
+        return torch.nn.functional.embedding(ids, table), table.view_as(table)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_rows: Tensor):  # type: ignore[override]
-        (ids,) = ctx.saved_tensors
-        link: GradientLink = ctx.link
-        grad, link.grad = link.grad, None  # release the link's reference: autograd may then reuse the buffer
-        link.gather_done = True
+    def backward(ctx, grad_rows: Tensor | None, grad_table: Tensor | None):  # type: ignore[override]
         if not ctx.needs_input_grad[0]:
-            return None, None, None
+            return None, None
+        if grad_rows is None:
+            return grad_table, None
+        (ids,) = ctx.saved_tensors
         d = grad_rows.shape[-1]
-        if grad is None:
-            grad = torch.zeros(ctx.num_rows, d, dtype=grad_rows.dtype, device=grad_rows.device)
-        grad.index_add_(0, ids.reshape(-1), grad_rows.reshape(-1, d).to(grad.dtype))
-        return grad, None, None
+        if (grad_table is None or grad_table.layout != torch.strided or not grad_table.is_contiguous()
+                or grad_table.dtype != ctx.table_dtype or grad_table.shape != ctx.table_shape):
+            base = torch.zeros(ctx.table_shape, dtype=ctx.table_dtype, device=grad_rows.device)
+            grad_table = base if grad_table is None else base.add_(grad_table)
+        grad_table.index_add_(0, ids.reshape(-1), grad_rows.reshape(-1, d).to(grad_table.dtype))
+        return grad_table, None
 
 
-def gather_rows(table: Tensor, ids: Tensor, link: GradientLink | None = None) -> Tensor:
-    """``F.embedding(ids, table)``; with a ``link`` shared with :func:`corruption_scores` on the same table, the two
-    table gradients become one dense tensor (see :class:`GradientLink`)."""
-    if link is None or link.table is not table or not (torch.is_grad_enabled() and table.requires_grad):
-        return torch.nn.functional.embedding(ids, table)
-    return _GatherRows.apply(table, ids, link)
+def gather_rows(table: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
+    """``(rows, scored_table)``: ``rows = F.embedding(ids, table)``, and ``scored_table`` equal to ``table``, to
+    score negatives with (:func:`corruption_scores`, or any lookup whose backward returns a fresh gradient, such as
+    ``F.embedding``): the two table gradients are then summed into one dense tensor, in place (see
+    :class:`_GatherRows`). ``scored_table`` must not be given to anything that passes its incoming gradient on
+    unchanged (e.g. ``scored_table + x``), since that gradient is written to. Without autograd, ``(rows, table)``."""
+    if not (torch.is_grad_enabled() and table.requires_grad):
+        return torch.nn.functional.embedding(ids, table), table
+    return _GatherRows.apply(table, ids)
 
 
 class _CorruptionScores(torch.autograd.Function):
+    """The operator with its registered autograd formula (:mod:`kgdistill.kernels._ops`: the same setup and backward
+    functions), applied directly: torch.library's generic autograd wrapper fills in the schema's defaults on every
+    call with grad (~40 µs, measured; a training step calls it once), which this skips."""
+
     @staticmethod
-    def forward(ctx, code: int, q_head: Tensor, q_tail: Tensor, table: Tensor, ids: Tensor,  # type: ignore[override]
-                num_head: int, mask: Tensor | None, link: GradientLink | None) -> Tensor:
-        lib = _build.load()
-        b, k = ids.shape
-        e, d = table.shape
-        offsets = torch.empty(e + 1, dtype=torch.int64)
-        order = torch.empty(b * k, dtype=torch.int32)
-        lib.kg_group_by_entity(ids.data_ptr(), b * k, e, offsets.data_ptr(), order.data_ptr())
-        out = torch.empty(b, k, dtype=torch.float32)
-        mask_ptr = mask.data_ptr() if mask is not None else None
-        lib.kg_corrupt_fwd(code, q_head.data_ptr(), q_tail.data_ptr(), q_head.stride(0), table.data_ptr(),
-                           table.stride(0), d, offsets.data_ptr(), order.data_ptr(), e, k, num_head, mask_ptr,
-                           out.data_ptr(), _threads())
-        ctx.code, ctx.num_head, ctx.link = code, num_head, link
-        ctx.save_for_backward(q_head, q_tail, table, offsets, order, out, mask)
-        return out
+    def forward(ctx, q_head: Tensor, q_tail: Tensor, table: Tensor, ids: Tensor,  # type: ignore[override]
+                corrupt_head: Tensor | None, kind: int, num_head: int) -> Tensor:
+        inputs = (q_head, q_tail, table, ids, corrupt_head, kind, num_head)
+        output = torch.ops.kgdistill.corruption_scores.default(*inputs)  # grad mode is off in here
+        _ops._corruption_setup(ctx, inputs, output)
+        return output[0]
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        q_head, q_tail, table, offsets, order, out, mask = ctx.saved_tensors
-        lib = _build.load()
-        b, k = out.shape
-        e, d = table.shape
-        grad_out = grad_out.to(torch.float32).contiguous()
-        threads = _threads()
-        grad_table = torch.empty(e, d, dtype=torch.float32)
-        grad_head = torch.empty(b, d, dtype=torch.float32)
-        grad_tail = torch.empty(b, d, dtype=torch.float32)
-        scratch = torch.empty(threads, 2, b, d, dtype=torch.float32)
-        mask_ptr = mask.data_ptr() if mask is not None else None
-        lib.kg_corrupt_bwd(ctx.code, q_head.data_ptr(), q_tail.data_ptr(), q_head.stride(0), table.data_ptr(),
-                           table.stride(0), d, offsets.data_ptr(), order.data_ptr(), e, b, k, ctx.num_head, mask_ptr,
-                           out.data_ptr(), grad_out.data_ptr(), grad_table.data_ptr(), grad_head.data_ptr(),
-                           grad_tail.data_ptr(), scratch.data_ptr(), threads)
-        needs = ctx.needs_input_grad
-        link: GradientLink | None = ctx.link
-        table_grad: Tensor | None = grad_table if needs[3] else None
-        # Hand the table gradient to the gather of the anchor rows, which runs after this node (it produced the
-        # queries); only when this node passes query gradients on and the gather has not run yet.
-        if table_grad is not None and link is not None and not link.gather_done and (needs[1] or needs[2]):
-            link.grad, table_grad = table_grad, None
-        return (None, grad_head if needs[1] else None, grad_tail if needs[2] else None, table_grad,
-                None, None, None, None)
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        return _ops._corruption_backward(ctx, grad, None, None)
 
 
 def corruption_scores(kind: str, q_head: Tensor, q_tail: Tensor, table: Tensor, ids: Tensor, num_head: int = 0,
-                      corrupt_head: Tensor | None = None, link: GradientLink | None = None) -> Tensor | None:
+                      corrupt_head: Tensor | None = None) -> Tensor | None:
     """``[B, K]`` scores ``sim(q, table[ids[b, j]])`` with ``q = q_head[b]`` where column ``j`` corrupts the head
     (``corrupt_head[b, j]``, or ``j < num_head`` when ``corrupt_head`` is None) and ``q_tail[b]`` otherwise.
 
-    Differentiable in ``q_head``, ``q_tail`` and ``table`` (dense table gradient). ``link``: see
-    :class:`GradientLink` (only honoured when it belongs to ``table``). None when not applicable.
+    Differentiable in ``q_head``, ``q_tail`` and ``table`` (dense table gradient). None when not applicable (an id
+    outside the table raises ``IndexError``, as the PyTorch path does).
     """
     if kind not in KINDS or q_head.dim() != 2 or q_tail.shape != q_head.shape or table.dim() != 2 or ids.dim() != 2:
         return None
@@ -244,18 +201,9 @@ def corruption_scores(kind: str, q_head: Tensor, q_tail: Tensor, table: Tensor, 
         return None
     if table.stride(1) != 1:
         return None
-    lib = _lib()
-    if lib is None:
+    if _lib() is None:
         return None
-    if ids.numel():  # the torch path raises IndexError on bad ids; the kernel must never read outside the table
-        lo, hi = torch.aminmax(ids)
-        if int(lo) < 0 or int(hi) >= table.shape[0]:
-            return None
-    ids = ids.contiguous()
-    q_head, q_tail = q_head.contiguous(), q_tail.contiguous()
-    mask = corrupt_head.contiguous().view(torch.uint8) if corrupt_head is not None else None
     num_head = max(0, min(int(num_head), ids.shape[1]))
-    if link is not None and link.table is not table:
-        link = None
-    return _CorruptionScores.apply(KINDS[kind], q_head, q_tail, table, ids, num_head, mask, link)
-
+    if torch.is_grad_enabled() and (q_head.requires_grad or q_tail.requires_grad or table.requires_grad):
+        return _CorruptionScores.apply(q_head, q_tail, table, ids, corrupt_head, KINDS[kind], num_head)
+    return torch.ops.kgdistill.corruption_scores(q_head, q_tail, table, ids, corrupt_head, KINDS[kind], num_head)[0]

@@ -1,21 +1,25 @@
-"""Compile the C++ kernels at first use, cache the shared library, load it with ctypes.
+"""Compile the C++ kernels at first use with ``torch.utils.cpp_extension``, cache the library, load its operators.
 
-The library is built with the system C++ compiler (``$CXX``, else ``g++``/``c++``/``clang++``) for the CPU at hand
-(``-march=native``) and cached under ``$KGDISTILL_KERNEL_CACHE`` (default ``~/.cache/kgdistill/kernels``), keyed by
-a hash of the source, the flags, the compiler and the CPU, so a home folder shared by different machines never loads
-a binary built for another CPU. Several processes may build at once: each writes a private file and renames it.
-Any failure (no compiler, a compile error, an unloadable library) is reported once as a warning and leaves
+The library (:mod:`kgdistill.kernels._source`: the kernels and their ``TORCH_LIBRARY`` registration) is built by
+``torch.utils.cpp_extension.load`` (ninja and the C++ compiler torch uses: ``$CXX``, else ``c++``) for the CPU at hand
+(``-march=native``) and cached under ``$KGDISTILL_KERNEL_CACHE`` (default ``~/.cache/kgdistill/kernels``), keyed by a
+hash of the source, the flags, the compiler, torch, Python and the CPU, so a home folder shared by different machines
+never loads a binary built for another CPU or torch. The cache is used only when it is ours alone (owner, not
+group/world-writable; else a private ``mkdtemp`` folder of this process). Each build runs in its own fresh folder
+inside it and the finished library is renamed into place, so several processes may build at once and a killed build
+leaves no lock behind. A cached library is loaded with ``torch.ops.load_library`` (no compiler, no ninja needed).
+Any failure (no compiler, no ninja, a compile error, an unloadable library) is reported once as a warning and leaves
 :func:`load` returning None, and every caller then takes its pure-PyTorch path.
 """
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import warnings
@@ -24,11 +28,11 @@ from pathlib import Path
 from kgdistill.kernels._source import SOURCE, VERSION
 
 _lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
+_lib: str | None = None
 _tried = False
 _error: str | None = None
 
-_BASE_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno"]
+_BASE_FLAGS = ["-O3", "-fno-math-errno"]
 # Tried in order: the first variant that compiles and loads wins.
 _VARIANTS = [
     ["-march=native", "-mprefer-vector-width=512", "-fopenmp"],
@@ -38,24 +42,24 @@ _VARIANTS = [
     [],
 ]
 
-c_int, c_i64, c_f, c_p = ctypes.c_int, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
-_SIGNATURES = {
-    "kg_version": ([], c_int),
-    "kg_max_threads": ([], c_int),
-    "kg_all_pairs": ([c_int, c_p, c_i64, c_i64, c_p, c_i64, c_i64, c_i64, c_p, c_int], None),
-    "kg_group_by_entity": ([c_p, c_i64, c_i64, c_p, c_p], None),
-    "kg_corrupt_fwd": ([c_int, c_p, c_p, c_i64, c_p, c_i64, c_i64, c_p, c_p, c_i64, c_i64, c_i64, c_p, c_p, c_int],
-                       None),
-    "kg_corrupt_bwd": ([c_int, c_p, c_p, c_i64, c_p, c_i64, c_i64, c_p, c_p, c_i64, c_i64, c_i64, c_i64, c_p, c_p,
-                        c_p, c_p, c_p, c_p, c_p, c_int], None),
-}
-
 
 def _compiler() -> str | None:
-    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
-        if name and shutil.which(name):
-            return name
-    return None
+    """The compiler ``torch.utils.cpp_extension`` will call (``$CXX``, else ``c++``), when it exists."""
+    name = os.environ.get("CXX") or "c++"
+    return name if shutil.which(name) else None
+
+
+def _ninja_dir() -> str | None:
+    """Folder holding the ``ninja`` of the ``ninja`` wheel (a dependency) when ``ninja`` is not on ``PATH`` (a venv
+    used without activating it); None when it is on ``PATH`` or not installed."""
+    if shutil.which("ninja"):
+        return None
+    try:
+        import ninja  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    folder = getattr(ninja, "BIN_DIR", None)
+    return folder if folder and shutil.which("ninja", path=folder) else None
 
 
 def _cpu_identity() -> str:
@@ -69,7 +73,7 @@ def _cpu_identity() -> str:
 
 def _compiler_version(cxx: str) -> str:
     try:
-        return subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
+        return subprocess.run([cxx, "--version"], check=False, capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -104,8 +108,8 @@ def _writable_dir() -> Path:
     folder = cache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        probe = tempfile.NamedTemporaryFile(dir=folder, delete=True)
-        probe.close()
+        with tempfile.NamedTemporaryFile(dir=folder, delete=True):
+            pass
         if _trusted(folder):
             return folder
     except OSError:
@@ -115,24 +119,54 @@ def _writable_dir() -> Path:
     return _private_dir
 
 
-def _load_library(path: Path) -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(path))
-    for name, (args, res) in _SIGNATURES.items():
-        fn = getattr(lib, name)
-        fn.argtypes, fn.restype = args, res
-    if lib.kg_version() != VERSION:
-        raise OSError(f"{path}: kernel version {lib.kg_version()} != {VERSION}")
-    return lib
+def _key(cxx: str, extra: list[str]) -> str:
+    import torch
+
+    flags = [*_BASE_FLAGS, *extra, f"-DKG_VERSION={VERSION}"]
+    ident = (_compiler_version(cxx) + _cpu_identity() + platform.machine() + torch.__version__
+             + str(torch.version.git_version) + sys.version)
+    return hashlib.sha256(SOURCE.encode() + " ".join([cxx, *flags]).encode() + ident.encode()).hexdigest()[:20]
 
 
-def _build(cxx: str, folder: Path) -> tuple[ctypes.CDLL | None, str]:
-    src_bytes = SOURCE.encode()
-    ident = _compiler_version(cxx) + _cpu_identity() + platform.machine()
+def _compile(name: str, extra: list[str], folder: Path, target: Path) -> None:
+    """Build ``name`` in a fresh private folder under ``folder`` and rename the library to ``target``; the build also
+    loads it (``is_python_module=False``: ``torch.ops.load_library``)."""
+    from torch.utils import cpp_extension
+
+    build_dir = Path(tempfile.mkdtemp(prefix=f"{name}.build.", dir=folder))
+    path_before = os.environ.get("PATH")
+    ninja_dir = _ninja_dir()
+    try:
+        source = build_dir / "kgdistill_kernels.cpp"
+        source.write_text(SOURCE, encoding="utf-8")
+        if ninja_dir is not None:  # only for this build (cpp_extension runs the ninja on PATH)
+            os.environ["PATH"] = ninja_dir + os.pathsep + (path_before or "")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # cpp_extension's notes on compiler versions: a failure raises anyway
+            built = cpp_extension.load(name, [str(source)], extra_cflags=[*_BASE_FLAGS, *extra, f"-DKG_VERSION={VERSION}"],
+                                       extra_ldflags=["-fopenmp"] if "-fopenmp" in extra else [],
+                                       build_directory=str(build_dir), verbose=False, is_python_module=False)
+        try:
+            os.chmod(built, 0o755)  # whatever the umask: a group-writable library would never be trusted again
+            os.replace(built, target)
+        except OSError:
+            pass  # loaded already (from the build folder); the next process builds again
+    finally:
+        if ninja_dir is not None:
+            if path_before is None:
+                os.environ.pop("PATH", None)
+            else:
+                os.environ["PATH"] = path_before
+        shutil.rmtree(build_dir, ignore_errors=True)
+
+
+def _build(cxx: str, folder: Path) -> tuple[str | None, str]:
+    import torch
+
     errors = []
     for extra in _VARIANTS:
-        flags = [*_BASE_FLAGS, *extra, f"-DKG_VERSION={VERSION}"]
-        key = hashlib.sha256(src_bytes + " ".join([cxx, *flags]).encode() + ident.encode()).hexdigest()[:20]
-        target = folder / f"kgdistill_kernels_{key}.so"
+        name = f"kgdistill_kernels_{_key(cxx, extra)}"
+        target = folder / f"{name}.so"
         if target.exists() and not _trusted(target):
             errors.append(f"{target}: not loaded (writable by others, or not ours); rebuilding it")
             try:
@@ -141,41 +175,30 @@ def _build(cxx: str, folder: Path) -> tuple[ctypes.CDLL | None, str]:
                 continue
         if target.exists():
             try:
-                return _load_library(target), ""
+                torch.ops.load_library(str(target))
+                return str(target), ""
             except OSError as err:  # corrupt or foreign file: rebuild it
                 errors.append(f"load {target.name}: {err}")
-        fd, tmp_src = tempfile.mkstemp(suffix=".cpp", dir=folder)
-        with os.fdopen(fd, "wb") as f:
-            f.write(src_bytes)
-        tmp_out = f"{target}.{os.getpid()}.{threading.get_ident()}.tmp"
+        if not shutil.which("ninja") and _ninja_dir() is None:
+            errors.append("ninja not found (pip install ninja)")
+            break
         try:
-            proc = subprocess.run([cxx, *flags, tmp_src, "-o", tmp_out], capture_output=True, text=True, timeout=300)
-            if proc.returncode != 0:
-                errors.append(f"{' '.join(extra) or 'plain'}: {proc.stderr.strip()[-400:]}")
-                continue
-            os.replace(tmp_out, target)
-            return _load_library(target), ""
-        except (OSError, subprocess.SubprocessError) as err:
-            errors.append(f"{' '.join(extra) or 'plain'}: {err}")
-        finally:
-            for leftover in (tmp_src, tmp_out):
-                try:
-                    os.unlink(leftover)
-                except OSError:
-                    pass
+            _compile(name, extra, folder, target)
+            return str(target), ""
+        except Exception as err:  # noqa: BLE001  (a compile error is a RuntimeError carrying the compiler's output)
+            errors.append(f"{' '.join(extra) or 'plain'}: {str(err).strip()[-400:]}")
     return None, "; ".join(errors)
 
 
-def load() -> ctypes.CDLL | None:
-    """The kernel library, built on first call; None (after one warning) when it cannot be built or loaded."""
+def load() -> str | None:
+    """Path of the loaded kernel library (its operators registered under ``torch.ops.kgdistill``), built on first
+    call; None (after one warning) when it cannot be built or loaded."""
     global _lib, _tried, _error
     if _tried:
         return _lib
     with _lock:
         if _tried:
             return _lib
-        import torch  # noqa: F401  (loads torch's libgomp first, so that the kernels share its OpenMP runtime)
-
         cxx = _compiler()
         if cxx is None:
             _error = "no C++ compiler found (set $CXX)"
@@ -185,7 +208,11 @@ def load() -> ctypes.CDLL | None:
                 _error = _error or None
             except OSError as err:
                 _lib, _error = None, str(err)
-        if _lib is None:
+        if _lib is not None:
+            from kgdistill.kernels import _ops
+
+            _ops.register()
+        else:
             warnings.warn(f"kgdistill: CPU kernels unavailable, using the PyTorch paths ({_error})", RuntimeWarning,
                           stacklevel=3)
         _tried = True

@@ -1,14 +1,25 @@
-"""C++ source of the CPU kernels (kept in a Python module so that it ships with the package).
+"""C++ source of the CPU kernels and of their registration as PyTorch operators (shipped inside the package).
 
-Plain C++17 without torch headers (compiles in about a second), vectorised with GCC/Clang vector extensions and
-parallelised with OpenMP; inside a process that imported torch, ``libgomp.so.1`` resolves to torch's own OpenMP
-runtime, so the kernels share torch's thread pool. Bumping :data:`VERSION` forces a rebuild.
+The kernels are plain C++17, vectorised with GCC/Clang vector extensions and parallelised with OpenMP (torch's own
+``libgomp``, so the kernels share torch's thread pool and honour ``torch.set_num_threads``). The end of the file
+registers them as operators of the ``kgdistill`` namespace with ``TORCH_LIBRARY`` (schemas) and
+``TORCH_LIBRARY_IMPL(..., CPU, ...)`` (the CPU kernels); their autograd formulas and fake (meta) implementations are
+registered from Python (:mod:`kgdistill.kernels._ops`). Only the light torch headers are included (no pybind11):
+the library is loaded with ``torch.ops.load_library``. Bumping :data:`VERSION` forces a rebuild.
 """
 
-VERSION = 2
+VERSION = 3
 
 SOURCE = r"""
-// kgdistill CPU kernels: plain C++ (no torch headers), OpenMP from torch's runtime, GCC vector extensions.
+// kgdistill CPU kernels: plain C++ loops, OpenMP from torch's runtime, GCC vector extensions; registered as the
+// torch operators kgdistill::all_pairs, kgdistill::corruption_scores and kgdistill::corruption_scores_backward.
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+#include <algorithm>
+#include <optional>
+#include <tuple>
 #include <stdint.h>
 #include <string.h>
 #include <math.h>
@@ -66,15 +77,6 @@ static inline vf vsqrt(vf x) {
 
 enum { K_DOT = 0, K_L1 = 1, K_L2 = 2, K_CL1 = 3 };
 #define KG_ROW_BUF 2048
-
-extern "C" int kg_version() { return KG_VERSION; }
-extern "C" int kg_max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
 
 // ---- all pairs: out[i, j] = -dist(q_i, e_j) for L1 and complex L1 ------------------------------------------------
 template <int QB, int EB>
@@ -177,7 +179,7 @@ static void l1_small_d(const float* q, int64_t n, int64_t ldq, const float* e, i
 }
 
 // q [n, D], e [k, D] (row strides ldq, lde), out [n, k] contiguous
-extern "C" void kg_all_pairs(int kind, const float* q, int64_t n, int64_t ldq, const float* e, int64_t k,
+static void kg_all_pairs(int kind, const float* q, int64_t n, int64_t ldq, const float* e, int64_t k,
                              int64_t lde, int64_t D, float* out, int nthreads) {
   if (kind == K_L1 && D <= KG_L1_SMALL_D) {
     l1_small_d(q, n, ldq, e, k, lde, D, out, nthreads);
@@ -318,17 +320,22 @@ static inline void row_grad(int kind, const float* q, const float* e, int64_t D,
 // the table and its gradient stream in row order and each gradient row is written once (zero when untouched); the
 // query rows (a few MB) are the randomly accessed side.
 // counting sort of the pairs by entity id: pairs of entity x are order[offsets[x]:offsets[x + 1]] (ascending)
-extern "C" void kg_group_by_entity(const int64_t* ids, int64_t n, int64_t E, int64_t* offsets, int32_t* order) {
+// Returns the first position holding an id outside [0, E) (n when all are valid; nothing is sorted then).
+static int64_t kg_group_by_entity(const int64_t* ids, int64_t n, int64_t E, int64_t* offsets, int32_t* order) {
   memset(offsets, 0, sizeof(int64_t) * (size_t)(E + 1));
-  for (int64_t i = 0; i < n; ++i) offsets[ids[i] + 1]++;
+  for (int64_t i = 0; i < n; ++i) {
+    if (ids[i] < 0 || ids[i] >= E) return i;
+    offsets[ids[i] + 1]++;
+  }
   for (int64_t x = 0; x < E; ++x) offsets[x + 1] += offsets[x];
   int64_t* cur = (int64_t*)malloc(sizeof(int64_t) * (size_t)(E > 0 ? E : 1));
   memcpy(cur, offsets, sizeof(int64_t) * (size_t)E);
   for (int64_t i = 0; i < n; ++i) order[cur[ids[i]]++] = (int32_t)i;
   free(cur);
+  return n;
 }
 
-extern "C" void kg_corrupt_fwd(int kind, const float* qh, const float* qt, int64_t ldq, const float* Wt,
+static void kg_corrupt_fwd(int kind, const float* qh, const float* qt, int64_t ldq, const float* Wt,
                                   int64_t ldw, int64_t D, const int64_t* offsets, const int32_t* order, int64_t E,
                                   int64_t K, int64_t nh, const uint8_t* mask, float* out, int nthreads) {
 #pragma omp parallel for schedule(static) num_threads(nthreads)
@@ -344,7 +351,7 @@ extern "C" void kg_corrupt_fwd(int kind, const float* qh, const float* qt, int64
   }
 }
 
-extern "C" void kg_corrupt_bwd(int kind, const float* qh, const float* qt, int64_t ldq, const float* Wt,
+static void kg_corrupt_bwd(int kind, const float* qh, const float* qt, int64_t ldq, const float* Wt,
                                   int64_t ldw, int64_t D, const int64_t* offsets, const int32_t* order, int64_t E,
                                   int64_t B, int64_t K, int64_t nh, const uint8_t* mask, const float* out,
                                   const float* gout, float* gW, float* gqh, float* gqt, float* scratch,
@@ -402,5 +409,132 @@ extern "C" void kg_corrupt_bwd(int kind, const float* qh, const float* qt, int64
       gqt[x] = stl;
     }
   }
+}
+
+// ---- PyTorch operators --------------------------------------------------------------------------------------------
+namespace {
+
+int threads() { return std::max(1, at::get_num_threads()); }
+
+void check_f32_cpu(const at::Tensor& t, const char* what) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.layout() == at::kStrided,
+              "kgdistill: ", what, " must be a dense float32 CPU tensor");
+}
+
+void check_kind(int64_t kind, int64_t D) {
+  TORCH_CHECK(kind >= K_DOT && kind <= K_CL1, "kgdistill: unknown similarity kind ", kind);
+  TORCH_CHECK(kind != K_CL1 || D % 2 == 0, "kgdistill: complex_l1 needs an even row width, got ", D);
+}
+
+// rows in memory order (column stride 1); the row stride is passed to the kernels
+at::Tensor unit_columns(const at::Tensor& t) { return t.size(1) <= 1 || t.stride(1) == 1 ? t : t.contiguous(); }
+
+at::Tensor all_pairs(const at::Tensor& q_in, const at::Tensor& e_in, int64_t kind) {
+  TORCH_CHECK(q_in.dim() == 2 && e_in.dim() == 2 && q_in.size(1) == e_in.size(1),
+              "kgdistill::all_pairs: q [n, D] and e [k, D] expected");
+  TORCH_CHECK(kind == K_L1 || kind == K_CL1, "kgdistill::all_pairs: kind must be l1 (1) or complex_l1 (3)");
+  check_f32_cpu(q_in, "q");
+  check_f32_cpu(e_in, "e");
+  const int64_t n = q_in.size(0), k = e_in.size(0), D = q_in.size(1);
+  check_kind(kind, D);
+  const at::Tensor q = unit_columns(q_in), e = unit_columns(e_in);
+  at::Tensor out = at::empty({n, k}, q.options());
+  if (n && k)
+    kg_all_pairs((int)kind, q.data_ptr<float>(), n, q.stride(0), e.data_ptr<float>(), k, e.stride(0), D,
+                 out.data_ptr<float>(), threads());
+  return out;
+}
+
+const uint8_t* mask_ptr(const std::optional<at::Tensor>& mask) {
+  return mask.has_value() ? reinterpret_cast<const uint8_t*>(mask->data_ptr<bool>()) : nullptr;
+}
+
+void check_corruption(const at::Tensor& qh, const at::Tensor& qt, const at::Tensor& table, int64_t B, int64_t K,
+                      const std::optional<at::Tensor>& mask, int64_t kind) {
+  TORCH_CHECK(qh.dim() == 2 && qt.sizes() == qh.sizes() && table.dim() == 2 && qh.size(0) == B &&
+                  table.size(1) == qh.size(1),
+              "kgdistill::corruption_scores: q_head, q_tail [B, D], table [E, D], ids [B, K] expected");
+  check_f32_cpu(qh, "q_head");
+  check_f32_cpu(qt, "q_tail");
+  check_f32_cpu(table, "table");
+  check_kind(kind, qh.size(1));
+  TORCH_CHECK(B * K < ((int64_t)1 << 31), "kgdistill::corruption_scores: at most 2^31 - 1 pairs");
+  if (mask.has_value())
+    TORCH_CHECK(mask->scalar_type() == at::kBool && mask->device().is_cpu() && mask->dim() == 2 &&
+                    mask->size(0) == B && mask->size(1) == K,
+                "kgdistill::corruption_scores: corrupt_head must be a bool CPU tensor shaped like ids");
+}
+
+// (scores [B, K], offsets [E + 1] int64, order [B * K] int32): the pairs grouped by entity, reused by the backward
+std::tuple<at::Tensor, at::Tensor, at::Tensor> corruption_scores(
+    const at::Tensor& q_head, const at::Tensor& q_tail, const at::Tensor& table_in, const at::Tensor& ids_in,
+    const std::optional<at::Tensor>& mask_in, int64_t kind, int64_t num_head) {
+  TORCH_CHECK(ids_in.dim() == 2 && ids_in.scalar_type() == at::kLong && ids_in.device().is_cpu(),
+              "kgdistill::corruption_scores: ids must be an int64 CPU tensor [B, K]");
+  const int64_t B = ids_in.size(0), K = ids_in.size(1);
+  check_corruption(q_head, q_tail, table_in, B, K, mask_in, kind);
+  const at::Tensor qh = q_head.contiguous(), qt = q_tail.contiguous(), table = unit_columns(table_in);
+  const at::Tensor ids = ids_in.contiguous();
+  std::optional<at::Tensor> mask;
+  if (mask_in.has_value()) mask = mask_in->contiguous();
+  const int64_t E = table.size(0), D = table.size(1);
+  at::Tensor offsets = at::empty({E + 1}, ids.options());
+  at::Tensor order = at::empty({B * K}, ids.options().dtype(at::kInt));
+  at::Tensor out = at::empty({B, K}, qh.options());
+  const int64_t bad = kg_group_by_entity(ids.data_ptr<int64_t>(), B * K, E, offsets.data_ptr<int64_t>(),
+                                         order.data_ptr<int32_t>());
+  TORCH_CHECK_INDEX(bad == B * K, "kgdistill::corruption_scores: entity id ", bad < B * K ? ids.data_ptr<int64_t>()[bad] : 0,
+                    " out of range for a table of ", E, " rows");
+  const int64_t nh = std::max<int64_t>(0, std::min<int64_t>(num_head, K));
+  kg_corrupt_fwd((int)kind, qh.data_ptr<float>(), qt.data_ptr<float>(), D, table.data_ptr<float>(), table.stride(0),
+                 D, offsets.data_ptr<int64_t>(), order.data_ptr<int32_t>(), E, K, nh, mask_ptr(mask),
+                 out.data_ptr<float>(), threads());
+  return {out, offsets, order};
+}
+
+// (grad q_head [B, D], grad q_tail [B, D], grad table [E, D] dense)
+std::tuple<at::Tensor, at::Tensor, at::Tensor> corruption_scores_backward(
+    const at::Tensor& grad_in, const at::Tensor& q_head, const at::Tensor& q_tail, const at::Tensor& table_in,
+    const at::Tensor& offsets, const at::Tensor& order, const std::optional<at::Tensor>& mask_in,
+    const at::Tensor& scores_in, int64_t kind, int64_t num_head) {
+  TORCH_CHECK(scores_in.dim() == 2 && grad_in.sizes() == scores_in.sizes(),
+              "kgdistill::corruption_scores_backward: grad and scores [B, K] expected");
+  const int64_t B = scores_in.size(0), K = scores_in.size(1);
+  check_corruption(q_head, q_tail, table_in, B, K, mask_in, kind);
+  const int64_t E = table_in.size(0), D = table_in.size(1);
+  TORCH_CHECK(offsets.scalar_type() == at::kLong && offsets.numel() == E + 1 && offsets.is_contiguous() &&
+                  order.scalar_type() == at::kInt && order.numel() == B * K && order.is_contiguous(),
+              "kgdistill::corruption_scores_backward: offsets / order of the forward expected");
+  const at::Tensor qh = q_head.contiguous(), qt = q_tail.contiguous(), table = unit_columns(table_in);
+  const at::Tensor grad = grad_in.to(at::kFloat).contiguous(), scores = scores_in.contiguous();
+  std::optional<at::Tensor> mask;
+  if (mask_in.has_value()) mask = mask_in->contiguous();
+  const int T = threads();
+  at::Tensor grad_table = at::empty({E, D}, qh.options());
+  at::Tensor grad_head = at::empty({B, D}, qh.options());
+  at::Tensor grad_tail = at::empty({B, D}, qh.options());
+  at::Tensor scratch = at::empty({T, 2, B, D}, qh.options());
+  const int64_t nh = std::max<int64_t>(0, std::min<int64_t>(num_head, K));
+  kg_corrupt_bwd((int)kind, qh.data_ptr<float>(), qt.data_ptr<float>(), D, table.data_ptr<float>(), table.stride(0),
+                 D, offsets.data_ptr<int64_t>(), order.data_ptr<int32_t>(), E, B, K, nh, mask_ptr(mask),
+                 scores.data_ptr<float>(), grad.data_ptr<float>(), grad_table.data_ptr<float>(),
+                 grad_head.data_ptr<float>(), grad_tail.data_ptr<float>(), scratch.data_ptr<float>(), T);
+  return {grad_head, grad_tail, grad_table};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(kgdistill, m) {
+  m.def("all_pairs(Tensor q, Tensor e, int kind) -> Tensor");
+  m.def("corruption_scores(Tensor q_head, Tensor q_tail, Tensor table, Tensor ids, Tensor? corrupt_head, int kind, "
+        "int num_head) -> (Tensor, Tensor, Tensor)");
+  m.def("corruption_scores_backward(Tensor grad, Tensor q_head, Tensor q_tail, Tensor table, Tensor offsets, "
+        "Tensor order, Tensor? corrupt_head, Tensor scores, int kind, int num_head) -> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(kgdistill, CPU, m) {
+  m.impl("all_pairs", &all_pairs);
+  m.impl("corruption_scores", &corruption_scores);
+  m.impl("corruption_scores_backward", &corruption_scores_backward);
 }
 """

@@ -12,7 +12,8 @@ Higher is better: distances are returned negated.
 
 Fast paths (CPU, float32; see :mod:`kgdistill.kernels`): the L1 and complex-L1 all-entity scores without autograd,
 per-query candidates, and :meth:`Similarity.corruption_scores` (negative samples scored straight from the entity
-table and their ids, with a backward that never builds ``B × N × D``) run compiled kernels when available. Every
+table and their ids, with a backward that never builds ``B × N × D``) run compiled kernels, registered as the
+PyTorch operators ``torch.ops.kgdistill.*`` with their autograd formulas, when available. Every
 fast path computes the plain broadcast formula of :meth:`Similarity.pairwise` (tests compare values and gradients);
 ``KGDISTILL_KERNELS=0`` or :func:`kgdistill.kernels.disabled` selects the PyTorch code.
 """
@@ -60,17 +61,17 @@ class Similarity:
         return self.all_pairs(q, e) if e.dim() == 2 else self.per_query(q, e)
 
     def corruption_scores(self, q_head: Tensor, q_tail: Tensor, table: Tensor, ids: Tensor, num_head: int = 0,
-                          corrupt_head: Tensor | None = None, link: kernels.GradientLink | None = None) -> Tensor:
+                          corrupt_head: Tensor | None = None) -> Tensor:
         """Scores ``[B, N]`` of corrupted triples, candidates ``table[ids[b, j]]``.
 
         Column ``j`` of row ``b`` corrupts the head, and is compared with ``q_head[b]``, where ``corrupt_head[b, j]``
         (or, when ``corrupt_head`` is None, where ``j < num_head``); it corrupts the tail, compared with
         ``q_tail[b]``, otherwise. Equals ``per_query`` on the gathered rows, with its gradients; the kernel path
-        gives ``table`` a dense gradient and never materialises the ``B × N × D`` candidate rows; ``link`` (see
-        :class:`kgdistill.kernels.GradientLink`) merges that gradient with the one of the anchor rows' gather.
+        (the operator ``kgdistill::corruption_scores``) gives ``table`` a dense gradient and never materialises the
+        ``B × N × D`` candidate rows (:func:`kgdistill.kernels.gather_rows` merges it with the anchor rows' one).
         """
         if self.kernel is not None and kernels.enabled():
-            fast = kernels.corruption_scores(self.kernel, q_head, q_tail, table, ids, num_head, corrupt_head, link)
+            fast = kernels.corruption_scores(self.kernel, q_head, q_tail, table, ids, num_head, corrupt_head)
             if fast is not None:
                 return fast
         if corrupt_head is None:

@@ -21,15 +21,14 @@ def _scores_from_table(model: KGCModel) -> bool:
     return isinstance(model, EmbeddingModel) and type(model).entity_rows is EmbeddingModel.entity_rows
 
 
-def _gradient_link(model: EmbeddingModel, neg_ids: Tensor) -> kernels.GradientLink | None:
-    """A link that merges the table gradients of the anchor rows and of the negatives (one dense ``E × D`` tensor
-    per step instead of two plus a sum), when the corruption kernel will run; the gradient values are the same."""
+def _merge_table_gradients(model: EmbeddingModel, neg_ids: Tensor) -> bool:
+    """Whether to gather the anchor rows with :func:`kgdistill.kernels.gather_rows`, which merges the table
+    gradients of the anchor rows and of the negatives (one dense ``E × D`` tensor per step instead of two plus a sum),
+    when the corruption kernel will run; the gradient values are the same."""
     table = model.entity
-    if (model.interaction.similarity.kernel is None or neg_ids.numel() == 0 or not table.requires_grad
-            or not torch.is_grad_enabled() or table.device.type != "cpu" or table.dtype != torch.float32
-            or not table.is_contiguous() or not kernels.available()):
-        return None
-    return kernels.GradientLink(table)
+    return not (model.interaction.similarity.kernel is None or neg_ids.numel() == 0 or not table.requires_grad
+                or not torch.is_grad_enabled() or table.device.type != "cpu" or table.dtype != torch.float32
+                or not table.is_contiguous() or not kernels.available())
 
 
 def negative_sampling_scores(model: KGCModel, batch: Tensor, neg_ids: Tensor,
@@ -45,9 +44,10 @@ def negative_sampling_scores(model: KGCModel, batch: Tensor, neg_ids: Tensor,
     if isinstance(model, EmbeddingModel):
         inter = model.interaction
         from_table = _scores_from_table(model)
-        link = _gradient_link(model, neg_ids) if from_table else None
-        if link is not None:
-            h_rows, t_rows = kernels.gather_rows(model.entity, torch.stack([h, t]), link).unbind(0)
+        neg_table = model.entity
+        if from_table and _merge_table_gradients(model, neg_ids):
+            anchor_rows, neg_table = kernels.gather_rows(model.entity, torch.stack([h, t]))
+            h_rows, t_rows = anchor_rows.unbind(0)
         else:
             h_rows, t_rows = model.entity_rows(h), model.entity_rows(t)
         r_rows = model.relation_rows(r)
@@ -60,7 +60,7 @@ def negative_sampling_scores(model: KGCModel, batch: Tensor, neg_ids: Tensor,
             q_head = inter.head_query(r_rows, t_rows)
         sim = inter.similarity
         if from_table:
-            neg = sim.corruption_scores(q_head, q_tail, model.entity, neg_ids, num_head, corrupt_head, link)
+            neg = sim.corruption_scores(q_head, q_tail, neg_table, neg_ids, num_head, corrupt_head)
             return pos, neg, rows
         if corrupt_head is None:
             neg_h = sim.per_query(q_head, model.entity_rows(neg_ids[:, :num_head]))
