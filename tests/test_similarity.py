@@ -52,9 +52,14 @@ def _fast(fn, *inputs: torch.Tensor, grad_out: torch.Tensor):
 
 
 def test_kernels_build_here() -> None:
-    """The compiled kernels must be available where tests run (gcc is), so that the fast paths are what is tested."""
+    """The compiled kernels must be available wherever tests run with a C++ compiler, so that the fast paths are what
+    is tested (a machine without one, e.g. a bare CI image, tests the PyTorch fallback)."""
+    from kgdistill.kernels import _build
+
     if os.environ.get("KGDISTILL_KERNELS", "1").lower() in ("0", "off", "false", "no"):
         pytest.skip("kernels switched off by KGDISTILL_KERNELS")
+    if _build._compiler() is None and not kernels.available():
+        pytest.skip("no C++ compiler here: the PyTorch fallback is what runs")
     assert kernels.available(), kernels.load_error()
 
 
