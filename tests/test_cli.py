@@ -182,3 +182,23 @@ def test_demo_runs_again_in_the_same_folder(tmp_path: Path, capsys: pytest.Captu
         assert mrr_of(second, row) == mrr_of(first, row)
     assert main(["demo", "--out", str(out), "--epochs", "2"]) == 2
     assert "holds a teacher of another demo" in capsys.readouterr().err
+
+
+def test_train_print_config_prints_the_checked_config_and_writes_nothing(tmp_path: Path, capsys,
+                                                                         monkeypatch) -> None:
+    """``train --print-config``: the resolved YAML (flags and --set applied), usable as --config; bad values are
+    refused the same way; no folder is created."""
+    import yaml
+
+    from kgdistill.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--dataset", "kinship", "--dim", "32", "--set", "training.lr=0.05", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    data = yaml.safe_load(printed)
+    assert data["model"]["dim"] == 32 and data["training"]["lr"] == 0.05 and data["data"]["dataset"] == "kinship"
+    (tmp_path / "c.yaml").write_text(printed)
+    assert main(["train", "--config", "c.yaml", "--print-config"]) == 0
+    assert capsys.readouterr().out == printed
+    assert main(["train", "--dim", "0", "--print-config"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]

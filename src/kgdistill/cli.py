@@ -97,6 +97,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         if config.training.retain_memory:
             retain_freed_memory()
         run = runs.resume(args.resume, **options)
+    elif getattr(args, "print_config", False):
+        import yaml
+
+        from kgdistill.config import to_dict
+        from kgdistill.validate import validate_config
+
+        print(yaml.safe_dump(to_dict(validate_config(config_from_args(args))), sort_keys=False), end="")
+        return 0  # resolved and checked; nothing is written
     else:
         config = config_from_args(args)
         if config.training.retain_memory:
@@ -260,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(t)
     t.add_argument("--out", dest="cfg_output_dir", default=None, help="run folder (alias of --output-dir)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    t.add_argument("--print-config", action="store_true",
+                   help="print the fully resolved, checked config as YAML (usable as --config) and exit; writes nothing")
     add_nproc_flag(t)
 
     e = sub.add_parser("evaluate", help="re-evaluate a run folder (filtered ranking)")
