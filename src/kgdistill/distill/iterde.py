@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from kgdistill.config import opt
@@ -86,9 +85,7 @@ def soft_weight(config: IterDEConfig, interaction: str, step: int, num_steps: in
 
 def huber_soft(config: IterDEConfig, student: Tensor, teacher: Tensor) -> Tensor:
     """SmoothL1 of raw candidate scores ``[B, K]``: mean over every score, or summed per query (``sum``)."""
-    if config.huber_reduction == "sum":
-        return F.smooth_l1_loss(student, teacher, beta=config.huber_beta, reduction="none").sum(-1).mean()
-    return terms.huber_scores(student, teacher, beta=config.huber_beta)
+    return terms.huber_scores(student, teacher, config.huber_beta, config.huber_reduction)
 
 
 def release_swda(value: float, soft: Tensor, hard: Tensor, epoch: int, num_epochs: int) -> Tensor:

@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch.nn.functional as F
-
 from kgdistill.config import opt
 from kgdistill.distributed import DistContext
 from kgdistill.distill import terms
@@ -67,10 +65,8 @@ def kd_term(config: KDConfig) -> LossTerm:
             raise ConfigError(f"huber_reduction: unknown {config.huber_reduction!r}; known: mean, sum")
 
         def fn(ctx: StepContext) -> object:
-            s, t = ctx.student.candidates, ctx.teacher.candidates
-            if config.huber_reduction == "sum":
-                return F.smooth_l1_loss(s, t, beta=config.huber_beta, reduction="none").sum(-1).mean()
-            return terms.huber_scores(s, t, beta=config.huber_beta)
+            return terms.huber_scores(ctx.student.candidates, ctx.teacher.candidates, config.huber_beta,
+                                      config.huber_reduction)
     return LossTerm(f"soft_{config.kd_loss}", fn, make_schedule(config.schedule, config.soft_weight))  # type: ignore
 
 

@@ -64,11 +64,17 @@ def symmetric_kl(student: Tensor, teacher: Tensor, temperature: float = 3.0, for
     return forward_weight * fwd + reverse_weight * rev
 
 
-def huber_scores(student: Tensor, teacher: Tensor, beta: float = 1.0) -> Tensor:
-    """IterDE's soft loss: ``mean SmoothL1_β(s, t)`` over raw scores of positives and negatives (any shape).
+def huber_scores(student: Tensor, teacher: Tensor, beta: float = 1.0, reduction: str = "mean") -> Tensor:
+    """IterDE's soft loss: ``mean SmoothL1_β(s, t)`` over raw scores of positives and negatives (any shape), as
+    released; ``reduction="sum"``: summed over each query's candidates (last dim), mean over the queries, so the
+    per-score weight does not fall with the number of negatives.
 
     ``SmoothL1_β(x) = 0.5 x² / β`` if ``|x| < β`` else ``|x| - 0.5 β`` (PyTorch's definition, β = 1 as released).
     """
+    if reduction == "sum":
+        return F.smooth_l1_loss(student, teacher, beta=beta, reduction="none").sum(-1).mean()
+    if reduction != "mean":
+        raise ValueError(f"huber reduction must be 'mean' or 'sum', got {reduction!r}")
     return F.smooth_l1_loss(student, teacher, beta=beta)
 
 
