@@ -291,3 +291,27 @@ def test_text_biencoder_exports_loads_and_serves(umls_small: Path, tmp_path: Pat
     got = r.json()["predictions"]
     assert [p["entity"] for p in got] == [p.label for p in expected]
     assert [p["score"] for p in got] == pytest.approx([p.score for p in expected], abs=1e-5)
+
+
+def test_batch_predictions_equal_single_queries(client: httpx.Client) -> None:
+    """/predict/batch answers each query as /predict/tail or /predict/head would, in order; bad queries are 422."""
+    queries = [{"head": "usa", "relation": "ngo", "k": 5}, {"tail": "USA", "relation": "ngo", "k": 7,
+                                                               "filter_known": True},
+               {"head": "uk", "relation": "embassy", "k": 3}]
+    r = client.post("/predict/batch", json={"queries": queries})
+    assert r.status_code == 200
+    got = r.json()["predictions"]
+    assert len(got) == 3
+    for q, answer in zip(queries, got):
+        side = "tail" if "head" in q else "head"
+        single = client.post(f"/predict/{side}", json=q).json()
+        assert answer["query"] == single["query"]
+        key = lambda preds: [(p["entity"], p["rank"], p["known"]) for p in preds]  # noqa: E731
+        assert key(answer["predictions"]) == key(single["predictions"])
+        assert [p["score"] for p in answer["predictions"]] == pytest.approx(  # batched matmul: last-bit changes
+            [p["score"] for p in single["predictions"]], abs=1e-5)
+    both = client.post("/predict/batch", json={"queries": [{"head": "usa", "tail": "uk", "relation": "ngo"}]})
+    assert both.status_code == 422 and "exactly one of head" in both.json()["detail"]
+    unknown = client.post("/predict/batch", json={"queries": [{"head": "atlantis", "relation": "ngo"}]})
+    assert unknown.status_code == 422
+    assert client.post("/predict/batch", json={"queries": []}).status_code == 422

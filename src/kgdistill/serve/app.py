@@ -4,6 +4,7 @@ Endpoints (an OpenAPI description is served at ``/openapi.json``, interactive do
 
     POST /predict/tail  {"head": str, "relation": str, "k": int = 10, "filter_known": bool = false}
     POST /predict/head  {"tail": str, "relation": str, "k": int = 10, "filter_known": bool = false}
+    POST /predict/batch {"queries": [{"head" or "tail": str, "relation": str, "k": int, "filter_known": bool}, ...]}
     POST /score         {"triples": [{"head": str, "relation": str, "tail": str}, ...]}
     GET  /health        GET /metadata
 
@@ -236,6 +237,23 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
         k: int = Field(10, ge=1, le=k_limit, strict=True, description=f"number of answers, 1 … {k_limit}")
         filter_known: bool = Field(False, strict=True, description="leave out answers that are known triples")
 
+    class BatchQuery(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        head: str | None = Field(None, min_length=1, max_length=512,
+                                 description="head entity (give head for top-k tails, or tail for top-k heads)")
+        tail: str | None = Field(None, min_length=1, max_length=512, description="tail entity")
+        relation: str = Field(min_length=1, max_length=512, description="relation: label or text")
+        k: int = Field(10, ge=1, le=k_limit, strict=True, description=f"number of answers, 1 … {k_limit}")
+        filter_known: bool = Field(False, strict=True, description="leave out answers that are known triples")
+
+    class BatchRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid",
+                                  json_schema_extra={"examples": [{"queries": [
+                                      {"head": "usa", "relation": "treaties", "k": 3},
+                                      {"tail": "china", "relation": "embassy", "k": 3}]}]})
+        queries: list[BatchQuery] = Field(min_length=1, max_length=max_triples,
+                                          description=f"1 … {max_triples} queries, each with a head or a tail")
+
     class ScoreRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         triples: list[Triple] = Field(min_length=1, max_length=max_triples,
@@ -332,6 +350,22 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
               summary="top-k heads of (?, relation, tail)")
     async def predict_head(q: HeadQuery) -> Response:
         return await run_query("head", q.tail, q.relation, q.k, q.filter_known)
+
+    @app.post("/predict/batch", responses=ERRORS, summary="several top-k queries in one request")
+    async def predict_batch(req: BatchRequest) -> Response:
+        """Each query gives ``head`` (top-k tails) or ``tail`` (top-k heads), never both; the answers come in the
+        order of the queries, each as ``/predict/tail`` or ``/predict/head`` would answer it (queries of one
+        request are scored together in the batches of the service)."""
+        for i, q in enumerate(req.queries):
+            if (q.head is None) == (q.tail is None):
+                raise HTTPError(422, f"queries[{i}]: give exactly one of head (for tails) or tail (for heads)")
+        jobs = []
+        for q in req.queries:
+            side, anchor_name = ("tail", q.head) if q.head is not None else ("head", q.tail)
+            anchor, rel = await resolve("entity", anchor_name), await resolve("relation", q.relation)
+            jobs.append(answer(side, anchor, rel, q.k, q.filter_known))
+        parts = await asyncio.gather(*jobs)
+        return Response(b'{"predictions":[' + b",".join(parts) + b"]}", media_type="application/json")
 
     @app.post("/score", response_model=ScoreResponse, responses=ERRORS,
               summary="scores of triples (higher = more plausible)")
