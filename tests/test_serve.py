@@ -99,6 +99,11 @@ def test_score_endpoint(client: httpx.Client, art: Artifact) -> None:
     with torch.inference_mode():
         expected = art.model.score_hrt(ids).tolist()
     assert r.status_code == 200 and r.json()["scores"] == pytest.approx(expected, abs=1e-5)
+    arrays = client.post("/score", json={"triples": [[t["head"], t["relation"], t["tail"]] for t in triples]})
+    assert arrays.status_code == 200 and arrays.json()["scores"] == pytest.approx(expected, abs=1e-5)
+    mixed = client.post("/score", json={"triples": [triples[0], ["uk", "embassy", "usa"]]})
+    assert mixed.json()["scores"] == pytest.approx(expected, abs=1e-5)
+    assert client.post("/score", json={"triples": [["usa", "ngo"]]}).status_code == 422
 
 
 BAD_JSON_REQUESTS = [

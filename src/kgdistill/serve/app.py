@@ -5,7 +5,7 @@ Endpoints (an OpenAPI description is served at ``/openapi.json``, interactive do
     POST /predict/tail  {"head": str, "relation": str, "k": int = 10, "filter_known": bool = false}
     POST /predict/head  {"tail": str, "relation": str, "k": int = 10, "filter_known": bool = false}
     POST /predict/batch {"queries": [{"head" or "tail": str, "relation": str, "k": int, "filter_known": bool}, ...]}
-    POST /score         {"triples": [{"head": str, "relation": str, "tail": str}, ...]}
+    POST /score         {"triples": [{"head": str, "relation": str, "tail": str} or [head, relation, tail], ...]}
     GET  /health        GET /metadata
 
 Entities and relations are given by label or readable name (case-insensitive). Bad input is answered with a 4xx
@@ -29,7 +29,7 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from fastapi import FastAPI, Request
@@ -256,8 +256,9 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
 
     class ScoreRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        triples: list[Triple] = Field(min_length=1, max_length=max_triples,
-                                      description=f"1 … {max_triples} triples of labels or names")
+        triples: list[Triple | Annotated[list[Annotated[str, NAME]], Field(min_length=3, max_length=3)]] = Field(
+            min_length=1, max_length=max_triples,
+            description=f"1 … {max_triples} triples of labels or names: objects or [head, relation, tail] arrays")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -370,8 +371,9 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
     @app.post("/score", response_model=ScoreResponse, responses=ERRORS,
               summary="scores of triples (higher = more plausible)")
     async def score(req: ScoreRequest) -> Response:
-        ids = [[await resolve("entity", t.head), await resolve("relation", t.relation), await resolve("entity", t.tail)]
-               for t in req.triples]
+        named = [(t.head, t.relation, t.tail) if isinstance(t, Triple) else tuple(t) for t in req.triples]
+        ids = [[await resolve("entity", h), await resolve("relation", r), await resolve("entity", t)]
+               for h, r, t in named]
         scores = await asyncio.wrap_future(scorer.score(torch.tensor(ids, dtype=torch.long)))
         return _json({"scores": scores})
 
