@@ -320,3 +320,17 @@ def test_batch_predictions_equal_single_queries(client: httpx.Client) -> None:
     unknown = client.post("/predict/batch", json={"queries": [{"head": "atlantis", "relation": "ngo"}]})
     assert unknown.status_code == 422
     assert client.post("/predict/batch", json={"queries": []}).status_code == 422
+
+
+def test_entity_and_relation_search_by_prefix(client: httpx.Client, art: Artifact) -> None:
+    r = client.get("/entities", params={"prefix": "U", "limit": 2})
+    assert r.status_code == 200
+    body = r.json()
+    expected = [i for i, (label, name) in enumerate(zip(art.entities, art.entity_names))
+                if label.lower().startswith("u") or name.lower().startswith("u")]
+    assert body["total"] == len(expected) >= 2 and [m["id"] for m in body["matches"]] == expected[:2]
+    assert all(art.entities[m["id"]] == m["label"] for m in body["matches"])
+    rel = client.get("/relations", params={"prefix": "emb"}).json()
+    assert [m["label"] for m in rel["matches"]] == ["embassy"]
+    assert client.get("/entities", params={"prefix": "zzzz"}).json() == {"prefix": "zzzz", "total": 0, "matches": []}
+    assert client.get("/entities", params={"limit": 0}).status_code == 422

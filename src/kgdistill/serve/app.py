@@ -6,6 +6,7 @@ Endpoints (an OpenAPI description is served at ``/openapi.json``, interactive do
     POST /predict/head  {"tail": str, "relation": str, "k": int = 10, "filter_known": bool = false}
     POST /predict/batch {"queries": [{"head" or "tail": str, "relation": str, "k": int, "filter_known": bool}, ...]}
     POST /score         {"triples": [{"head": str, "relation": str, "tail": str} or [head, relation, tail], ...]}
+    GET  /entities?prefix=..&limit=20     GET /relations?prefix=..&limit=20   (search by label or name)
     GET  /health        GET /metadata
 
 Entities and relations are given by label or readable name (case-insensitive). Bad input is answered with a 4xx
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import torch
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -376,6 +377,24 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
                for h, r, t in named]
         scores = await asyncio.wrap_future(scorer.score(torch.tensor(ids, dtype=torch.long)))
         return _json({"scores": scores})
+
+    def search(labels: list[str], names: list[str], prefix: str, limit: int) -> dict[str, Any]:
+        want = prefix.casefold()
+        found = [{"id": i, "label": label, "name": name} for i, (label, name) in enumerate(zip(labels, names))
+                 if label.casefold().startswith(want) or name.casefold().startswith(want)]
+        return {"prefix": prefix, "total": len(found), "matches": found[:limit]}
+
+    @app.get("/entities", responses=ERRORS, summary="entities whose label or name starts with a prefix")
+    async def entities(prefix: str = Query("", max_length=512, description="case-insensitive; empty: all"),
+                       limit: int = Query(20, ge=1, le=1000, description="most matches returned, 1 … 1000")
+                       ) -> dict[str, Any]:
+        return await run_in_threadpool(search, art.entities, art.entity_names, prefix, limit)
+
+    @app.get("/relations", responses=ERRORS, summary="relations whose label or text starts with a prefix")
+    async def relations(prefix: str = Query("", max_length=512, description="case-insensitive; empty: all"),
+                        limit: int = Query(20, ge=1, le=1000, description="most matches returned, 1 … 1000")
+                        ) -> dict[str, Any]:
+        return await run_in_threadpool(search, art.relations, art.relation_names, prefix, limit)
 
     @app.get("/health", summary="liveness")
     async def health() -> dict[str, Any]:
