@@ -334,3 +334,22 @@ def test_entity_and_relation_search_by_prefix(client: httpx.Client, art: Artifac
     assert [m["label"] for m in rel["matches"]] == ["embassy"]
     assert client.get("/entities", params={"prefix": "zzzz"}).json() == {"prefix": "zzzz", "total": 0, "matches": []}
     assert client.get("/entities", params={"limit": 0}).status_code == 422
+
+
+def test_prometheus_metrics_count_requests_latency_and_batches(art: Artifact) -> None:
+    """A fresh app: its own registry, every request counted by route and status (hot path included)."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(art)) as c:
+        for _ in range(3):
+            assert c.post("/predict/tail", json={"head": "usa", "relation": "ngo", "k": 2}).status_code == 200
+        assert c.post("/predict/tail", json={"head": "atlantis", "relation": "ngo"}).status_code == 422
+        assert c.get("/no/such/route").status_code == 404
+        r = c.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    assert 'kgdistill_requests_total{path="/predict/tail",status="200"} 3.0' in text
+    assert 'kgdistill_requests_total{path="/predict/tail",status="422"} 1.0' in text
+    assert 'kgdistill_requests_total{path="other",status="404"} 1.0' in text
+    assert 'kgdistill_request_seconds_count{path="/predict/tail"} 4.0' in text
+    assert "kgdistill_batch_size_count 3.0" in text

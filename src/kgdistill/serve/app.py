@@ -7,7 +7,7 @@ Endpoints (an OpenAPI description is served at ``/openapi.json``, interactive do
     POST /predict/batch {"queries": [{"head" or "tail": str, "relation": str, "k": int, "filter_known": bool}, ...]}
     POST /score         {"triples": [{"head": str, "relation": str, "tail": str} or [head, relation, tail], ...]}
     GET  /entities?prefix=..&limit=20     GET /relations?prefix=..&limit=20   (search by label or name)
-    GET  /health        GET /metadata
+    GET  /health        GET /metadata        GET /metrics (Prometheus text format)
 
 Entities and relations are given by label or readable name (case-insensitive). Bad input is answered with a 4xx
 and ``{"detail": message}``: 400 malformed JSON, 413 body over the limit, 422 unknown names (with close matches),
@@ -222,6 +222,11 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
     _ = art.filter_index, art.find_entity(""), art.find_relation("")  # build the lookup indexes before serving
     k_limit = max(1, min(max_k, art.num_entities))
     scorer = BatchScorer(art, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    from kgdistill.serve.metrics import MetricsMiddleware, ServiceMetrics
+
+    metrics = ServiceMetrics(["/predict/tail", "/predict/head", "/predict/batch", "/score", "/entities", "/relations",
+                              "/health", "/metadata", "/metrics", "/docs", "/openapi.json"])
+    scorer.stats.observer = metrics.batch_sizes.observe
     write = PredictionWriter(art)
 
     class TailQuery(BaseModel):
@@ -396,6 +401,11 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
                         ) -> dict[str, Any]:
         return await run_in_threadpool(search, art.relations, art.relation_names, prefix, limit)
 
+    @app.get("/metrics", summary="Prometheus metrics: requests by route and status, latency, batch sizes",
+             response_class=Response)
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
     @app.get("/health", summary="liveness")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "entities": art.num_entities, "relations": art.num_relations}
@@ -424,4 +434,5 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
         app.add_middleware(HotRoutes, routes={"/predict/tail": hot("tail", TailQuery, "head"),
                                               "/predict/head": hot("head", HeadQuery, "tail")})
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: every request, hot path or route
     return app

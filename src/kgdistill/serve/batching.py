@@ -15,6 +15,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,8 +52,12 @@ class BatchStats:
     queries: int = 0
     largest_batch: int = 0
     inline: int = 0
+    #: called with the size of every batch (e.g. a Prometheus histogram's ``observe``)
+    observer: Callable[[int], Any] | None = field(default=None, repr=False, compare=False)
 
     def add(self, n: int, inline: bool = False) -> None:
+        if self.observer is not None:
+            self.observer(n)
         self.batches += 1
         self.queries += n
         self.largest_batch = max(self.largest_batch, n)
