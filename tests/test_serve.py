@@ -75,9 +75,11 @@ def test_predictions_agree_with_the_library(client: httpx.Client, art: Artifact)
     assert [p["entity"] for p in got] == [p.label for p in expected]
     assert [p["score"] for p in got] == pytest.approx([p.score for p in expected], abs=1e-5)
     assert [p["known"] for p in got] == [p.known for p in expected]
-    assert r.json()["query"] == {"head": "usa", "relation": "ngo", "side": "tail", "k": 5, "filter_known": False}
+    assert r.json()["query"] == {"head": "usa", "relation": "ngo", "side": "tail", "k": 5, "exclude_known": False}
 
-    r = client.post("/predict/head", json={"tail": "USA", "relation": "ngo", "k": 14, "filter_known": True})
+    r = client.post("/predict/head", json={"tail": "USA", "relation": "ngo", "k": 14, "exclude_known": True})
+    old_name = client.post("/predict/head", json={"tail": "USA", "relation": "ngo", "k": 14, "filter_known": True})
+    assert old_name.json() == r.json()  # the former field name is still read
     expected = art.predict("ngo", tail="usa", k=14, exclude_known=True)
     got = r.json()["predictions"]
     assert [p["entity"] for p in got] == [p.label for p in expected] and not any(p["known"] for p in got)
@@ -189,7 +191,7 @@ def test_hot_path_answers_exactly_like_the_routes(client: httpx.Client, art: Art
         (path, json.dumps(body).encode(), json_type) for path, body, _, _ in BAD_JSON_REQUESTS if "predict" in path]
     good = [("usa", "ngo", 5, False), ("USA", "ngo", 14, True), ("china", "embassy", 1, False),
             ("Brazil", "intergovorgs", 10, True)]
-    requests += [("/predict/tail", json.dumps({"head": h, "relation": r, "k": k, "filter_known": f}).encode(),
+    requests += [("/predict/tail", json.dumps({"head": h, "relation": r, "k": k, "exclude_known": f}).encode(),
                   json_type) for h, r, k, f in good]
     requests += [("/predict/head", json.dumps({"tail": "usa", "relation": "ngo", "k": 14}).encode(), json_type),
                  ("/predict/tail", b'{"head": "usa", ', json_type), ("/predict/tail", b"\xff\xfe", json_type),
@@ -301,7 +303,7 @@ def test_text_biencoder_exports_loads_and_serves(umls_small: Path, tmp_path: Pat
 def test_batch_predictions_equal_single_queries(client: httpx.Client) -> None:
     """/predict/batch answers each query as /predict/tail or /predict/head would, in order; bad queries are 422."""
     queries = [{"head": "usa", "relation": "ngo", "k": 5}, {"tail": "USA", "relation": "ngo", "k": 7,
-                                                               "filter_known": True},
+                                                               "exclude_known": True},
                {"head": "uk", "relation": "embassy", "k": 3}]
     r = client.post("/predict/batch", json={"queries": queries})
     assert r.status_code == 200

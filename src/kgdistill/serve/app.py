@@ -2,9 +2,9 @@
 
 Endpoints (an OpenAPI description is served at ``/openapi.json``, interactive docs at ``/docs``)::
 
-    POST /predict/tail  {"head": str, "relation": str, "k": int = 10, "filter_known": bool = false}
-    POST /predict/head  {"tail": str, "relation": str, "k": int = 10, "filter_known": bool = false}
-    POST /predict/batch {"queries": [{"head" or "tail": str, "relation": str, "k": int, "filter_known": bool}, ...]}
+    POST /predict/tail  {"head": str, "relation": str, "k": int = 10, "exclude_known": bool = false}
+    POST /predict/head  {"tail": str, "relation": str, "k": int = 10, "exclude_known": bool = false}
+    POST /predict/batch {"queries": [{"head" or "tail": str, "relation": str, "k": int, "exclude_known": bool}, ...]}
     POST /score         {"triples": [{"head": str, "relation": str, "tail": str} or [head, relation, tail], ...]}
     GET  /entities?prefix=..&limit=20     GET /relations?prefix=..&limit=20   (search by label or name)
     GET  /health        GET /metadata        GET /metrics (Prometheus text format)
@@ -38,7 +38,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kgdistill.errors import KGDistillError
@@ -81,6 +81,9 @@ def add_local_docs(app: FastAPI) -> None:
                                    swagger_favicon_url=f"{assets}/favicon-32x32.png")
 
 NAME = Field(min_length=1, max_length=512)
+#: the request field that hides known answers: exclude_known, as the CLI's --exclude-known; filter_known (its name
+#: before 2026-12-02) is still read
+KNOWN_ALIASES = AliasChoices("exclude_known", "filter_known")
 
 
 class Prediction(BaseModel):
@@ -193,10 +196,10 @@ class PredictionWriter:
                                           f'"name":{json.dumps(self.names[e])}')
         return found
 
-    def __call__(self, side: str, anchor: int, relation: int, k: int, filter_known: bool, top: TopK) -> bytes:
+    def __call__(self, side: str, anchor: int, relation: int, k: int, exclude_known: bool, top: TopK) -> bytes:
         key = "head" if side == "tail" else "tail"
         query = (f'{{"{key}":{json.dumps(self.entities[anchor])},"relation":{json.dumps(self.relations[relation])},'
-                 f'"side":"{side}","k":{k},"filter_known":{"true" if filter_known else "false"}}}')
+                 f'"side":"{side}","k":{k},"exclude_known":{"true" if exclude_known else "false"}}}')
         items = ",".join(f'{{"rank":{i},{self.fragment(e)},"score":{_number(s)},"known":{"true" if kn else "false"}}}'
                          for i, (e, s, kn) in enumerate(zip(top.ids, top.scores, top.known), 1))
         return f'{{"query":{query},"predictions":[{items}]}}'.encode()
@@ -234,14 +237,18 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
         head: str = Field(min_length=1, max_length=512, description="head entity: label or name")
         relation: str = Field(min_length=1, max_length=512, description="relation: label or text")
         k: int = Field(10, ge=1, le=k_limit, strict=True, description=f"number of answers, 1 … {k_limit}")
-        filter_known: bool = Field(False, strict=True, description="leave out answers that are known triples")
+        exclude_known: bool = Field(False, strict=True, validation_alias=KNOWN_ALIASES,
+                                    description="leave out answers that are known triples (also read as "
+                                                "filter_known, its former name)")
 
     class HeadQuery(BaseModel):
         model_config = ConfigDict(extra="forbid")
         tail: str = Field(min_length=1, max_length=512, description="tail entity: label or name")
         relation: str = Field(min_length=1, max_length=512, description="relation: label or text")
         k: int = Field(10, ge=1, le=k_limit, strict=True, description=f"number of answers, 1 … {k_limit}")
-        filter_known: bool = Field(False, strict=True, description="leave out answers that are known triples")
+        exclude_known: bool = Field(False, strict=True, validation_alias=KNOWN_ALIASES,
+                                    description="leave out answers that are known triples (also read as "
+                                                "filter_known, its former name)")
 
     class BatchQuery(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -250,7 +257,9 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
         tail: str | None = Field(None, min_length=1, max_length=512, description="tail entity")
         relation: str = Field(min_length=1, max_length=512, description="relation: label or text")
         k: int = Field(10, ge=1, le=k_limit, strict=True, description=f"number of answers, 1 … {k_limit}")
-        filter_known: bool = Field(False, strict=True, description="leave out answers that are known triples")
+        exclude_known: bool = Field(False, strict=True, validation_alias=KNOWN_ALIASES,
+                                    description="leave out answers that are known triples (also read as "
+                                                "filter_known, its former name)")
 
     class BatchRequest(BaseModel):
         model_config = ConfigDict(extra="forbid",
@@ -326,37 +335,37 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
 
     waiting = 0  # prediction queries between arrival and answer
 
-    async def top_k(side: str, anchor: int, rel: int, k: int, filter_known: bool) -> TopK:
+    async def top_k(side: str, anchor: int, rel: int, k: int, exclude_known: bool) -> TopK:
         nonlocal waiting
         waiting += 1
         try:
             if inline_when_idle:
                 await asyncio.sleep(0)  # requests that arrived together all get here first, and are batched
                 if waiting == 1 and scorer.idle:
-                    return scorer.predict_now(side, anchor, rel, k, filter_known)
-            return await asyncio.wrap_future(scorer.predict(side, anchor, rel, k, filter_known))
+                    return scorer.predict_now(side, anchor, rel, k, exclude_known)
+            return await asyncio.wrap_future(scorer.predict(side, anchor, rel, k, exclude_known))
         finally:
             waiting -= 1
 
-    async def answer(side: str, anchor: int, rel: int, k: int, filter_known: bool) -> bytes:
-        top = await top_k(side, anchor, rel, k, filter_known)
-        return write(side, anchor, rel, k, filter_known, top)
+    async def answer(side: str, anchor: int, rel: int, k: int, exclude_known: bool) -> bytes:
+        top = await top_k(side, anchor, rel, k, exclude_known)
+        return write(side, anchor, rel, k, exclude_known, top)
 
-    async def run_query(side: str, anchor_name: str, relation_name: str, k: int, filter_known: bool) -> Response:
+    async def run_query(side: str, anchor_name: str, relation_name: str, k: int, exclude_known: bool) -> Response:
         anchor, rel = await resolve("entity", anchor_name), await resolve("relation", relation_name)
-        return Response(await answer(side, anchor, rel, k, filter_known), media_type="application/json")
+        return Response(await answer(side, anchor, rel, k, exclude_known), media_type="application/json")
 
     # The handlers return ready JSON (the response models document the schema in OpenAPI; re-validating every
     # answer through them would cost more than scoring a small model).
     @app.post("/predict/tail", response_model=PredictResponse, responses=ERRORS,
               summary="top-k tails of (head, relation, ?)")
     async def predict_tail(q: TailQuery) -> Response:
-        return await run_query("tail", q.head, q.relation, q.k, q.filter_known)
+        return await run_query("tail", q.head, q.relation, q.k, q.exclude_known)
 
     @app.post("/predict/head", response_model=PredictResponse, responses=ERRORS,
               summary="top-k heads of (?, relation, tail)")
     async def predict_head(q: HeadQuery) -> Response:
-        return await run_query("head", q.tail, q.relation, q.k, q.filter_known)
+        return await run_query("head", q.tail, q.relation, q.k, q.exclude_known)
 
     @app.post("/predict/batch", responses=ERRORS, summary="several top-k queries in one request")
     async def predict_batch(req: BatchRequest) -> Response:
@@ -370,7 +379,7 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
         for q in req.queries:
             side, anchor_name = ("tail", q.head) if q.head is not None else ("head", q.tail)
             anchor, rel = await resolve("entity", anchor_name), await resolve("relation", q.relation)
-            jobs.append(answer(side, anchor, rel, q.k, q.filter_known))
+            jobs.append(answer(side, anchor, rel, q.k, q.exclude_known))
         parts = await asyncio.gather(*jobs)
         return Response(b'{"predictions":[' + b",".join(parts) + b"]}", media_type="application/json")
 
@@ -427,7 +436,7 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
             anchor, rel = art.find_entity(fields_[anchor_field]), art.find_relation(fields_["relation"])
             if anchor is None or rel is None:  # the route answers with close matches
                 return None
-            return await answer(side, anchor, rel, fields_["k"], fields_["filter_known"])
+            return await answer(side, anchor, rel, fields_["k"], fields_["exclude_known"])
         return handle
 
     if hot_path:  # added first: it sits inside the size limit, which reads (and bounds) the body
