@@ -355,3 +355,14 @@ def test_prometheus_metrics_count_requests_latency_and_batches(art: Artifact) ->
     assert 'kgdistill_requests_total{path="other",status="404"} 1.0' in text
     assert 'kgdistill_request_seconds_count{path="/predict/tail"} 4.0' in text
     assert "kgdistill_batch_size_count 3.0" in text
+
+
+def test_openapi_request_bodies_carry_examples_of_this_graph(client: httpx.Client, art: Artifact) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    for name in ("TailQuery", "HeadQuery", "ScoreRequest", "BatchRequest"):
+        examples = schemas[name]["examples"]
+        assert examples and art.entities[0] in json.dumps(examples), name
+    example = schemas["TailQuery"]["examples"][0]
+    assert client.post("/predict/tail", json=example).status_code == 200  # the example is a valid request
+    assert client.post("/score", json=schemas["ScoreRequest"]["examples"][0]).status_code == 200
+    assert client.post("/predict/batch", json=schemas["BatchRequest"]["examples"][0]).status_code == 200

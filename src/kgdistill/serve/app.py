@@ -233,7 +233,7 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
     write = PredictionWriter(art)
 
     class TailQuery(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"head": art.entities[0], "relation": art.relations[0], "k": 5, "exclude_known": False}]})
         head: str = Field(min_length=1, max_length=512, description="head entity: label or name")
         relation: str = Field(min_length=1, max_length=512, description="relation: label or text")
         k: int = Field(10, ge=1, le=k_limit, strict=True, description=f"number of answers, 1 … {k_limit}")
@@ -242,7 +242,7 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
                                                 "filter_known, its former name)")
 
     class HeadQuery(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"tail": art.entities[0], "relation": art.relations[0], "k": 5}]})
         tail: str = Field(min_length=1, max_length=512, description="tail entity: label or name")
         relation: str = Field(min_length=1, max_length=512, description="relation: label or text")
         k: int = Field(10, ge=1, le=k_limit, strict=True, description=f"number of answers, 1 … {k_limit}")
@@ -264,13 +264,15 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
     class BatchRequest(BaseModel):
         model_config = ConfigDict(extra="forbid",
                                   json_schema_extra={"examples": [{"queries": [
-                                      {"head": "usa", "relation": "treaties", "k": 3},
-                                      {"tail": "china", "relation": "embassy", "k": 3}]}]})
+                                      {"head": art.entities[0], "relation": art.relations[0], "k": 3},
+                                      {"tail": art.entities[-1], "relation": art.relations[0], "k": 3}]}]})
         queries: list[BatchQuery] = Field(min_length=1, max_length=max_triples,
                                           description=f"1 … {max_triples} queries, each with a head or a tail")
 
     class ScoreRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"triples": [
+            {"head": art.entities[0], "relation": art.relations[0], "tail": art.entities[-1]},
+            [art.entities[-1], art.relations[0], art.entities[0]]]}]})
         triples: list[Triple | Annotated[list[Annotated[str, NAME]], Field(min_length=3, max_length=3)]] = Field(
             min_length=1, max_length=max_triples,
             description=f"1 … {max_triples} triples of labels or names: objects or [head, relation, tail] arrays")
