@@ -233,7 +233,8 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
     write = PredictionWriter(art)
 
     class TailQuery(BaseModel):
-        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"head": art.entities[0], "relation": art.relations[0], "k": 5, "exclude_known": False}]})
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+            {"head": art.entities[0], "relation": art.relations[0], "k": 5, "exclude_known": False}]})
         head: str = Field(min_length=1, max_length=512, description="head entity: label or name")
         relation: str = Field(min_length=1, max_length=512, description="relation: label or text")
         k: int = Field(10, ge=1, le=k_limit, strict=True, description=f"number of answers, 1 … {k_limit}")
@@ -242,7 +243,8 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
                                                 "filter_known, its former name)")
 
     class HeadQuery(BaseModel):
-        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"tail": art.entities[0], "relation": art.relations[0], "k": 5}]})
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+            {"tail": art.entities[0], "relation": art.relations[0], "k": 5}]})
         tail: str = Field(min_length=1, max_length=512, description="tail entity: label or name")
         relation: str = Field(min_length=1, max_length=512, description="relation: label or text")
         k: int = Field(10, ge=1, le=k_limit, strict=True, description=f"number of answers, 1 … {k_limit}")
