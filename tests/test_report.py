@@ -139,3 +139,28 @@ def test_cli_compare_and_report(run_dirs: list[Path], tmp_path: Path, capsys: py
     assert (tmp_path / "r" / "index.html").exists()
     assert main(["compare", str(tmp_path / "nope")]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_mrr_vs_size_labels_overlap_nothing_and_stay_inside() -> None:
+    """The comparison's MRR-vs-size plot: kd-8 and scratch-8 at one size (they overlapped), the largest model at the
+    right edge (its label was clipped)."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.text import Text
+
+    from kgdistill.report.plots import plot_pareto
+
+    rows = [{"run": "teacher", "method": "teacher", "parameters_nonzero": 19712, "mrr": 0.8485},
+            {"run": "scratch-8", "method": "scratch", "parameters_nonzero": 2464, "mrr": 0.7173},
+            {"run": "kd-8", "method": "kd", "parameters_nonzero": 2464, "mrr": 0.7299},
+            {"run": "kd-16", "method": "kd", "parameters_nonzero": 4928, "mrr": 0.79},
+            {"run": "metasd-64-s0.875", "method": "metasd", "parameters_nonzero": 2464, "mrr": 0.5874}]
+    fig = plot_pareto(rows)
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    ax = fig.axes[0]
+    frame = ax.get_window_extent(renderer)
+    labels = [t for t in ax.texts if t.get_text() in {r["run"] for r in rows}]
+    assert sorted(t.get_text() for t in labels) == sorted(r["run"] for r in rows)
+    boxes = [Text.get_window_extent(t, renderer) for t in labels]
+    for i, a in enumerate(boxes):
+        assert frame.x0 <= a.x0 and a.x1 <= frame.x1 and frame.y0 <= a.y0 and a.y1 <= frame.y1
+        assert not any(a.overlaps(b) for b in boxes[i + 1:])

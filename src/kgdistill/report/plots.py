@@ -42,14 +42,13 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: str | Path | None = None, 
         sel = [r for r in pts if r["method"] == method]
         ax.plot([r[x_key] for r in sel], [r[y_key] for r in sel], linestyle="none", marker=MARKERS[i % len(MARKERS)],
                 markersize=8, label=method, gid=f"method:{method}")
-    for r in pts:
-        ax.annotate(r["run"], (r[x_key], r[y_key]), textcoords="offset points", xytext=(5, 4), fontsize=7)
     if pts:
         front = pareto_front([r[x_key] for r in pts], [r[y_key] for r in pts])
         ax.plot([pts[i][x_key] for i in front], [pts[i][y_key] for i in front], color="black", linewidth=1.2,
                 drawstyle="steps-post", marker="o", markerfacecolor="none", markersize=13, label="Pareto front",
                 gid="pareto")
         ax.set_xscale("log")
+        ax.margins(x=0.15, y=0.12)  # room for the labels of the outermost points
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no runs with metrics", ha="center", va="center", transform=ax.transAxes)
@@ -57,6 +56,10 @@ def plot_pareto(rows: Sequence[dict[str, Any]], path: str | Path | None = None, 
     ax.set_ylabel(f"{rows[0].get('split') or 'test'} MRR" if rows else "MRR")
     ax.set_title("MRR vs model size")
     ax.grid(True, which="both", alpha=0.3)
+    if pts:  # after the layout is final: labels overlap nothing and stay inside the axes
+        from kgdistill.report.labels import place_labels
+
+        place_labels(fig, ax, [(r[x_key], r[y_key], r["run"]) for r in pts], fontsize=7)
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
