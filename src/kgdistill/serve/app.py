@@ -232,36 +232,37 @@ def create_app(artifact: Artifact | str | Path, *, max_batch: int = 64, max_wait
     scorer.stats.observer = metrics.batch_sizes.observe
     write = PredictionWriter(art)
 
+    # the fields every prediction query shares (one definition for the tail, head and batch queries)
+    RelationName = Annotated[str, Field(min_length=1, max_length=512, description="relation: label or text")]
+    AnswerCount = Annotated[int, Field(ge=1, le=k_limit, strict=True, description=f"number of answers, 1 … {k_limit}")]
+    ExcludeKnown = Annotated[bool, Field(strict=True, validation_alias=KNOWN_ALIASES,
+                                         description="leave out answers that are known triples (also read as "
+                                                     "filter_known, its former name)")]
+
     class TailQuery(BaseModel):
         model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
             {"head": art.entities[0], "relation": art.relations[0], "k": 5, "exclude_known": False}]})
         head: str = Field(min_length=1, max_length=512, description="head entity: label or name")
-        relation: str = Field(min_length=1, max_length=512, description="relation: label or text")
-        k: int = Field(10, ge=1, le=k_limit, strict=True, description=f"number of answers, 1 … {k_limit}")
-        exclude_known: bool = Field(False, strict=True, validation_alias=KNOWN_ALIASES,
-                                    description="leave out answers that are known triples (also read as "
-                                                "filter_known, its former name)")
+        relation: RelationName
+        k: AnswerCount = 10
+        exclude_known: ExcludeKnown = False
 
     class HeadQuery(BaseModel):
         model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
             {"tail": art.entities[0], "relation": art.relations[0], "k": 5}]})
         tail: str = Field(min_length=1, max_length=512, description="tail entity: label or name")
-        relation: str = Field(min_length=1, max_length=512, description="relation: label or text")
-        k: int = Field(10, ge=1, le=k_limit, strict=True, description=f"number of answers, 1 … {k_limit}")
-        exclude_known: bool = Field(False, strict=True, validation_alias=KNOWN_ALIASES,
-                                    description="leave out answers that are known triples (also read as "
-                                                "filter_known, its former name)")
+        relation: RelationName
+        k: AnswerCount = 10
+        exclude_known: ExcludeKnown = False
 
     class BatchQuery(BaseModel):
         model_config = ConfigDict(extra="forbid")
         head: str | None = Field(None, min_length=1, max_length=512,
                                  description="head entity (give head for top-k tails, or tail for top-k heads)")
         tail: str | None = Field(None, min_length=1, max_length=512, description="tail entity")
-        relation: str = Field(min_length=1, max_length=512, description="relation: label or text")
-        k: int = Field(10, ge=1, le=k_limit, strict=True, description=f"number of answers, 1 … {k_limit}")
-        exclude_known: bool = Field(False, strict=True, validation_alias=KNOWN_ALIASES,
-                                    description="leave out answers that are known triples (also read as "
-                                                "filter_known, its former name)")
+        relation: RelationName
+        k: AnswerCount = 10
+        exclude_known: ExcludeKnown = False
 
     class BatchRequest(BaseModel):
         model_config = ConfigDict(extra="forbid",
