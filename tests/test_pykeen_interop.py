@@ -1,6 +1,7 @@
 """PyKEEN interoperability against the real PyKEEN: tiny models trained by PyKEEN's pipeline in the test (nations,
 1 epoch, dim 8), imported as kgdistill runs with scores equal on both sides (≤ 1e-5) for every test triple, a
-distillation from an imported teacher, students exported back to PyKEEN model objects, and the bad inputs."""
+distillation from an imported teacher, students exported back to PyKEEN model objects, the bad inputs, and folders
+(pickles) refused unless trusted explicitly."""
 
 from __future__ import annotations
 
@@ -16,7 +17,14 @@ from pykeen.triples import TriplesFactory
 
 from kgdistill.cli import main
 from kgdistill.data.datasets import load_dataset
-from kgdistill.interop.pykeen import PyKEENError, from_pykeen, import_pykeen, to_pykeen
+from kgdistill.interop.pykeen import (
+    PyKEENError,
+    UntrustedPickleError,
+    from_pykeen,
+    import_pykeen,
+    read_pykeen_folder,
+    to_pykeen,
+)
 from kgdistill.runs import load_run
 
 BUNDLED = Path(__file__).resolve().parents[1] / "src" / "kgdistill" / "data" / "bundled" / "nations"
@@ -44,7 +52,8 @@ def _train(name: str, out: Path, inverse: bool, model_kwargs: dict[str, Any], mo
 @pytest.fixture(scope="module")
 def pykeen_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Any]]:
     root = tmp_path_factory.mktemp("pykeen")
-    return {name: (root / name, _train(name, root / name, inverse, kwargs)) for name, (kwargs, inverse) in CASES.items()}
+    return {name: (root / name, _train(name, root / name, inverse, kwargs))
+            for name, (kwargs, inverse) in CASES.items()}
 
 
 def _pykeen_ids(result: Any, dataset: Any, triples: torch.Tensor) -> torch.Tensor:
@@ -71,7 +80,7 @@ def _check_equal(ours: Any, theirs: Any, ours_test: torch.Tensor, theirs_test: t
 @pytest.mark.parametrize("name", list(CASES))
 def test_import_scores_equal_and_back(name: str, pykeen_dirs: dict[str, tuple[Path, Any]], tmp_path: Path) -> None:
     folder, result = pykeen_dirs[name]
-    run = import_pykeen(folder, "nations", tmp_path / "run")
+    run = import_pykeen(folder, "nations", tmp_path / "run", trust_pickle=True)
     dataset = load_dataset("nations")
     test = dataset.splits["test"]
     assert run.dataset is not None and run.dataset.entities == dataset.entities
@@ -112,7 +121,16 @@ def test_model_object_in_python(pykeen_dirs: dict[str, tuple[Path, Any]]) -> Non
 def test_distill_from_imported_teacher_cli(pykeen_dirs: dict[str, tuple[Path, Any]], tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     folder, _ = pykeen_dirs["DistMult"]
-    assert main(["import-pykeen", str(folder), "--dataset", "nations", "--out", str(tmp_path / "teacher")]) == 0
+    # without --trust-pickle the folder is refused (one line, exit 2), nothing is written
+    for argv in (["import-pykeen", str(folder), "--dataset", "nations", "--out", str(tmp_path / "teacher")],
+                 ["distill", "--method", "kd", "--teacher", str(folder), "--dataset", "nations", "--out",
+                  str(tmp_path / "kd2"), "--dims", "4"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(folder / "trained_model.pkl") in err and "--trust-pickle" in err
+    assert not (tmp_path / "teacher").exists() and not (tmp_path / "kd2").exists()
+    assert main(["import-pykeen", str(folder), "--dataset", "nations", "--out", str(tmp_path / "teacher"),
+                 "--trust-pickle"]) == 0
     printed = capsys.readouterr().out
     assert "DistMult" in printed and "test" in printed
     assert main(["distill", "--method", "kd", "--teacher", str(tmp_path / "teacher"), "--out",
@@ -122,8 +140,13 @@ def test_distill_from_imported_teacher_cli(pykeen_dirs: dict[str, tuple[Path, An
     assert 0 < student.metrics["test"]["both"]["mrr"] <= 1
     # --teacher also takes the PyKEEN folder itself (imported into OUT/teacher-pykeen first)
     assert main(["distill", "--method", "kd", "--teacher", str(folder), "--dataset", "nations", "--out",
-                 str(tmp_path / "kd2"), "--dims", "4", "--epochs", "1", "--no-progress", "--threads", "1"]) == 0
+                 str(tmp_path / "kd2"), "--dims", "4", "--epochs", "1", "--no-progress", "--threads", "1",
+                 "--trust-pickle"]) == 0
     assert (tmp_path / "kd2" / "teacher-pykeen" / "model.json").exists()
+    # an existing import is reused (e.g. --resume) without unpickling anything again: no opt-in needed
+    from kgdistill.interop.teacher import teacher_folder
+
+    assert teacher_folder(str(folder), "nations", tmp_path / "kd2") == str(tmp_path / "kd2" / "teacher-pykeen")
     # its model card names the PyKEEN teacher
     from kgdistill.export_hf import export_hf
 
@@ -144,13 +167,14 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     conve.mkdir()
     torch.save(model, conve / "trained_model.pkl")
     training.to_path_binary(conve / "training_triples")
-    assert main(["import-pykeen", str(conve), "--dataset", "nations", "--out", str(tmp_path / "a")]) == 2
+    assert main(["import-pykeen", str(conve), "--dataset", "nations", "--out", str(tmp_path / "a"),
+                 "--trust-pickle"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "ConvE is not supported" in err
     assert "TransE, DistMult, ComplEx, RotatE" in err
     assert not (tmp_path / "a").exists()
     assert main(["distill", "--method", "kd", "--teacher", str(conve), "--dataset", "nations", "--out",
-                 str(tmp_path / "kd"), "--dims", "4"]) == 2  # refused before anything is trained or created
+                 str(tmp_path / "kd"), "--dims", "4", "--trust-pickle"]) == 2  # refused before anything is created
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "ConvE is not supported" in err and not (tmp_path / "kd").exists()
     (tmp_path / "plain").mkdir()
@@ -264,11 +288,13 @@ def test_more_bad_input(pykeen_dirs: dict[str, tuple[Path, Any]], tmp_path: Path
     # a PyKEEN --teacher without --dataset; a graph with other labels; an existing run folder
     one_line(["distill", "--method", "kd", "--teacher", str(folder), "--out", str(tmp_path / "kd"), "--dims", "4"],
              "--dataset")
-    one_line(["import-pykeen", str(folder), "--dataset", "kinship", "--out", str(tmp_path / "k")],
+    one_line(["import-pykeen", str(folder), "--dataset", "kinship", "--out", str(tmp_path / "k"), "--trust-pickle"],
              "not in the dataset 'kinship'")
     assert not (tmp_path / "k").exists()
-    assert main(["import-pykeen", str(folder), "--dataset", "nations", "--out", str(tmp_path / "run")]) == 0
-    one_line(["import-pykeen", str(folder), "--dataset", "nations", "--out", str(tmp_path / "run")], "already holds")
+    assert main(["import-pykeen", str(folder), "--dataset", "nations", "--out", str(tmp_path / "run"),
+                 "--trust-pickle"]) == 0
+    one_line(["import-pykeen", str(folder), "--dataset", "nations", "--out", str(tmp_path / "run"),
+              "--trust-pickle"], "already holds")
     one_line(["import-pykeen", str(tmp_path / "nowhere"), "--dataset", "nations", "--out", str(tmp_path / "x")],
              "no such folder")
     # TransE with power_norm (the p-th power of the norm) has no kgdistill counterpart
@@ -281,7 +307,7 @@ def test_more_bad_input(pykeen_dirs: dict[str, tuple[Path, Any]], tmp_path: Path
 def test_to_pykeen_from_an_artifact_leaves_the_rng_alone(pykeen_dirs: dict[str, tuple[Path, Any]],
                                                          tmp_path: Path) -> None:
     folder, _ = pykeen_dirs["RotatE"]
-    run = import_pykeen(folder, "nations", tmp_path / "run")
+    run = import_pykeen(folder, "nations", tmp_path / "run", trust_pickle=True)
     import kgdistill
 
     art = kgdistill.load(kgdistill.export(run, tmp_path / "rotate.safetensors"))
@@ -293,3 +319,43 @@ def test_to_pykeen_from_an_artifact_leaves_the_rng_alone(pykeen_dirs: dict[str, 
     test = run.dataset.splits["test"]  # type: ignore[union-attr]
     with torch.no_grad():
         assert float((back.predict_hrt(test).squeeze(1) - run.model.score_hrt(test)).abs().max()) <= TOL
+
+
+class _Payload:
+    """Unpickling it runs ``os.mkdir(marker)``: the stand-in for a malicious pickle."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        import os
+
+        return os.mkdir, (str(self.marker),)
+
+
+def test_pickles_are_loaded_only_when_trusted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A PyKEEN folder whose pickles run code when loaded: refused without the opt-in (Python and both CLI verbs),
+    before anything is unpickled or any output folder is created; with the opt-in its code does run."""
+    folder, marker = tmp_path / "evil", tmp_path / "pwned"
+    (folder / "training_triples").mkdir(parents=True)
+    torch.save(_Payload(marker), folder / "trained_model.pkl")
+    torch.save(_Payload(tmp_path / "pwned-triples"), folder / "training_triples" / "base.pth")
+    model_file = str(folder / "trained_model.pkl")
+    for call in (lambda: read_pykeen_folder(folder), lambda: from_pykeen(folder, "nations"),
+                 lambda: import_pykeen(folder, "nations", tmp_path / "out")):
+        with pytest.raises(UntrustedPickleError) as info:
+            call()
+        assert model_file in str(info.value) and "trust_pickle=True" in str(info.value)
+    for argv in (["import-pykeen", str(folder), "--dataset", "nations", "--out", str(tmp_path / "out")],
+                 ["distill", "--method", "kd", "--teacher", str(folder), "--dataset", "nations", "--out",
+                  str(tmp_path / "kd"), "--dims", "4"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and model_file in err and "arbitrary code" in err, err
+        assert "--trust-pickle" in err
+    assert not marker.exists() and not (tmp_path / "pwned-triples").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "kd").exists()
+    # the payload is live: trusting the folder unpickles it (then it is no PyKEEN model)
+    with pytest.raises(PyKEENError, match="NoneType is not supported"):
+        read_pykeen_folder(folder, trust_pickle=True)
+    assert marker.is_dir()

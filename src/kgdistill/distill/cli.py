@@ -108,6 +108,8 @@ def _add_file_flags(p: Any) -> None:
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", default=None, metavar="RUN_DIR", help="run folder of the trained teacher (required), "
                    "or a PyKEEN result folder (with --dataset; imported into OUT/teacher-pykeen first)")
+    p.add_argument("--trust-pickle", action="store_true", help="with a PyKEEN --teacher: load its pickles (required: "
+                   "unpickling a file from an untrusted source can run arbitrary code)")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: runs/distill-<method>-<time>); "
                    "a single-stage text method writes its run folder there")
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="cpu | cuda | cuda:N (default: cpu)")
@@ -281,7 +283,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
     if family != "text":
         from kgdistill.interop.teacher import teacher_folder
 
-        args.teacher = teacher_folder(args.teacher, args.dataset, out, resume=args.resume)
+        args.teacher = teacher_folder(args.teacher, args.dataset, out, resume=args.resume,
+                                      trust_pickle=args.trust_pickle)
     report = distill(method, args.teacher, out, device=args.device, progress=progress,
                      num_threads=args.threads, resume=args.resume, **options)
     if os.environ.get("RANK", "0") == "0":

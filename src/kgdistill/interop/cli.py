@@ -1,4 +1,4 @@
-"""``kgdistill import-pykeen DIR --dataset NAME --out RUN``: a PyKEEN result folder as a kgdistill run folder.
+"""``kgdistill import-pykeen DIR --dataset NAME --out RUN --trust-pickle``: a PyKEEN result folder as a run folder.
 
 Picked up by :func:`kgdistill.cli._plugin_parsers`; PyKEEN is imported only when the command runs.
 """
@@ -14,7 +14,7 @@ def cmd_import_pykeen(args: argparse.Namespace) -> int:
     from kgdistill.cli import print_metrics
     from kgdistill.interop.pykeen import import_pykeen
 
-    run = import_pykeen(args.pykeen_dir, args.dataset, args.out, data_dir=args.data_dir)
+    run = import_pykeen(args.pykeen_dir, args.dataset, args.out, data_dir=args.data_dir, trust_pickle=args.trust_pickle)
     meta = run.path / "meta.json"
     import json
 
@@ -35,4 +35,6 @@ def register(sub: Any, command: Callable[[str], Callable[[Callable[[argparse.Nam
                                                     "entities and relations are mapped by label")
     p.add_argument("--data-dir", default=None, help="folder holding named datasets (default: $KGDISTILL_DATA)")
     p.add_argument("--out", required=True, help="new run folder")
+    p.add_argument("--trust-pickle", action="store_true", help="load the folder's pickles (required: unpickling a "
+                   "file from an untrusted source can run arbitrary code)")
     command("import-pykeen")(cmd_import_pykeen)

@@ -4,8 +4,8 @@
   :class:`~kgdistill.models.embedding.EmbeddingModel` whose ids are those of a kgdistill dataset (mapped by label).
 * :func:`import_pykeen` — the same from a ``PipelineResult.save_to_directory(DIR)`` folder (``trained_model.pkl`` +
   ``training_triples/``) or a model object, written as an ordinary run folder (config, id maps, model, metrics)
-  that any distillation method takes as its teacher (``kgdistill import-pykeen DIR --dataset NAME --out RUN``;
-  ``kgdistill distill --teacher DIR`` also accepts such a folder directly).
+  that any distillation method takes as its teacher (``kgdistill import-pykeen DIR --dataset NAME --out RUN
+  --trust-pickle``; ``kgdistill distill --teacher DIR --trust-pickle`` also accepts such a folder directly).
 * :func:`to_pykeen` — a kgdistill run (its embedding model) → a PyKEEN model object with the same scores, and the
   PyKEEN ``TriplesFactory`` holding kgdistill's id maps.
 
@@ -34,8 +34,13 @@ Rows are moved by label. Entities or relations of the dataset that PyKEEN never 
 triples) get zero rows (their count is recorded); a PyKEEN label that the dataset lacks is an error (a different
 graph).
 
-Loading ``trained_model.pkl`` unpickles it (``torch.load(weights_only=False)``, as PyKEEN itself does): only import
-folders you trust.
+Reading a folder unpickles ``trained_model.pkl`` (the whole model object) and ``training_triples/base.pth``
+(``torch.load(weights_only=False)``, as PyKEEN itself does; a restricted unpickler cannot read them): a folder from
+an untrusted source can run arbitrary code. So every function that reads a folder refuses it with
+:class:`UntrustedPickleError` (before anything is unpickled or written) unless called with ``trust_pickle=True``
+(CLI: ``--trust-pickle``). A model object given in Python (already unpickled by the caller) needs no opt-in.
+PyKEEN's weights-only checkpoints (``pykeen.checkpoints.save_model``) hold neither the model's class and
+hyperparameters nor its labels, so they are no substitute for a result folder.
 """
 
 from __future__ import annotations
@@ -67,6 +72,10 @@ class PyKEENError(KGDistillError):
     """A PyKEEN folder or model that cannot be converted (one line naming what is wrong)."""
 
 
+class UntrustedPickleError(PyKEENError):
+    """A PyKEEN result folder read without ``trust_pickle=True`` / ``--trust-pickle``: its files are pickles."""
+
+
 def _require_pykeen() -> Any:
     try:
         import pykeen
@@ -96,9 +105,11 @@ def is_pykeen_folder(path: PathLike) -> bool:
     return Path(path).is_dir() and (Path(path) / MODEL_FILE).is_file()
 
 
-def read_pykeen_folder(path: PathLike) -> PyKEENSource:
+def read_pykeen_folder(path: PathLike, *, trust_pickle: bool = False) -> PyKEENSource:
     """Read a ``save_to_directory`` folder: the model (unpickled, on the CPU) and the training triples factory's
-    label ↔ id maps. Anything else is one :class:`PyKEENError` line."""
+    label ↔ id maps. Unpickling runs whatever code the files name, so without ``trust_pickle=True`` the folder is
+    refused (:class:`UntrustedPickleError`) before anything is loaded. Anything else is one :class:`PyKEENError`
+    line."""
     path = Path(path)
     if not path.is_dir():
         raise PyKEENError(f"{path}: no such folder (expected a PyKEEN result folder written by "
@@ -106,6 +117,10 @@ def read_pykeen_folder(path: PathLike) -> PyKEENSource:
     if not (path / MODEL_FILE).is_file():
         raise PyKEENError(f"{path}: not a PyKEEN result folder (no {MODEL_FILE}; expected the folder written by "
                           f"PipelineResult.save_to_directory)")
+    if not trust_pickle:
+        raise UntrustedPickleError(f"{path / MODEL_FILE}: not unpickled (it and {TRIPLES_FOLDER}/ are pickles, and "
+                                   f"loading a pickle can run arbitrary code); if you trust where this PyKEEN folder "
+                                   f"comes from, pass --trust-pickle (Python: trust_pickle=True)")
     _require_pykeen()
     from pykeen.triples import TriplesFactory
 
@@ -274,11 +289,12 @@ def convert(source: PyKEENSource, dataset: KGDataset) -> Converted:
 
 def from_pykeen(model: Any, dataset: PathLike | KGDataset, *, triples_factory: Any = None,
                 entity_to_id: dict[str, int] | None = None, relation_to_id: dict[str, int] | None = None,
-                data_dir: PathLike | None = None) -> Any:
+                data_dir: PathLike | None = None, trust_pickle: bool = False) -> Any:
     """A PyKEEN model object (or a ``save_to_directory`` folder) → a kgdistill ``EmbeddingModel`` over ``dataset``'s
-    ids. For a model object give the triples factory it was trained on (or its two label ↔ id maps)."""
+    ids. For a model object give the triples factory it was trained on (or its two label ↔ id maps). A folder is
+    unpickled, so it is read only with ``trust_pickle=True`` (see :func:`read_pykeen_folder`)."""
     ds = _dataset(dataset, data_dir)
-    source = read_pykeen_folder(model) if isinstance(model, (str, os.PathLike)) else \
+    source = read_pykeen_folder(model, trust_pickle=trust_pickle) if isinstance(model, (str, os.PathLike)) else \
         _source_of(model, triples_factory, entity_to_id, relation_to_id)
     return convert(source, ds).model
 
@@ -306,12 +322,14 @@ def _dataset_name(dataset: PathLike | KGDataset, ds: KGDataset) -> str:
 
 def import_pykeen(source: Any, dataset: PathLike | KGDataset, out: PathLike, *, triples_factory: Any = None,
                   data_dir: PathLike | None = None, eval_splits: tuple[str, ...] = ("valid", "test"),
-                  eval_batch_size: int = 256) -> Any:
+                  eval_batch_size: int = 256, trust_pickle: bool = False) -> Any:
     """Write a PyKEEN model (a ``save_to_directory`` folder, or a model object with its ``triples_factory``) as a
     kgdistill run folder ``out`` over ``dataset``'s ids: ``config.yaml``, ``entities.tsv`` / ``relations.tsv``,
     the model, ``metrics.json`` (kgdistill's filtered evaluation of ``eval_splits``) and ``meta.json`` (the PyKEEN
     source, its results and the conversion). Returns the loaded :class:`~kgdistill.runs.Run`, ready to be a teacher
-    of any distillation method. ``out`` must be new or empty (never a run with results)."""
+    of any distillation method. ``out`` must be new or empty (never a run with results). A folder is unpickled, so it
+    is read only with ``trust_pickle=True`` (refused otherwise before ``out`` is created; a model object needs no
+    opt-in)."""
     import kgdistill
     from kgdistill.atomicio import atomic_write_json
     from kgdistill.config import DataConfig, EvaluationConfig, ModelConfig, RunConfig, TrainingConfig, save_yaml
@@ -324,7 +342,7 @@ def import_pykeen(source: Any, dataset: PathLike | KGDataset, out: PathLike, *, 
     check_output_folder(out)
     check_no_finished_run(out)
     if isinstance(source, (str, os.PathLike)):
-        src = read_pykeen_folder(source)
+        src = read_pykeen_folder(source, trust_pickle=trust_pickle)
     else:
         src = _source_of(source, triples_factory, None, None)
     ds = _dataset(dataset, data_dir)
@@ -457,6 +475,7 @@ __all__ = [
     "SUPPORTED",
     "PyKEENError",
     "PyKEENSource",
+    "UntrustedPickleError",
     "convert",
     "from_pykeen",
     "import_pykeen",

@@ -9,9 +9,11 @@ from kgdistill.errors import ConfigError
 IMPORTED = "teacher-pykeen"
 
 
-def teacher_folder(teacher: str, dataset: str | None, out: str | Path, resume: bool = False) -> str:
+def teacher_folder(teacher: str, dataset: str | None, out: str | Path, resume: bool = False,
+                   trust_pickle: bool = False) -> str:
     """``teacher`` itself for a kgdistill run folder; for a PyKEEN result folder the run folder it is imported into
-    (``OUT/teacher-pykeen``, reused when it already holds the import, e.g. with ``--resume``)."""
+    (``OUT/teacher-pykeen``, reused when it already holds the import, e.g. with ``--resume``). Importing unpickles
+    the PyKEEN folder, so it needs ``trust_pickle`` (``--trust-pickle``); reusing an import does not."""
     from kgdistill.interop.pykeen import is_pykeen_folder
 
     if not is_pykeen_folder(teacher):
@@ -26,5 +28,5 @@ def teacher_folder(teacher: str, dataset: str | None, out: str | Path, resume: b
         return str(target)
     from kgdistill.interop.pykeen import import_pykeen
 
-    import_pykeen(teacher, dataset, target)
+    import_pykeen(teacher, dataset, target, trust_pickle=trust_pickle)
     return str(target)
