@@ -1,14 +1,15 @@
 """Entity-encoding throughput of a text bi-encoder on CPU: fp32 vs bf16 autocast vs int8 dynamic quantisation.
 
-Encodes the same entities (``[CLS] name: description [SEP]``, ``--max-length`` tokens) with each ``encode_dtype`` of
-:class:`~kgdistill.text.biencoder.BiEncoder` (what evaluation, the entity cache and serving use), ``--rounds`` times,
-and reports the median entities/s, the speed-up over fp32 and the min / mean cosine of each embedding to its fp32
-embedding. ``--step-rounds N`` also times N training steps (forward + backward + AdamW, batch ``--step-batch``)
-in fp32 and under bf16 autocast (``training.train_dtype``). ``--run RUN_DIR`` evaluates a trained text run on
-``--split`` with each ``encode_dtype`` (entities and queries re-encoded): the MRR change against fp32.
+Encodes the same entities (``[CLS] name: description [SEP]``, ``--max-length`` tokens; a random sample of the graph's
+entities) with each ``encode_dtype`` of :class:`~kgdistill.text.biencoder.BiEncoder` (what evaluation, the entity cache
+and serving use), ``--rounds`` times, and reports the median entities/s, the speed-up over the first row
+(``fp32-unsorted``: fp32 batches in id order, the encoding before length-sorted batching) and the min / mean cosine of
+each embedding to that row's. ``--step-rounds N`` also times N training steps (forward + backward + AdamW, batch
+``--step-batch``) in fp32 and under bf16 autocast (``training.train_dtype``). ``--run RUN_DIR`` evaluates a trained
+text run on ``--split`` with each ``encode_dtype`` (entities and queries re-encoded): the MRR change against fp32.
 Writes ``--out`` (JSON) when given.
 
-    python benchmarks/text_encode_speed.py --dataset wn18rr --entities 256 --rounds 3 --threads 1
+    python benchmarks/text_encode_speed.py --dataset wn18rr --entities 1024 --rounds 3 --threads 1
     python benchmarks/text_encode_speed.py --plm tiny:layers=2,hidden=32 --dataset umls --entities 64   # smoke
     python benchmarks/text_encode_speed.py --run runs/bench-text-umls-b/teacher --entities 0   # MRR change only
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import random
 import statistics
 import sys
 import time
@@ -36,7 +38,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-length", type=int, default=48)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--dtypes", default="fp32,bf16,int8")
+    p.add_argument("--dtypes", default="fp32-unsorted,fp32,bf16,int8",
+                   help="encode_dtype of each row; the suffix -unsorted batches entities in their id order (as before "
+                        "length-sorted batching); the first row is the baseline of the speed-ups and cosines")
+    p.add_argument("--sample-seed", type=int, default=0,
+                   help="the entities timed: a random sample of the graph's entities drawn with this seed")
     p.add_argument("--step-rounds", type=int, default=0, help="also time N training steps per dtype (fp32, bf16)")
     p.add_argument("--step-batch", type=int, default=32)
     p.add_argument("--run", default=None, help="a trained text run folder: its MRR with each encode_dtype")
@@ -74,15 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     from kgdistill.text.textdata import entity_base_texts, relation_texts_of
 
     dtypes = [d for d in a.dtypes.split(",") if d]
-    mrr_rows = evaluate_run(a.run, a.split, dtypes, a.batch_size) if a.run else []
+    mrr_rows = evaluate_run(a.run, a.split, [d for d in dtypes if not d.endswith("-unsorted")], a.batch_size) \
+        if a.run else []
     ds = load_dataset(a.dataset, data_dir=a.data_dir)
     names, texts = entity_base_texts(ds)
     n = min(a.entities, len(texts))
-    model = BiEncoder.from_plm(a.plm, names[:max(n, 1)], texts[:max(n, 1)], relation_texts_of(ds),
+    sample = random.Random(a.sample_seed).sample(range(len(texts)), max(n, 1))  # lengths as in the whole graph
+    model = BiEncoder.from_plm(a.plm, [names[i] for i in sample], [texts[i] for i in sample], relation_texts_of(ds),
                                max_length=a.max_length, encode_batch_size=a.batch_size).eval()
     ids = list(range(n))
     rows, reference = [], None
-    for dtype in dtypes if n else []:
+    for variant in dtypes if n else []:
+        dtype, sort = variant.removesuffix("-unsorted"), not variant.endswith("-unsorted")
         model.set_encode_dtype(dtype)
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -92,13 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(a.rounds):
             t0 = time.perf_counter()
             with torch.inference_mode():
-                emb = model.encode_entities(ids)
+                emb = model.encode_entities(ids, sort_by_length=sort)
             speeds.append(n / (time.perf_counter() - t0))
         assert emb is not None
         if reference is None:
             reference = emb
         cos = (emb * reference).sum(-1)
-        rows.append({"encode_dtype": dtype, "entities_per_s": round(statistics.median(speeds), 1),
+        rows.append({"encode_dtype": variant, "entities_per_s": round(statistics.median(speeds), 1),
                      "rounds": [round(s, 1) for s in speeds], "warmup_seconds": round(warm, 2),
                      "min_cosine_to_fp32": round(float(cos.min()), 6),
                      "mean_cosine_to_fp32": round(float(cos.mean()), 6)})

@@ -259,8 +259,9 @@ def test_text_encode_speed_script(teacher_run, umls_small: Path, tmp_path: Path)
     assert bench.main(["--dataset", str(umls_small), "--plm", TINY, "--entities", "16", "--rounds", "1",
                        "--max-length", "16", "--run", str(teacher_run.path), "--out", str(out)]) == 0
     res = json.loads(out.read_text())
-    assert [r["encode_dtype"] for r in res["encode"]] == ["fp32", "bf16", "int8"]
-    assert res["encode"][1]["min_cosine_to_fp32"] >= 0.999 and res["encode"][0]["speedup"] == 1.0
+    assert [r["encode_dtype"] for r in res["encode"]] == ["fp32-unsorted", "fp32", "bf16", "int8"]
+    assert res["encode"][1]["min_cosine_to_fp32"] >= 0.99999  # length-sorted batches: the same embeddings
+    assert res["encode"][2]["min_cosine_to_fp32"] >= 0.999 and res["encode"][0]["speedup"] == 1.0
     assert [r["encode_dtype"] for r in res["mrr"]] == ["fp32", "bf16", "int8"]
     assert res["mrr"][0]["mrr"] == pytest.approx(teacher_run.metrics["test"]["both"]["mrr"], abs=1e-4)
     assert abs(res["mrr"][1]["mrr_change"]) < 0.02
@@ -319,7 +320,7 @@ def test_bad_input_is_one_clear_error_before_training(teacher_run, umls_small: P
     from kgdistill.text.biencoder import BiEncoder
     from kgdistill.distill.text_pmd import plan_grades
     from kgdistill.text.students import make_student
-    from kgdistill.text.textdata import entity_base_texts, relation_texts_of
+    from kgdistill.text.textdata import entity_base_texts
 
     teacher = str(teacher_run.path)
     # a student of a teacher of another PLM
@@ -368,3 +369,32 @@ def test_bad_input_is_one_clear_error_before_training(teacher_run, umls_small: P
     err = capsys.readouterr().err.strip()
     assert code == 2 and "no entity text" in err and "\n" not in err
     assert nothing_written(tmp_path / "bare-run")
+
+
+def test_length_sorted_encoding_keeps_input_order_and_values(teacher_run) -> None:  # type: ignore[no-untyped-def]
+    from kgdistill.text.textdata import Tokenized, tokenize
+
+    model = teacher_run.model.eval()
+    texts = ["a", "a b c d e f g h", "a b", "a b c d", "a b"]
+    tokens = Tokenized(model.tokenizer, texts, None, 48)
+    assert tokens.by_length() == [0, 2, 4, 3, 1]  # by token length; ties keep their order
+    for rows in ([0, 1, 2, 3, 4], [1, 3]):  # a batch padded as tokenize() pads the same texts
+        expected = tokenize(model.tokenizer, [texts[i] for i in rows], None, 48)
+        got = tokens.batch(rows)
+        assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
+    pairs = Tokenized(model.tokenizer, texts, texts[::-1], 6)
+    expected = tokenize(model.tokenizer, texts, texts[::-1], 6)
+    assert all(torch.equal(pairs.batch(range(5))[k], expected[k]) for k in expected)
+    captured: list[int] = []
+    hook = model.tail_encoder.register_forward_pre_hook(
+        lambda mod, args, kwargs: captured.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    ids = list(range(model.num_entities))[::-1]  # any order of ids comes back in that order
+    plain = model.encode_entities(ids, batch_size=4, sort_by_length=False)
+    padded_plain = sum(captured)
+    captured.clear()
+    sorted_ = model.encode_entities(ids, batch_size=4)
+    hook.remove()
+    assert torch.allclose(sorted_, plain, atol=1e-5)
+    assert sum(captured) < padded_plain  # fewer padded positions when similar lengths share a batch
+    h, r = torch.tensor([3, 0, 5, 1]), torch.tensor([0, 1, 2, 0])
+    assert torch.allclose(model.encode_queries(h, r), model.encode_queries(h, r, sort_by_length=False), atol=1e-5)

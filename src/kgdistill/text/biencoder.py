@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from kgdistill.errors import ConfigError
 from kgdistill.models.base import KGCModel, model_classes
 from kgdistill.text import plm as plm_mod
-from kgdistill.text.textdata import EntityTexts, relation_text, tokenize
+from kgdistill.text.textdata import EntityTexts, Tokenized, relation_text
 
 
 @dataclass
@@ -258,24 +258,40 @@ class BiEncoder(KGCModel):
         self.entity_cache = torch.zeros(0, self.hidden_size, device=self.entity_cache.device)
 
     @torch.no_grad()
-    def encode_entities(self, ids: list[int] | None = None, batch_size: int | None = None) -> Tensor:
-        """L2-normalised entity embeddings ``[n, d]`` (all entities by default), encoded in batches, eval mode."""
+    def encode_entities(self, ids: list[int] | None = None, batch_size: int | None = None,
+                        sort_by_length: bool = True) -> Tensor:
+        """L2-normalised entity embeddings ``[n, d]`` (all entities by default), encoded in batches, eval mode.
+
+        ``sort_by_length`` batches texts of similar token length together (the rows come back in ``ids`` order): a
+        batch is padded to its longest text, so on WN18RR's descriptions this halves the padded positions; the
+        embeddings are those of unsorted batching up to float rounding."""
         ids = list(range(self.num_entities)) if ids is None else ids
-        bs = batch_size or self.encode_batch_size
         was = self.training
         super().train(False)
         try:
-            out = []
-            encoder = self.inference_encoder("tail")
-            for i in range(0, len(ids), bs):
-                inputs = tokenize(self.tokenizer, self.entity_texts.texts(ids[i:i + bs]), None, self.max_length,
-                                  self.device)
-                with self.inference_precision():
-                    pooled = self.encode("tail", inputs, encoder=encoder).pooled
-                out.append(F.normalize(pooled.float(), dim=-1))
-            return torch.cat(out) if out else torch.zeros(0, self.hidden_size, device=self.device)
+            return self._encode_texts("tail", self.entity_texts.texts(ids), None, batch_size or self.encode_batch_size,
+                                      sort_by_length)
         finally:
             super().train(was)
+
+    def _encode_texts(self, which: str, first: list[str], second: list[str] | None, batch_size: int,
+                      sort_by_length: bool) -> Tensor:
+        """Encode ``first`` (paired with ``second`` when given) with the ``which`` encoder at inference precision:
+        L2-normalised fp32 ``[n, d]`` in input order."""
+        n = len(first)
+        out = torch.empty(n, self.hidden_size, device=self.device)
+        if n == 0:
+            return out
+        tokens = Tokenized(self.tokenizer, first, second, self.max_length)
+        order = tokens.by_length() if sort_by_length else list(range(n))
+        encoder = self.inference_encoder(which)
+        for i in range(0, n, batch_size):
+            rows = order[i:i + batch_size]
+            inputs = tokens.batch(rows, self.device)
+            with self.inference_precision():
+                pooled = self.encode(which, inputs, encoder=encoder).pooled
+            out[torch.tensor(rows, device=self.device)] = F.normalize(pooled.float(), dim=-1)
+        return out
 
     def entity_embeddings(self) -> Tensor:
         """The cached ``[E, d]`` entity embeddings, encoding all entities once when the cache is empty."""
@@ -288,20 +304,13 @@ class BiEncoder(KGCModel):
         self.invalidate_cache()
         return self.entity_embeddings()
 
-    def encode_queries(self, h: Tensor, r: Tensor) -> Tensor:
-        """``(h[n], r[n])`` → L2-normalised query embeddings ``[n, d]``; ``r ≥ R`` are inverse relations."""
-        hs, rs = h.tolist(), r.tolist()
-        out = []
+    def encode_queries(self, h: Tensor, r: Tensor, sort_by_length: bool = True) -> Tensor:
+        """``(h[n], r[n])`` → L2-normalised query embeddings ``[n, d]``; ``r ≥ R`` are inverse relations.
+        ``sort_by_length`` as in :meth:`encode_entities`."""
+        heads = self.entity_texts.texts(h.tolist())
+        rels = [relation_text(self.relation_texts, x) for x in r.tolist()]
         with torch.inference_mode(False), torch.no_grad():
-            encoder = self.inference_encoder("hr")
-            for i in range(0, len(hs), self.encode_batch_size):
-                heads = self.entity_texts.texts(hs[i:i + self.encode_batch_size])
-                rels = [relation_text(self.relation_texts, x) for x in rs[i:i + self.encode_batch_size]]
-                inputs = tokenize(self.tokenizer, heads, rels, self.max_length, self.device)
-                with self.inference_precision():
-                    pooled = self.encode("hr", inputs, encoder=encoder).pooled
-                out.append(F.normalize(pooled.float(), dim=-1))
-        return torch.cat(out) if out else torch.zeros(0, self.hidden_size, device=self.device)
+            return self._encode_texts("hr", heads, rels, self.encode_batch_size, sort_by_length)
 
     # ---- KGCModel scoring --------------------------------------------------------------------------------------
     def score_t(self, h: Tensor, r: Tensor, candidates: Tensor | None = None) -> Tensor:

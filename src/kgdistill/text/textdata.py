@@ -136,6 +136,39 @@ def tokenize(tokenizer, first: Sequence[str], second: Sequence[str] | None = Non
     return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
 
+class Tokenized:
+    """Texts (or text pairs) tokenised once, unpadded and truncated to ``max_length`` tokens (longest first), to be
+    cut into padded batches in any order: :meth:`by_length` orders them so that a batch pads to similar lengths."""
+
+    def __init__(self, tokenizer, first: Sequence[str], second: Sequence[str] | None = None,
+                 max_length: int = 50) -> None:
+        first = [_cut(x, max_length) for x in first]
+        second = [_cut(x, max_length) for x in second] if second is not None else None
+        enc = tokenizer(list(first), list(second) if second is not None else None, truncation=True,
+                        max_length=max_length, padding=False)
+        self.fields = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+        self.pad_id = tokenizer.pad_token_id or 0
+
+    def __len__(self) -> int:
+        return len(self.fields["input_ids"])
+
+    def by_length(self) -> list[int]:
+        """Indices by increasing token length (stable: ties keep their order)."""
+        ids = self.fields["input_ids"]
+        return sorted(range(len(ids)), key=lambda i: len(ids[i]))
+
+    def batch(self, rows: Sequence[int], device: str | torch.device = "cpu") -> dict[str, Tensor]:
+        """The ``rows`` right-padded to their longest: each field ``LongTensor[len(rows), L]`` on ``device``, as
+        :func:`tokenize` returns them."""
+        width = max(len(self.fields["input_ids"][i]) for i in rows)
+        out = {}
+        for key, values in self.fields.items():
+            pad = self.pad_id if key == "input_ids" else 0
+            out[key] = torch.tensor([values[i] + [pad] * (width - len(values[i])) for i in rows], dtype=torch.long,
+                                    device=device)
+        return out
+
+
 def _cut(text: str, words: int) -> str:
     parts = text.split(maxsplit=words)
     return " ".join(parts[:words]) if len(parts) > words else text
