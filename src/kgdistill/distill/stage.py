@@ -2,8 +2,9 @@
 
 Every stage writes ``config.yaml`` (a complete :class:`~kgdistill.config.RunConfig` of the student, so that
 ``kgdistill evaluate`` / ``predict`` and :func:`kgdistill.runs.load_run` work on it), ``distill.yaml`` (the method's
-frozen config, the stage and the teacher), ``meta.json``, ``entities.tsv``, ``relations.tsv``, ``trace.jsonl``,
-``checkpoints/last.pt``, ``model.safetensors`` + ``model.json`` and ``metrics.json``.
+frozen config, the stage and the teacher: as given, and its absolute ``teacher_path``), ``meta.json``,
+``entities.tsv``, ``relations.tsv``, ``trace.jsonl``, ``checkpoints/last.pt``, ``model.safetensors`` +
+``model.json`` and ``metrics.json``.
 
 Under ``torch.distributed`` (a multi-process :class:`~kgdistill.distributed.DistContext`) a stage trains
 data-parallel like :func:`kgdistill.runs.train`: the trainer wraps the stage's trainable module (the student, plus
@@ -258,7 +259,9 @@ def run_stage(name: str, *, run_dir: Path, model: KGCModel, student: KGCModel, d
         run_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(config, run_dir / "config.yaml")
         atomic_write_text(run_dir / "distill.yaml", yaml.safe_dump(
-            {"method": method, "stage": name, "teacher": teacher_dir, "config": _jsonable(method_config)},
+            {"method": method, "stage": name, "teacher": teacher_dir,
+             "teacher_path": str(Path(teacher_dir).resolve()) if teacher_dir else None,
+             "config": _jsonable(method_config)},
             sort_keys=False))
         write_id_maps(dataset, run_dir)
     meta_path = run_dir / "meta.json"
