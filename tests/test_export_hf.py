@@ -190,6 +190,28 @@ def test_text_model_folder(tmp_path: Path) -> None:
     assert "biencoder" in (tmp_path / "hf" / "README.md").read_text()
 
 
+def test_lineage_finds_a_relative_teacher_from_another_directory(runs_dir: dict[str, Path], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder that records only a relative ``teacher`` (as given on the command line, before ``teacher_path`` was
+    recorded) finds it next to or above the student, whatever the current directory."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(runs_dir["teacher"], tmp_path / "project" / "teacher")
+    student = tmp_path / "project" / "students" / "kd-4"
+    shutil.copytree(runs_dir["student"], student)
+    step = yaml.safe_load((student / "distill.yaml").read_text())
+    step.pop("teacher_path", None)
+    step["teacher"] = "teacher"
+    (student / "distill.yaml").write_text(yaml.safe_dump(step))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    chain = lineage(student)
+    assert [e["method"] for e in chain] == ["train", "kd"]
+    assert chain[0]["run"] == str((tmp_path / "project" / "teacher").resolve())
+
+
 def test_teacher_gone_and_dataset_gone(runs_dir: dict[str, Path], tmp_path: Path) -> None:
     """A student whose teacher folder was removed and whose dataset cannot be found still exports: the lineage says
     the teacher is not found, the known triples are left out with a note, predictions are the run's."""
@@ -200,7 +222,7 @@ def test_teacher_gone_and_dataset_gone(runs_dir: dict[str, Path], tmp_path: Path
     student = tmp_path / "student"
     shutil.copytree(runs_dir["student"], student)
     step = yaml.safe_load((student / "distill.yaml").read_text())
-    step["teacher"] = str(tmp_path / "gone")
+    step["teacher"] = step["teacher_path"] = str(tmp_path / "gone")
     (student / "distill.yaml").write_text(yaml.safe_dump(step))
     config = yaml.safe_load((student / "config.yaml").read_text())
     config["data"]["dataset"] = str(tmp_path / "no-such-dataset")

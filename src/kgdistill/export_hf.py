@@ -164,10 +164,11 @@ def lineage(run_dir: Path, max_depth: int = 8) -> list[dict[str, Any]]:
             if isinstance(d, dict):
                 entry.update(method=d.get("method", entry.get("method")), stage=d.get("stage"),
                              distill_options={k: v for k, v in (d.get("config") or {}).items() if v not in (None, [])})
-                if d.get("teacher"):
-                    parent = Path(str(d["teacher"]))
-                    if not parent.is_absolute():
-                        parent = (current / parent) if (current / parent).exists() else parent
+                if d.get("teacher") or d.get("teacher_path"):
+                    from kgdistill.report.lineage import resolve_teacher
+
+                    # the recorded absolute teacher_path, or a relative teacher found next to / above the run
+                    parent = resolve_teacher(current, d) or Path(str(d.get("teacher_path") or d["teacher"]))
                     entry["teacher"] = str(parent)
         chain.append(entry)
         current = parent if parent is not None and parent.exists() else None
@@ -280,7 +281,7 @@ def model_card(cfg: dict[str, Any], sizes: dict[str, int], folder_name: str) -> 
     lines += ["## How to load", "", "```python", "import torch", "import kgdistill", "",
               f'art = kgdistill.load("{folder_name}")   # an Artifact: model, id maps, known triples',
               f'art.predict("{relation}", head="{entity}", k=10{hide})   # top-10 tails, by label or name',
-              "scores = art.model.score_t(torch.tensor([0]), torch.tensor([0]))  # tails of (entity id 0, relation id 0)",
+              "scores = art.model.score_t(torch.tensor([0]), torch.tensor([0]))  # tails of entity 0, relation 0",
               "```", "", (f"or on the command line: `kgdistill load {folder_name} --head {entity} --relation "
                           f"{relation} -k 10` (and `kgdistill serve {folder_name}` for an HTTP API). Needs only "
                           f"`pip install kgdistill`, not the training data."), ""]
