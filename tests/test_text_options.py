@@ -398,3 +398,16 @@ def test_length_sorted_encoding_keeps_input_order_and_values(teacher_run) -> Non
     assert sum(captured) < padded_plain  # fewer padded positions when similar lengths share a batch
     h, r = torch.tensor([3, 0, 5, 1]), torch.tensor([0, 1, 2, 0])
     assert torch.allclose(model.encode_queries(h, r), model.encode_queries(h, r, sort_by_length=False), atol=1e-5)
+
+
+def test_text_full_eval_script(teacher_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("full_eval", ROOT / "benchmarks" / "text_full_eval.py")
+    bench = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    out = tmp_path / "full.json"
+    assert bench.main([str(teacher_run.path), "--dtypes", "fp32,bf16", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["encode_dtype"], r["entities_cached"]) for r in rows] == [
+        ("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
+    assert rows[0]["mrr"] == pytest.approx(teacher_run.metrics["test"]["both"]["mrr"], abs=1e-4)
+    assert rows[1]["mrr"] == rows[0]["mrr"] and abs(rows[2]["mrr"] - rows[0]["mrr"]) < 0.02
