@@ -424,7 +424,7 @@ def test_two_process_text_training_writes_one_run_folder(tmp_path: Path) -> None
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("run folder:") == 1  # only rank 0 prints
-    for name in ("config.yaml", "text_config.yaml", "entities.tsv", "trace.jsonl", "checkpoints/last.pt",
+    for name in ("config.yaml", "entities.tsv", "trace.jsonl", "checkpoints/last.pt",
                  "model.safetensors", "metrics.json", "meta.json"):
         assert (out / name).exists(), name
     assert json.loads((out / "meta.json").read_text())["processes"] == 2

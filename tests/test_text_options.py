@@ -293,7 +293,7 @@ def test_text_pmd_controls_wiring(teacher_run, umls_small: Path, tmp_path: Path)
     assert rows["PMD2"]["teacher"] == pmd3  # the chain: each grade from the one before
 
     def distill(name: str) -> dict:  # type: ignore[type-arg]
-        return load_yaml(Path(rows[name]["run"]) / "text_config.yaml", TextRunConfig).distill  # type: ignore
+        return load_yaml(Path(rows[name]["run"]) / "config.yaml", TextRunConfig).distill  # type: ignore
 
     for name, (alpha, beta) in {"PMD2": (0.1, 0.1), "chainNoKD3": (0.0, 0.0), "chainNoKD2": (0.0, 0.0),
                                 "PMD2-b0": (0.1, 0.0), "PMD3-a0": (0.0, 0.1)}.items():

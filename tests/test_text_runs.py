@@ -73,7 +73,7 @@ def test_run_folder_load_predict_evaluate(teacher_run, capsys) -> None:  # type:
     from kgdistill.runs import load_run
 
     path = teacher_run.path
-    for name in ("config.yaml", "text_config.yaml", "entities.tsv", "relations.tsv", "trace.jsonl",
+    for name in ("config.yaml", "entities.tsv", "relations.tsv", "trace.jsonl",
                  "checkpoints/last.pt", "model.safetensors", "model.json", "metrics.json", "meta.json"):
         assert (path / name).exists(), name
     run = load_run(path)
@@ -189,7 +189,7 @@ def test_teacher_of_another_graph_of_the_same_size_is_refused(teacher_run, umls_
 
 
 def test_cli_text_train_reads_a_text_config_file(teacher_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """``text-train --config RUN/text_config.yaml`` repeats a run (flags still override): the YAML is read as a text
+    """``text-train --config RUN/config.yaml`` repeats a run (flags still override): the YAML is read as a text
     config, not as a KGE one."""
     from kgdistill import cli
     from kgdistill.text.cli import register
@@ -198,11 +198,11 @@ def test_cli_text_train_reads_a_text_config_file(teacher_run, tmp_path: Path) ->
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command")
     register(sub, cli.command)
-    args = parser.parse_args(["text-train", "--config", str(teacher_run.path / "text_config.yaml"),
+    args = parser.parse_args(["text-train", "--config", str(teacher_run.path / "config.yaml"),
                               "--steps-per-epoch", "1", "--out", str(tmp_path / "again")])
     assert cli.COMMANDS["text-train"](args) == 0
-    first, again = load_text_config(teacher_run.path / "text_config.yaml"), \
-        load_text_config(tmp_path / "again" / "text_config.yaml")
+    first, again = load_text_config(teacher_run.path / "config.yaml"), \
+        load_text_config(tmp_path / "again" / "config.yaml")
     assert again.model == first.model and again.data == first.data
     assert again.training == replace(first.training, steps_per_epoch=1)
 
@@ -331,11 +331,11 @@ def test_cli_distill_runs_every_text_method(teacher_run, tmp_path: Path, capsys,
         # distill reads such a text run config too (--config; --set and the flags override it)
         from_file = tmp_path / "from-file"
         assert cli.main(["distill", "--method", "pkd", "--teacher", str(teacher_run.path), "--config",
-                         str(alias / "text_config.yaml"), "--set", "training.epochs=1", "--out", str(from_file)]) == 0
+                         str(alias / "config.yaml"), "--set", "training.epochs=1", "--out", str(from_file)]) == 0
         assert [runs.load_run(from_file).metrics["test"][side] for side in ("both", "head", "tail")] == \
             [student.metrics["test"][side] for side in ("both", "head", "tail")]
         assert cli.main(["distill", "--method", "kd", "--teacher", str(teacher_run.path), "--config",
-                         str(alias / "text_config.yaml"), "--out", str(tmp_path / "kd")]) == 2
+                         str(alias / "config.yaml"), "--out", str(tmp_path / "kd")]) == 2
 
 
 def test_distill_api_runs_pmd_on_a_text_teacher(teacher_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -352,7 +352,7 @@ def test_distill_api_runs_pmd_on_a_text_teacher(teacher_run, tmp_path: Path) -> 
     run = report.results[0]
     assert run.model.num_layers == 2 and run.metrics["method"] == "pmd"
     assert "MRR" in report.table() and (tmp_path / "pmd" / "summary.json").exists()
-    text_config = (tmp_path / "pmd" / "text_config.yaml").read_text()
+    text_config = (tmp_path / "pmd" / "config.yaml").read_text()
     assert "mask_rate: 0.1" in text_config and "method: pmd" in text_config
     with pytest.raises(ConfigError, match="distils embedding models.*is a text run.*pmd"):
         kgdistill.distill("kd", teacher_run.path, tmp_path / "kd", dims=[4])

@@ -199,10 +199,10 @@ def train(dataset: PathLike | KGDataset, out: PathLike | None = None, *, model: 
         with tracking(trackers, uri=tracker_uri):
             return train(dataset, out, model=model, dim=dim, config=config, device=device, progress=progress,
                          **options)
-    from kgdistill.config import RunConfig, load_yaml, with_overrides
+    from kgdistill.config import RunConfig, load_config, with_overrides
 
     if isinstance(config, (str, os.PathLike)):
-        config = load_yaml(config)
+        config = load_config(config)  # the class of the kind the file records (a text run's config.yaml: text)
     if config is not None and type(config).__name__ == "TextRunConfig":
         return _train_text(config, dataset, out, device, progress, options)
     base = config if config is not None else RunConfig()

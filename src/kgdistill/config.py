@@ -1,7 +1,18 @@
 """Frozen dataclass configurations, saved with every run (YAML), with dotted overrides and clear key errors.
 
-Each field's ``metadata["help"]`` is the documentation shown by the CLI. Field names are unique across the
-sections of :class:`RunConfig`, so every field is also a CLI flag ``--field-name``.
+Each field's ``metadata["help"]`` is the documentation shown by the CLI (``metadata["choices"]``: the values it
+accepts, checked by :func:`kgdistill.validate.validate_config`; ``metadata["item"]``: the type of a list's items).
+Field names are unique across the sections of :class:`RunConfig`, so every field is also a CLI flag
+``--field-name``.
+
+This module is the one coercion layer of every configuration (KGE runs, text runs, distillation methods): a value
+from YAML, a flag or a keyword argument becomes the field's type in :func:`coerce_field`, reached through
+:func:`from_dict` (nested mappings), :func:`from_options` (flat ``{field: value}``) and :func:`with_overrides`
+(dotted or flat keys over an existing config). Range and name checks follow in :mod:`kgdistill.validate`.
+
+A run configuration class names its model kind (``KIND``: ``kge`` or ``text``); :func:`save_yaml` records it as the
+top-level ``kind`` key of the file and :func:`load_yaml` / :func:`load_config` read it back (a file without it is
+a ``kge`` config, as written before kinds were recorded).
 """
 
 from __future__ import annotations
@@ -11,7 +22,7 @@ import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
@@ -83,6 +94,10 @@ class EvaluationConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
+    """A KGE (embedding model) run: the ``kge`` kind of :data:`CONFIG_KINDS`."""
+
+    KIND: ClassVar[str] = "kge"
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -170,11 +185,25 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     return value
 
 
+def coerce_field(key: str, value: Any, f: dataclasses.Field, tp: Any) -> Any:
+    """:func:`coerce` to the field's type ``tp``, then each item of a list to the field's ``metadata["item"]``
+    type (``dims: [8, "4"]`` → ``[8, 4]``)."""
+    value = coerce(key, value, tp)
+    item = f.metadata.get("item")
+    if item is not None and isinstance(value, list):
+        try:
+            value = [coerce(key, v, item) for v in value]
+        except ConfigError:
+            raise ConfigError(f"{key}: expected {getattr(item, '__name__', item)} items, got {value!r}") from None
+    return value
+
+
 def from_dict(cls: type[C], data: dict[str, Any] | None, where: str = "") -> C:
     """Build ``cls`` from nested dicts; unknown keys raise :class:`ConfigError` with the allowed keys."""
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls)]
+    by_name = {f.name: f for f in fields(cls)}
+    names = list(by_name)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         path = f"{where}{key}"
@@ -186,8 +215,47 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, where: str = "") -> C:
                 raise ConfigError(f"{path}: expected a mapping of {', '.join(f.name for f in fields(hints[key]))}")
             kwargs[key] = from_dict(hints[key], value, where=f"{path}.")
         else:
-            kwargs[key] = coerce(path, value, hints[key])
+            kwargs[key] = coerce_field(path, value, by_name[key], hints[key])
     return cls(**kwargs)
+
+
+def from_options(cls: type[C], options: dict[str, Any], owner: str = "") -> C:
+    """Build the flat config ``cls`` (no sections, e.g. a distillation method's) from ``{field: value}``: names may
+    use dashes, values are coerced by :func:`coerce_field`; an unknown name is refused naming ``owner``'s options."""
+    hints = typing.get_type_hints(cls)
+    by_name = {f.name: f for f in fields(cls)}
+    names = list(by_name)
+    kwargs: dict[str, Any] = {}
+    for key, value in options.items():
+        key = key.replace("-", "_")
+        if key not in by_name:
+            raise ConfigError(f"{owner + ': ' if owner else ''}unknown option {key!r}; options"
+                              f"{' of this method' if owner else ''}: {', '.join(names)}.{suggest(key, names)}")
+        kwargs[key] = coerce_field(key, value, by_name[key], hints[key])
+    return cls(**kwargs)
+
+
+#: model kind -> ``module:class`` of its run configuration (imported on first use)
+CONFIG_KINDS = {"kge": "kgdistill.config:RunConfig", "text": "kgdistill.text.config:TextRunConfig"}
+
+
+def config_class(kind: str) -> type:
+    """The run configuration class of the model kind ``kind`` (``kge`` or ``text``)."""
+    import importlib
+
+    if kind not in CONFIG_KINDS:
+        raise ConfigError(f"kind must be one of {', '.join(CONFIG_KINDS)}, got {kind!r}")
+    module, _, name = CONFIG_KINDS[kind].partition(":")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+def config_kind(config: Any) -> str:
+    """The model kind of a run configuration (instance or class): ``kge`` or ``text``."""
+    cls = config if isinstance(config, type) else type(config)
+    kind = getattr(cls, "KIND", None)
+    if kind not in CONFIG_KINDS:
+        raise ConfigError(f"{cls.__name__} is not a run configuration (no model kind)")
+    return str(kind)
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -216,8 +284,7 @@ def with_overrides(config: C, overrides: dict[str, Any]) -> C:
     return from_dict(type(config), nested)
 
 
-def load_yaml(path: str | Path, cls: type[C] = RunConfig) -> C:  # type: ignore[assignment]
-    path = Path(path)
+def _read_mapping(path: Path) -> dict[str, Any] | None:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -232,17 +299,59 @@ def load_yaml(path: str | Path, cls: type[C] = RunConfig) -> C:  # type: ignore[
         raise ConfigError(f"{path}{line}: not valid YAML ({getattr(err, 'problem', err)})") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _file_kind(path: Path, data: dict[str, Any] | None) -> str | None:
+    """The ``kind`` recorded in a config file (removed from ``data``), None when the file has none."""
+    if not data or "kind" not in data:
+        return None
+    kind = data.pop("kind")
+    if kind not in CONFIG_KINDS:
+        raise ConfigError(f"{path}: kind must be one of {', '.join(CONFIG_KINDS)}, got {kind!r}")
+    return str(kind)
+
+
+def load_yaml(path: str | Path, cls: type[C] = RunConfig) -> C:  # type: ignore[assignment]
+    """Read the YAML config file ``path`` as ``cls``; a ``kind`` recorded in the file must be ``cls``'s."""
+    path = Path(path)
+    data = _read_mapping(path)
+    kind, want = _file_kind(path, data), getattr(cls, "KIND", None)
+    if kind is not None and want is not None and kind != want:
+        raise ConfigError(f"{path}: the config of a {kind} run (kind: {kind}); this reads {want} run configs")
     try:
         return from_dict(cls, data)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
 
 
+def load_config(path: str | Path, kind: str | None = None) -> Any:
+    """Read a run config file as the class of the model kind it records (``kind: text`` → a text run config; a
+    file without ``kind`` is a ``kge`` one). With ``kind`` given, a file of another kind is refused."""
+    path = Path(path)
+    data = _read_mapping(path)
+    found = _file_kind(path, data) or "kge"
+    if kind is not None and found != kind:
+        raise ConfigError(f"{path}: the config of a {found} run (kind: {found}); expected a {kind} run config")
+    try:
+        return from_dict(config_class(found), data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def dump_yaml(config: Any) -> str:
+    """The YAML text of ``config``: its fields, after the ``kind`` line of a run configuration."""
+    kind = getattr(type(config), "KIND", None)
+    return yaml.safe_dump({**({"kind": kind} if kind else {}), **to_dict(config)}, sort_keys=False)
+
+
 def save_yaml(config: Any, path: str | Path) -> None:
+    """Write :func:`dump_yaml` of ``config`` to ``path`` atomically."""
     from kgdistill.atomicio import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
+    atomic_write_text(path, dump_yaml(config))
 
 
-__all__ = ["DataConfig", "ModelConfig", "TrainingConfig", "EvaluationConfig", "RunConfig", "from_dict", "to_dict",
-           "with_overrides", "load_yaml", "save_yaml", "flat_fields", "coerce", "replace"]
+__all__ = ["DataConfig", "ModelConfig", "TrainingConfig", "EvaluationConfig", "RunConfig", "CONFIG_KINDS", "from_dict",
+           "from_options", "to_dict", "with_overrides", "load_yaml", "load_config", "save_yaml", "dump_yaml",
+           "flat_fields", "coerce", "coerce_field", "config_class", "config_kind", "replace"]

@@ -688,7 +688,7 @@ def search_from_args(args: Any) -> Search:
             method = methods.canonical(args.method)
         except KGDistillError as err:
             raise ConfigError(f"--method {args.method}: {err}") from None
-        read_run_config(args.teacher)  # a run folder, before any trial
+        read_run_config(args.teacher, kind=None)  # a run folder (of any model kind), before any trial
         base: dict[str, Any] = {}
         if args.config:
             try:

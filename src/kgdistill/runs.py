@@ -1,8 +1,11 @@
 """Run folders: every training run keeps its resolved config, id maps, trace, checkpoints, model and metrics.
 
+KGE training (:func:`train`, :func:`resume`) and loading any run (:func:`load_run`, every model kind: the folder's
+``config.yaml`` records the kind, see :mod:`kgdistill.runwriter`, which writes the folders of every kind).
+
 Layout (LibKGE-style, so any run can be resumed or re-evaluated)::
 
-    RUN_DIR/config.yaml        resolved configuration
+    RUN_DIR/config.yaml        resolved configuration, after a ``kind: kge`` (or ``kind: text``) line
     RUN_DIR/meta.json          versions, git revision, seed, timing
     RUN_DIR/entities.tsv       id <TAB> label <TAB> name
     RUN_DIR/relations.tsv      id <TAB> label <TAB> text
@@ -17,8 +20,6 @@ Layout (LibKGE-style, so any run can be resumed or re-evaluated)::
 from __future__ import annotations
 
 import json
-import platform
-import subprocess
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,34 +27,42 @@ from typing import Any
 
 import torch
 
-import kgdistill
-from kgdistill.atomicio import atomic_open, atomic_write_json
-from kgdistill.config import RunConfig, load_yaml, save_yaml
+from kgdistill.config import RunConfig, config_kind
 from kgdistill.data.datasets import load_dataset
 from kgdistill.data.triples import KGDataset
 from kgdistill.distributed import DistContext, barrier, init_distributed
 from kgdistill.errors import ConfigError, RunFolderError
 from kgdistill.evaluate import DatasetEvaluator
-from kgdistill.models.base import KGCModel, load_model, save_model
+from kgdistill.models.base import KGCModel, load_model
 from kgdistill.models.embedding import EmbeddingModel
 from kgdistill.models.interactions import interactions
 from kgdistill.registry import UnknownNameError
 from kgdistill.runfolder import check_no_finished_run, check_output_folder, run_folder_lock
-from kgdistill.training.loop import Trainer
+from kgdistill.runwriter import RunWriter, read_config, read_id_map, run_meta, write_id_maps
+from kgdistill.training.loop import Trainer, TrainerCallback
 from kgdistill.validate import validate_config
+
+__all__ = ["Run", "REQUIRED_FILES", "train", "resume", "load_run", "read_run_config", "resolve_config", "build_model",
+           "evaluate_splits", "write_id_maps", "read_id_map"]
 
 REQUIRED_FILES = ("config.yaml", "entities.tsv", "relations.tsv")
 
 
 @dataclass
 class Run:
-    """A run folder loaded in memory."""
+    """A run folder loaded in memory; ``config`` is the run configuration of its model kind (a KGE
+    :class:`~kgdistill.config.RunConfig`, or a text :class:`~kgdistill.text.config.TextRunConfig`)."""
 
     path: Path
-    config: RunConfig
+    config: Any
     model: KGCModel
     dataset: KGDataset | None
     metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """The model kind: ``kge`` or ``text``."""
+        return config_kind(self.config)
 
     def trace(self) -> list[dict[str, Any]]:
         from kgdistill.training.trace import Trace
@@ -86,41 +95,6 @@ def build_model(config: RunConfig, dataset: KGDataset) -> KGCModel:
                               init_scale=m.init_scale)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"model {m.model!r}: {err}") from None
-
-
-def write_id_maps(dataset: KGDataset, folder: Path) -> None:
-    """``entities.tsv`` / ``relations.tsv`` (``id<TAB>label<TAB>name``), each written atomically."""
-    with atomic_open(folder / "entities.tsv", "w", encoding="utf-8") as f:
-        for i, label in enumerate(dataset.entities):
-            f.write(f"{i}\t{label}\t{dataset.entity_names.get(label, label)}\n")
-    with atomic_open(folder / "relations.tsv", "w", encoding="utf-8") as f:
-        for i, label in enumerate(dataset.relations):
-            f.write(f"{i}\t{label}\t{dataset.relation_texts.get(label, label)}\n")
-
-
-def read_id_map(path: Path) -> list[str]:
-    labels = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        parts = line.split("\t")
-        if len(parts) < 2 or parts[0] != str(len(labels)):
-            raise RunFolderError(f"{path}:{lineno}: expected '<id><TAB><label>' with consecutive ids")
-        labels.append(parts[1])
-    return labels
-
-
-def _git_revision() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _meta(config: RunConfig) -> dict[str, Any]:
-    return {"kgdistill": kgdistill.__version__, "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "git_revision": _git_revision(), "seed": config.training.seed,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def evaluate_splits(model: KGCModel, evaluator: DatasetEvaluator, splits: list[str], progress: bool = False
@@ -171,17 +145,14 @@ def _train_locked(config: RunConfig, dataset: KGDataset, resume: bool, ctx: Dist
     else:
         check_no_finished_run(run_dir)
     barrier(ctx)  # every rank has checked the folder before rank 0 writes into it
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_yaml(config, run_dir / "config.yaml")
-        write_id_maps(dataset, run_dir)
-    meta_path = run_dir / "meta.json"
-    meta = json.loads(meta_path.read_text()) if resume and meta_path.exists() else _meta(config)
+    writer = RunWriter(run_dir, enabled=ctx.is_main)
+    writer.start(config, dataset)
+    meta = (writer.read_meta() if resume else None) or run_meta(config.training.seed)
     meta["processes"] = ctx.world_size
     if resume:
         meta.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    elif ctx.is_main:
-        _write_json(meta_path, meta)  # the start time survives a crash before the end
+    else:
+        writer.write_meta(meta)  # the start time survives a crash before the end
     model = build_model(config, dataset).to(config.device)
     evaluator = DatasetEvaluator(dataset, config.evaluation.eval_batch_size, config.evaluation.filtered,
                                  config.device, ctx=ctx)
@@ -190,32 +161,31 @@ def _train_locked(config: RunConfig, dataset: KGDataset, resume: bool, ctx: Dist
         summary = evaluator.evaluate(m, "valid").summary()["both"]
         return {k: float(v) for k, v in summary.items()}
 
-    trainer = _TimedTrainer(model, dataset, t, device=config.device, run_dir=run_dir, validate=validate,
-                            progress=config.progress and ctx.is_main, ctx=ctx, meta=meta, meta_path=meta_path)
+    timer = MetaTimer(meta, writer)
+    trainer = Trainer(model, dataset, t, device=config.device, run_dir=run_dir, validate=validate,
+                      progress=config.progress and ctx.is_main, ctx=ctx, callbacks=[timer])
     state = trainer.fit(resume=resume)
-    meta["train_seconds"] = round(trainer.elapsed(), 3)
+    meta["train_seconds"] = round(timer.elapsed(), 3)
     meta.update(epochs_done=state.epoch, best_epoch=state.best_epoch, stopped_early=state.stopped_early,
                 finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     metrics = evaluate_splits(model, evaluator, list(config.evaluation.eval_splits),
                               progress=config.progress and ctx.is_main)
     metrics["num_parameters"] = model.num_parameters()
     metrics["train_seconds"] = meta["train_seconds"]
-    if ctx.is_main:
-        save_model(model, run_dir)
-        _write_json(run_dir / "metrics.json", metrics)
-        _write_json(meta_path, meta)
+    writer.save_model(model)
+    writer.write_metrics(metrics)
+    writer.write_meta(meta)
     barrier(ctx)
     return Run(run_dir, config, model, dataset, metrics)
 
 
-class _TimedTrainer(Trainer):
-    """A :class:`Trainer` that keeps ``meta.json`` in step with its checkpoints: with every checkpoint it records
-    the training seconds so far (all sessions), so a run resumed after a crash reports its whole training time and
-    keeps its original start."""
+class MetaTimer(TrainerCallback):
+    """Keeps ``meta.json`` in step with the checkpoints: with every checkpoint it records the training seconds so
+    far (all sessions), so a run resumed after a crash reports its whole training time and keeps its original
+    start."""
 
-    def __init__(self, *args: Any, meta: dict[str, Any], meta_path: Path, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.meta, self.meta_path = meta, meta_path
+    def __init__(self, meta: dict[str, Any], writer: RunWriter) -> None:
+        self.meta, self.writer = meta, writer
         self.seconds_before = 0.0
         self.session_start = time.perf_counter()
 
@@ -223,23 +193,17 @@ class _TimedTrainer(Trainer):
         """Training seconds of every session up to now."""
         return self.seconds_before + time.perf_counter() - self.session_start
 
-    def save_checkpoint(self) -> None:
-        super().save_checkpoint()
-        if self.ctx.is_main and self.checkpoint_path is not None:
-            self.meta.update(checkpoint_epoch=self.state.epoch, checkpoint_train_seconds=round(self.elapsed(), 3))
-            _write_json(self.meta_path, self.meta)
+    def after_checkpoint(self, trainer: Trainer) -> None:
+        if trainer.ctx.is_main and trainer.checkpoint_path is not None:
+            self.meta.update(checkpoint_epoch=trainer.state.epoch, checkpoint_train_seconds=round(self.elapsed(), 3))
+            self.writer.write_meta(self.meta)
 
-    def restore_checkpoint(self, path: str | Path | None = None) -> None:
-        super().restore_checkpoint(path)
-        if self.meta.get("checkpoint_epoch") == self.state.epoch:
+    def after_restore(self, trainer: Trainer) -> None:
+        if self.meta.get("checkpoint_epoch") == trainer.state.epoch:
             self.seconds_before = float(self.meta.get("checkpoint_train_seconds", 0.0))
         else:  # a run folder of an older kgdistill: what its last session recorded
             self.seconds_before = float(self.meta.get("train_seconds", 0.0))
         self.session_start = time.perf_counter()
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_json(path, obj)
 
 
 def resume(run_dir: str | Path, epochs: int | None = None, *, num_threads: int | None = None,
@@ -261,20 +225,23 @@ def resume(run_dir: str | Path, epochs: int | None = None, *, num_threads: int |
     return train(replace(config, output_dir=str(run_dir)), resume=True)
 
 
-def read_run_config(run_dir: str | Path) -> RunConfig:
+def read_run_config(run_dir: str | Path, kind: str | None = "kge") -> Any:
+    """The configuration of the run in ``run_dir``: by default of a KGE run (a :class:`RunConfig`; a text run is
+    refused in one line); ``kind="text"`` a text run's, ``kind=None`` that of whichever kind the run is."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir}: not a run folder")
     missing = [f for f in REQUIRED_FILES if not (run_dir / f).exists()]
     if missing:
         raise RunFolderError(f"{run_dir}: incomplete run folder, missing {', '.join(missing)}")
-    return load_yaml(run_dir / "config.yaml")
+    return read_config(run_dir, kind)
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu", with_dataset: bool = True) -> Run:
-    """Load a finished run: config, model (best weights) and, by default, its dataset with the run's id maps."""
+    """Load a finished run of any model kind: config (the class of the kind its ``config.yaml`` records), model
+    (best weights) and, by default, its dataset with the run's id maps."""
     run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
+    config = read_run_config(run_dir, kind=None)
     model = load_model(run_dir, device=device)
     dataset = None
     if with_dataset:

@@ -75,7 +75,33 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "eval_batch_size": _int_at_least(1),
     "warmup_steps": _int_at_least(0),
     "steps_per_epoch": _int_at_least(0),
+    "mask_rate": lambda n, v: _fraction(n, v, "a fraction of the tokens masked"),
+    "hrkd_holdout": lambda n, v: _fraction(n, v, ""),
+    "dims": lambda n, v: _positive_ints(n, v),
 }
+
+
+def _fraction(name: str, value: Any, what: str) -> None:
+    """``name`` in [0, 1) (``what``: its meaning, shown in the message)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
+        raise ConfigError(f"{name} must be in [0, 1){f' ({what})' if what else ''}, got {value}")
+
+
+def _positive_ints(name: str, value: Any) -> None:
+    """A list of integers ≥ 1 (empty: the option's default applies, e.g. IterDE's halving chain)."""
+    if not isinstance(value, list) or \
+            any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+        raise ConfigError(f"{name}: expected positive integers, got {value!r}")
+
+
+def _check_choices(config: Any) -> None:
+    """Fields declared with ``choices`` (:func:`kgdistill.config.opt`) hold one of them."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if is_dataclass(value):
+            _check_choices(value)
+        elif "choices" in f.metadata and value not in f.metadata["choices"]:
+            raise ConfigError(f"{f.name} must be one of {', '.join(f.metadata['choices'])}, got {value!r}")
 
 EVAL_SPLITS = ("train", "valid", "test")
 
@@ -116,6 +142,8 @@ def _check_names(values: dict[str, Any]) -> None:
             checks.append((name, _registry_names(registry)))
     for name, known in checks:
         value = values[name]
+        if value is None:  # an option left unset (a distillation method's: the teacher run's value)
+            continue
         names = known()
         exact = name in ("training_mode", "grad_sync")  # compared as written by the trainer
         if not isinstance(value, str) or (value not in names if exact else
@@ -154,6 +182,7 @@ def validate_config(config: C) -> C:
     folder (no silent fallback to ``$KGDISTILL_DATA``), evaluation splits other than train/valid/test.
     """
     values = _flat_values(config)
+    _check_choices(config)
     for name, check in RULES.items():
         if name in values:
             check(name, values[name])
@@ -205,18 +234,20 @@ def check_resume_options(given: dict[str, Any], config_file: str | None, sets: l
                           f"{', '.join(_flag(k) for k in allowed)}); start a new run with --out instead")
 
 
-def resume_options(args: Any, allowed: tuple[str, ...] = RESUME_OPTIONS) -> dict[str, Any]:
+def resume_options(args: Any, allowed: tuple[str, ...] = RESUME_OPTIONS, config_class: type | None = None
+                   ) -> dict[str, Any]:
     """The keyword arguments of :func:`kgdistill.runs.resume` from ``train --resume`` flags (``cfg_*`` attributes
-    of the parsed arguments), each checked; other flags are refused (:func:`check_resume_options`)."""
-    from kgdistill.config import coerce
+    of the parsed arguments), each checked; other flags are refused (:func:`check_resume_options`). Values are
+    coerced to the types of ``config_class``'s fields (default: the KGE run config), as on a new run."""
+    from kgdistill.config import RunConfig, coerce_field, flat_fields
 
     given = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
     check_resume_options(given, getattr(args, "config", None), getattr(args, "set", None) or [], allowed)
-    types = {"epochs": int, "num_threads": int, "progress": bool, "device": str}
-    out = {k: coerce(k, v, types[k]) for k, v in given.items()}
-    for name in ("epochs", "num_threads"):
-        if name in out:
-            RULES[name](name, out[name])
+    flat = flat_fields(config_class or RunConfig)
+    out = {k: coerce_field(k, v, flat[k][1], flat[k][2]) for k, v in given.items()}
+    for name, value in out.items():
+        if name in RULES:
+            RULES[name](name, value)
     if "device" in out:
         check_device(out["device"])
     return out

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from kgdistill.atomicio import atomic_write_json, atomic_write_text
+from kgdistill.config import config_kind
 from kgdistill.errors import ConfigError, KGDistillError
 from kgdistill.distill.method import make_config, methods, model_family
 from kgdistill.distill.stage import SUMMARY_COLUMNS, StageResult
@@ -41,9 +42,10 @@ def check_teacher_kind(method: str, family: str, teacher_dir: str | Path) -> Non
     from kgdistill.runs import read_run_config
 
     try:
-        model = read_run_config(teacher_dir).model.model
+        config = read_run_config(teacher_dir, kind=None)
     except (KGDistillError, OSError):  # load_run reports a missing or broken run folder in its own words
         return
+    model = "biencoder" if config_kind(config) == "text" else config.model.model
     kind = model_family(model)
     if kind != family:
         same = [n for n in methods.names() if methods.get(n).family == kind]

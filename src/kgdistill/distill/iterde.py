@@ -32,7 +32,8 @@ from kgdistill.runs import Run
 
 @dataclass(frozen=True)
 class IterDEConfig(CommonConfig):
-    dims: list = opt([], "the chain of student dimensions (default: halving from the teacher's dim to target_dim)")
+    dims: list = opt([], "the chain of student dimensions (default: halving from the teacher's dim to target_dim)",
+                     item=int)
     target_dim: int | None = opt(None, "last dimension of the default halving chain (default: 32, or half the "
                                        "teacher's dim for a teacher of fewer than 64 dims)")
     schedule: str = opt("swda", "soft weight schedule: swda (two-phase, released) | linear | step | constant")

@@ -61,7 +61,8 @@ warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitl
 
 @dataclass(frozen=True)
 class MetaSDConfig(CommonConfig):
-    dims: list = opt([], "dimension of the dense source model (default: the teacher's, or from nonzeros_per_entity)")
+    dims: list = opt([], "dimension of the dense source model (default: the teacher's, or from nonzeros_per_entity)",
+                     item=int)
     init: str = opt("scratch", "scratch: train the dense model from a fresh initialisation (as released) | teacher: "
                                "start it from the teacher run's weights")
     sparsity: float = opt(0.9, "fraction of entity + relation entries pruned (released default 0.9)")

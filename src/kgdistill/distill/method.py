@@ -7,7 +7,7 @@ from its teacher only in what the method changes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,7 +39,8 @@ methods.declare("patient", "kgdistill.distill.text_kd:PatientKDMethod", "patient
 class CommonConfig:
     """Options shared by every method (None = the teacher run's value)."""
 
-    dims: list = opt([32], "student dimension(s); IterDE: the chain (default: halving from the teacher's dim)")
+    dims: list = opt([32], "student dimension(s); IterDE: the chain (default: halving from the teacher's dim)",
+                     item=int)
     epochs: int | None = opt(None, "epochs per stage / step")
     batch_size: int | None = opt(None, "training batch size")
     optimizer: str | None = opt(None, "optimiser: adam | adagrad | sgd | adamw")
@@ -154,30 +155,16 @@ def model_family(model_name: str) -> str:
 
 
 def make_config(method: str, options: dict[str, Any]) -> Any:
-    """The frozen config of ``method`` from ``{field: value}`` (values coerced; unknown fields named)."""
-    import typing
+    """The frozen config of ``method`` from ``{field: value}``: values coerced and every option checked by the one
+    configuration layer (:func:`kgdistill.config.from_options`, :func:`kgdistill.validate.validate_config`);
+    unknown fields are named."""
+    from kgdistill.config import from_options
+    from kgdistill.validate import validate_config
 
-    from kgdistill.config import coerce
-    from kgdistill.registry import suggest
-
-    cls = methods.get(method).Config
-    names = [f.name for f in fields(cls)]
-    hints = typing.get_type_hints(cls)
-    kwargs: dict[str, Any] = {}
-    for key, value in options.items():
-        key = key.replace("-", "_")
-        if key not in names:
-            raise ConfigError(f"{methods.canonical(method)}: unknown option {key!r}; options of this method: "
-                              f"{', '.join(names)}.{suggest(key, names)}")
-        kwargs[key] = coerce(key, value, hints[key])
-    if "dims" in kwargs:
-        try:
-            kwargs["dims"] = [int(d) for d in kwargs["dims"]]
-        except (TypeError, ValueError):
-            raise ConfigError(f"dims: expected integers, got {kwargs['dims']!r}") from None
-        if not kwargs["dims"] or min(kwargs["dims"]) < 1:
-            raise ConfigError(f"dims: expected positive integers, got {kwargs['dims']!r}")
-    return cls(**kwargs)
+    config = from_options(methods.get(method).Config, options, owner=methods.canonical(method))
+    if any(k.replace("-", "_") == "dims" for k in options) and not config.dims:
+        raise ConfigError("dims: expected positive integers, got []")
+    return validate_config(config)
 
 
 __all__ = ["methods", "Method", "CommonConfig", "model_family", "stage_training", "teacher_model",

@@ -1,4 +1,4 @@
-"""One distillation stage = one run folder (the layout of :mod:`kgdistill.runs`), plus its summary row.
+"""One distillation stage = one run folder (written by :class:`kgdistill.runwriter.RunWriter`), plus its summary row.
 
 Every stage writes ``config.yaml`` (a complete :class:`~kgdistill.config.RunConfig` of the student, so that
 ``kgdistill evaluate`` / ``predict`` and :func:`kgdistill.runs.load_run` work on it), ``distill.yaml`` (the method's
@@ -27,18 +27,18 @@ from typing import Any
 import torch
 import yaml
 
-from kgdistill.atomicio import atomic_write_text
-from kgdistill.config import RunConfig, TrainingConfig, save_yaml
+from kgdistill.config import RunConfig, TrainingConfig
 from kgdistill.data.triples import KGDataset
 from kgdistill.distributed import DistContext, barrier, broadcast_object
 from kgdistill.errors import ConfigError, RunFolderError
 from kgdistill.evaluate import DatasetEvaluator
-from kgdistill.models.base import MODEL_WEIGHTS, KGCModel, load_model, save_model
+from kgdistill.models.base import MODEL_WEIGHTS, KGCModel, load_model
 from kgdistill.models.embedding import EmbeddingModel
 from kgdistill.runfolder import locks_run_dir
-from kgdistill.runs import _meta, _write_json, evaluate_splits, write_id_maps
+from kgdistill.runs import evaluate_splits
+from kgdistill.runwriter import RunWriter, run_meta
 from kgdistill.training.checkpoint import atomic_torch_save, load_checkpoint
-from kgdistill.training.loop import LAST_CHECKPOINT, Trainer
+from kgdistill.training.loop import LAST_CHECKPOINT, Trainer, TrainerCallback
 
 #: next to ``checkpoints/last.pt``: the state of the stage's step (e.g. MetaSD's meta optimiser) and its wall time
 STEP_STATE = "step.pt"
@@ -113,8 +113,8 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-class StageTrainer(Trainer):
-    """The foundation's :class:`Trainer` plus what a distillation stage must keep across a restart.
+class StageState(TrainerCallback):
+    """What a distillation stage keeps across a restart, beside the trainer's checkpoint.
 
     Before each checkpoint the step's epoch record is flushed to the trace (``step_loss.flush()``) and
     ``checkpoints/step.pt`` is written (rank 0, atomically, *before* ``last.pt``): the epoch, the training wall time
@@ -122,47 +122,62 @@ class StageTrainer(Trainer):
     it is restored when its epoch matches the checkpoint's (a crash between the two files loses only that state).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self) -> None:
         self.seconds_before = 0.0
         self._fit_start: float | None = None
 
-    @property
-    def step_state_path(self) -> Path | None:
-        return self.run_dir / "checkpoints" / STEP_STATE if self.run_dir else None
+    @staticmethod
+    def path(trainer: Trainer) -> Path | None:
+        return trainer.run_dir / "checkpoints" / STEP_STATE if trainer.run_dir else None
 
     def train_seconds(self) -> float:
         """Training wall time of this stage, over every session that trained it."""
         now = time.perf_counter() - self._fit_start if self._fit_start is not None else 0.0
         return self.seconds_before + now
 
-    def fit(self, resume: bool = False) -> Any:
+    def on_fit_start(self, trainer: Trainer) -> None:
         self._fit_start = time.perf_counter()
-        return super().fit(resume=resume)
 
-    def save_checkpoint(self) -> None:
-        flush = getattr(self.step_loss, "flush", None)
+    def before_checkpoint(self, trainer: Trainer) -> None:
+        step_loss = trainer.step_loss
+        flush = getattr(step_loss, "flush", None)
         if callable(flush):
             flush()  # every rank: the epoch means may be averaged over the ranks
-        state_fn = getattr(self.step_loss, "state_dict", None)
-        if self.step_state_path is not None and self.ctx.is_main:
-            atomic_torch_save({"epoch": self.state.epoch, "train_seconds": self.train_seconds(),
-                               "step": state_fn() if callable(state_fn) else None}, self.step_state_path)
-        super().save_checkpoint()
+        state_fn = getattr(step_loss, "state_dict", None)
+        path = self.path(trainer)
+        if path is not None and trainer.ctx.is_main:
+            atomic_torch_save({"epoch": trainer.state.epoch, "train_seconds": self.train_seconds(),
+                               "step": state_fn() if callable(state_fn) else None}, path)
 
-    def restore_checkpoint(self, path: str | Path | None = None) -> None:
-        super().restore_checkpoint(path)
-        sp = self.step_state_path
-        if sp is None or not sp.exists():
+    def after_restore(self, trainer: Trainer) -> None:
+        path = self.path(trainer)
+        if path is None or not path.exists():
             return
-        saved = load_checkpoint(sp)
-        if saved.get("epoch") != self.state.epoch:
-            self.trace.write("resume_step_state", epoch=self.state.epoch, ignored_epoch=saved.get("epoch"))
+        saved = load_checkpoint(path)
+        if saved.get("epoch") != trainer.state.epoch:
+            trainer.trace.write("resume_step_state", epoch=trainer.state.epoch, ignored_epoch=saved.get("epoch"))
             return
         self.seconds_before = float(saved.get("train_seconds", 0.0))
-        load = getattr(self.step_loss, "load_state_dict", None)
+        load = getattr(trainer.step_loss, "load_state_dict", None)
         if callable(load) and saved.get("step") is not None:
             load(saved["step"])
+
+
+class StageTrainer(Trainer):
+    """A :class:`Trainer` with a :class:`StageState` callback (what :func:`run_stage` trains with)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.stage_state = StageState()
+        kwargs["callbacks"] = [self.stage_state, *kwargs.get("callbacks", ())]
+        super().__init__(*args, **kwargs)
+
+    @property
+    def step_state_path(self) -> Path | None:
+        return StageState.path(self)
+
+    def train_seconds(self) -> float:
+        """Training wall time of this stage, over every session that trained it."""
+        return self.stage_state.train_seconds()
 
 
 def stage_status(run_dir: Path) -> str:
@@ -183,8 +198,8 @@ def finish_stage(name: str, run_dir: Path, student: KGCModel, dataset: KGDataset
     metrics are broadcast, so every rank returns the same result.
     """
     ctx = ctx or DistContext()
-    if ctx.is_main:
-        save_model(student, run_dir)
+    writer = RunWriter(run_dir, enabled=ctx.is_main)
+    writer.save_model(student)
     metrics = evaluate_splits(student, evaluator, splits)
     metrics["num_parameters"] = student.num_parameters()
     metrics["num_nonzero"] = student.num_parameters(nonzero=True)
@@ -193,7 +208,7 @@ def finish_stage(name: str, run_dir: Path, student: KGCModel, dataset: KGDataset
         metrics["queries_per_second"] = round(scoring_throughput(throughput_model or student, dataset), 1)
         metrics["train_seconds"] = round(train_seconds, 3)
         metrics.update(extra or {})
-        _write_json(run_dir / "metrics.json", metrics)
+        writer.write_metrics(metrics)
     metrics = broadcast_object(metrics, ctx)  # also the barrier: the folder is complete on every rank's return
     return StageResult(name, run_dir, student, metrics, summary_row(name, student, metrics))
 
@@ -255,44 +270,38 @@ def run_stage(name: str, *, run_dir: Path, model: KGCModel, student: KGCModel, d
     barrier(ctx)  # every rank has looked at the folder before rank 0 writes into it
     if status == "done":
         return _finished_stage(name, run_dir, model, student, device, final_model is not None)
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_yaml(config, run_dir / "config.yaml")
-        atomic_write_text(run_dir / "distill.yaml", yaml.safe_dump(
-            {"method": method, "stage": name, "teacher": teacher_dir,
-             "teacher_path": str(Path(teacher_dir).resolve()) if teacher_dir else None,
-             "config": _jsonable(method_config)},
-            sort_keys=False))
-        write_id_maps(dataset, run_dir)
-    meta_path = run_dir / "meta.json"
-    meta = _meta(config)
-    if status == "interrupted" and meta_path.exists():  # keep the stage's original start (written below)
-        try:
-            meta = {**meta, **{k: v for k, v in json.loads(meta_path.read_text()).items() if k == "started"}}
-        except (OSError, ValueError):
-            pass
+    writer = RunWriter(run_dir, enabled=ctx.is_main)
+    writer.start(config, dataset)
+    writer.write_text("distill.yaml", yaml.safe_dump(
+        {"method": method, "stage": name, "teacher": teacher_dir,
+         "teacher_path": str(Path(teacher_dir).resolve()) if teacher_dir else None,
+         "config": _jsonable(method_config)},
+        sort_keys=False))
+    meta = run_meta(config.training.seed)
+    if status == "interrupted":  # keep the stage's original start (written below)
+        meta.update({k: v for k, v in (writer.read_meta() or {}).items() if k == "started"})
     meta.update(processes=ctx.world_size, resumed=status == "interrupted")
-    if ctx.is_main and status == "new":
-        _write_json(meta_path, meta)  # the start time survives a crash before the stage ends
+    if status == "new":
+        writer.write_meta(meta)  # the start time survives a crash before the stage ends
 
     def validate(m: KGCModel) -> dict[str, float]:
         return {k: float(v) for k, v in evaluator.evaluate(m, "valid").summary()["both"].items()}
 
-    trainer = StageTrainer(model, train_dataset or dataset, training, device=device, run_dir=run_dir,
-                           validate=validate, progress=progress and ctx.is_main, step_loss=step_loss, ctx=ctx)
+    stage_state = StageState()
+    trainer = Trainer(model, train_dataset or dataset, training, device=device, run_dir=run_dir, validate=validate,
+                      progress=progress and ctx.is_main, step_loss=step_loss, ctx=ctx, callbacks=[stage_state])
     if on_trainer is not None:
         on_trainer(trainer)
     state = trainer.fit(resume=status == "interrupted")
     flush = getattr(step_loss, "flush", None)
     if callable(flush):
         flush()
-    train_seconds = trainer.train_seconds()
+    train_seconds = stage_state.train_seconds()
     extra = after_fit(trainer) if after_fit is not None else {}
     meta.update(train_seconds=round(train_seconds, 3), epochs_done=state.epoch, best_epoch=state.best_epoch,
                 stopped_early=state.stopped_early, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), method=method,
                 stage=name)
-    if ctx.is_main:
-        _write_json(run_dir / "meta.json", meta)
+    writer.write_meta(meta)
     bytes_file = extra.pop("_bytes_file", None)
     extra.update(epochs_done=state.epoch, best_epoch=state.best_epoch)
     if final_model is not None:
@@ -319,5 +328,5 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     return metrics
 
 
-__all__ = ["StageResult", "SUMMARY_COLUMNS", "StageTrainer", "make_student", "scoring_throughput", "summary_row",
-           "finish_stage", "run_stage", "stage_status", "read_summary"]
+__all__ = ["StageResult", "SUMMARY_COLUMNS", "StageState", "StageTrainer", "make_student", "scoring_throughput",
+           "summary_row", "finish_stage", "run_stage", "stage_status", "read_summary"]

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from kgdistill.config import RunConfig, from_dict, to_dict
+from kgdistill.config import RunConfig, config_kind, from_dict, to_dict
 from kgdistill.errors import ConfigError, RunFolderError
 
 KINDS = ("kge", "text")
@@ -198,20 +198,18 @@ def _run_metrics(run_dir: Path) -> dict[str, Any]:
     return json.loads(metrics_path.read_text())
 
 
-def _read_config(run_dir: Path, kind: str) -> Any:
-    if kind == "text":
-        from kgdistill.text.trainer import load_text_config
-
-        return load_text_config(run_dir / "text_config.yaml")
+def _read_config(run_dir: Path) -> Any:
+    """The run's configuration, of the model kind its folder records (a kind other than the reference's shows as
+    a ``kind`` difference in :func:`config_differences`)."""
     from kgdistill.runs import read_run_config
 
-    return read_run_config(run_dir)
+    return read_run_config(run_dir, kind=None)
 
 
 def check_run(reference: Reference, run_dir: str | Path) -> Verdict:
     """Check the finished run in ``run_dir`` (its ``metrics.json`` and configuration) against ``reference``."""
     run_dir = Path(run_dir)
-    return check_metrics(reference, _run_metrics(run_dir), _read_config(run_dir, reference.kind))
+    return check_metrics(reference, _run_metrics(run_dir), _read_config(run_dir))
 
 
 def run_reference(reference: Reference, out: str | Path, device: str = "cpu", data_dir: str | None = None,
@@ -242,8 +240,8 @@ def reference_from_run(run_dir: str | Path, tolerance: float, description: str =
     """A reference (as a YAML-ready mapping) from a finished run folder: its configuration and its test metrics,
     each of ``metrics`` with ``tolerance``."""
     run_dir = Path(run_dir)
-    kind = "text" if (run_dir / "text_config.yaml").exists() else "kge"
-    config = _read_config(run_dir, kind)
+    config = _read_config(run_dir)
+    kind = config_kind(config)
     test = _test_metrics(_run_metrics(run_dir))
     data = to_dict(config)
     for key in ("output_dir", "device", "progress"):

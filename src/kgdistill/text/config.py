@@ -7,9 +7,13 @@ beta · feature term`` (a method without a feature term ignores ``beta``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import ClassVar
 
-from kgdistill.config import (DataConfig, EvaluationConfig, ModelConfig, RunConfig, TrainingConfig, opt)
+from kgdistill.config import DataConfig, EvaluationConfig, opt
+
+ENCODE_DTYPES = ("fp32", "bf16", "int8")
+TRAIN_DTYPES = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -25,10 +29,12 @@ class TextModelConfig:
     rerank_hops: int = opt(0, "test-time re-ranking: boost entities within N hops of the anchor (SimKGC WN18RR: 5)")
     rerank_weight: float = opt(0.05, "score added by re-ranking")
     encode_batch_size: int = opt(128, "entities / queries per encoding batch at evaluation")
-    plm_layers: list = opt([], "keep only these PLM layers for a model trained without a teacher (e.g. 0,2,4)")
+    plm_layers: list = opt([], "keep only these PLM layers for a model trained without a teacher (e.g. 0,2,4)",
+                           item=int)
     encode_dtype: str = opt("fp32", "entity / query encoding at evaluation and serving: fp32 | bf16 (CPU/GPU "
                                     "autocast; min cosine to fp32 ≥ 0.999) | int8 (dynamically quantised Linear "
-                                    "layers, CPU; less exact, see BENCHMARKS.md); training steps are not affected")
+                                    "layers, CPU; less exact, see BENCHMARKS.md); training steps are not affected",
+                            choices=ENCODE_DTYPES)
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ class TextTrainingConfig:
     num_threads: int | None = opt(None, "torch CPU threads")
     log_every: int = opt(50, "trace the loss every N steps")
     train_dtype: str = opt("fp32", "training steps' forward passes: fp32 | bf16 (autocast; the weights, the optimiser "
-                                   "and HRKD's meta step stay fp32)")
+                                   "and HRKD's meta step stay fp32)", choices=TRAIN_DTYPES)
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,7 @@ class DistillConfig:
     method: str = opt("none", "none (plain training) | logit | patient | pmd | hrkd")
     teacher: str | None = opt(None, "teacher run folder (needed by every method but none; with none: the student "
                                     "is initialised from it, i.e. the no-KD baseline)")
-    layers: list = opt([], "teacher layers kept by the student (default: evenly spaced, --student-layers N)")
+    layers: list = opt([], "teacher layers kept by the student (default: evenly spaced, --student-layers N)", item=int)
     student_layers: int | None = opt(None, "number of student layers (when --layers is not given)")
     student_init: str = opt("teacher", "teacher (copy the teacher's layers) | pretrained (the PLM's, as PMD's code)")
     alpha: float = opt(0.1, "weight of the logit / score distillation term")
@@ -68,16 +74,19 @@ class DistillConfig:
     mgfd_variant: str = opt("input-mask", "PMD feature term: input-mask (PMD code) | feature-generator (MGD style)")
     mgfd_reduction: str = opt("sum", "PMD feature distance over the feature dimension: sum (squared L2 distance; "
                                      "kgdistill's behaviour so far) | mean (the PMD code's nn.MSELoss: sum / hidden "
-                                     "size, e.g. 1/384 of sum for MiniLM)")
+                                     "size, e.g. 1/384 of sum for MiniLM)",
+                              choices=("sum", "mean"))
     mgfd_unmasked: str = opt("all-tokens", "PMD input-mask MGFD of a text with no masked token (every text at a "
                                            "rate-0 grade): all-tokens (the feature is the mean over all its tokens; "
                                            "kgdistill's behaviour so far) | zero (the PMD code: no term, so MGFD is "
-                                           "identically 0 at a rate-0 grade)")
+                                           "identically 0 at a rate-0 grade)",
+                             choices=("all-tokens", "zero"))
     layer_choice: str = opt("top", "student layers when --layers is not given: top (evenly spaced ending at the "
                                    "source's top layer; the paper's table from 12 layers; in a PMD chain each grade "
                                    "counts on its teacher grade) | paper (the PMD paper's layers counted on the "
                                    "chain's original model: 12 → 6 [1,3,5,7,9,11], 12 → 3 [2,6,10], otherwise the "
-                                   "centre of k equal blocks ⌊(i+½)·N/k⌋, e.g. 6 → 3 [1,3,5], 6 → 2 [1,4])")
+                                   "centre of k equal blocks ⌊(i+½)·N/k⌋, e.g. 6 → 3 [1,3,5], 6 → 2 [1,4])",
+                            choices=("top", "paper"))
     kd_temperature: float = opt(1.0, "temperature of logit KD / HRKD soft CE")
     cache_teacher: bool = opt(False, "logit / patient KD: keep the frozen teacher's per-text features across epochs "
                                      "(the teacher then runs once per distinct text; memory: (1 + layers) × hidden "
@@ -87,7 +96,8 @@ class DistillConfig:
     hrkd_meta_every: int = opt(5, "HRKD: one meta step (second-order lookahead) every N steps (0 = never)")
     hrkd_meta_lr: float = opt(1e-3, "HRKD: Adam learning rate of the domain-relational graph")
     hrkd_weights: str = opt("learned", "HRKD: learned (the domain-relational graph) | uniform (ablation: every "
-                                       "present domain weighs the same, no meta step)")
+                                       "present domain weighs the same, no meta step)",
+                             choices=("learned", "uniform"))
     hrkd_holdout: float = opt(0.0, "fraction of training triples held out from *every* method's training (so "
                                    "methods stay comparable); HRKD draws its meta batches from it; 0 = none: HRKD "
                                    "draws meta batches from the training triples")
@@ -97,6 +107,10 @@ class DistillConfig:
 
 @dataclass(frozen=True)
 class TextRunConfig:
+    """A text bi-encoder run: the ``text`` kind of :data:`kgdistill.config.CONFIG_KINDS` (its ``config.yaml``)."""
+
+    KIND: ClassVar[str] = "text"
+
     data: DataConfig = field(default_factory=lambda: DataConfig(dataset="umls"))
     model: TextModelConfig = field(default_factory=TextModelConfig)
     training: TextTrainingConfig = field(default_factory=TextTrainingConfig)
@@ -107,36 +121,21 @@ class TextRunConfig:
     progress: bool = opt(False, "show progress bars")
 
 
-ENCODE_DTYPES = ("fp32", "bf16", "int8")
-TRAIN_DTYPES = ("fp32", "bf16")
-CHOICES = {"encode_dtype": ENCODE_DTYPES, "train_dtype": TRAIN_DTYPES, "mgfd_reduction": ("sum", "mean"),
-           "mgfd_unmasked": ("all-tokens", "zero"), "layer_choice": ("top", "paper"),
-           "hrkd_weights": ("learned", "uniform")}
+def _choices() -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for section in (TextModelConfig, TextTrainingConfig, DistillConfig):
+        out.update({f.name: tuple(f.metadata["choices"]) for f in fields(section) if "choices" in f.metadata})
+    return out
+
+
+#: field -> the values it accepts (from the fields' ``choices``; checked by :func:`kgdistill.validate.validate_config`)
+CHOICES = _choices()
 
 
 def check_text_config(cfg: TextRunConfig) -> None:
-    """One-line :class:`~kgdistill.errors.ConfigError` for option values no run can use (before anything runs)."""
-    from kgdistill.errors import ConfigError
+    """One-line :class:`~kgdistill.errors.ConfigError` for option values no run can use (before anything runs):
+    the choices and ranges of :func:`kgdistill.validate.validate_config`, which checks every option."""
+    from kgdistill.validate import validate_config
 
-    values = {"encode_dtype": cfg.model.encode_dtype, "train_dtype": cfg.training.train_dtype,
-              **{k: getattr(cfg.distill, k) for k in ("mgfd_reduction", "mgfd_unmasked", "layer_choice",
-                                                     "hrkd_weights")}}
-    for key, value in values.items():
-        if value not in CHOICES[key]:
-            raise ConfigError(f"{key} must be one of {', '.join(CHOICES[key])}, got {value!r}")
-    if not 0.0 <= float(cfg.distill.mask_rate) < 1.0:
-        raise ConfigError(f"mask_rate must be in [0, 1) (a fraction of the tokens masked), got {cfg.distill.mask_rate}")
-    if not 0.0 <= float(cfg.distill.hrkd_holdout) < 1.0:
-        raise ConfigError(f"hrkd_holdout must be in [0, 1), got {cfg.distill.hrkd_holdout}")
+    validate_config(cfg)
 
-
-def as_run_config(cfg: TextRunConfig, hidden_size: int) -> RunConfig:
-    """The ``config.yaml`` of a text run: a valid :class:`RunConfig` so ``load_run`` / ``evaluate`` / ``predict``
-    work unchanged (``model.model = "biencoder"``); the full text config is in ``text_config.yaml``."""
-    t = cfg.training
-    return RunConfig(data=cfg.data, model=ModelConfig(model="biencoder", dim=hidden_size),
-                     training=TrainingConfig(training_mode="slcwa", epochs=t.epochs, batch_size=t.batch_size,
-                                             optimizer="adamw", lr=t.lr, weight_decay=t.weight_decay, seed=t.seed,
-                                             eval_every=t.eval_every, patience=0, max_grad_norm=t.max_grad_norm,
-                                             num_threads=t.num_threads, num_negatives=0),
-                     evaluation=cfg.evaluation, device=cfg.device, output_dir=cfg.output_dir, progress=cfg.progress)

@@ -2,10 +2,12 @@
 
 ``train_text(config)`` builds the model (from a PLM, or a layer-selected student of a teacher run), trains it with
 the configured objective (plain SimKGC, logit KD, patient KD, PMD, HRKD), validates each ``eval_every`` epochs
-keeping the best weights (validation MRR), writes ``config.yaml`` (a :class:`~kgdistill.config.RunConfig`, so
-``kgdistill evaluate`` / ``predict`` / ``runs.load_run`` work), ``text_config.yaml`` (the full text config),
-``entities.tsv``, ``relations.tsv``, ``meta.json``, ``trace.jsonl``, ``checkpoints/last.pt`` (atomic, resumable),
-``model.safetensors`` + ``model.json`` (with the entity-embedding cache) and ``metrics.json``.
+keeping the best weights (validation MRR), and writes its run folder with :class:`~kgdistill.runwriter.RunWriter`:
+``config.yaml`` (the text run config after ``kind: text``, so ``kgdistill evaluate`` / ``predict`` /
+``runs.load_run`` know the kind), ``entities.tsv``, ``relations.tsv``, ``meta.json``, ``trace.jsonl``,
+``checkpoints/last.pt`` (atomic, resumable), ``model.safetensors`` + ``model.json`` (with the entity-embedding
+cache) and ``metrics.json``. (Folders written before kinds were recorded hold the text config in
+``text_config.yaml`` and a stand-in ``config.yaml``; they still load and resume.)
 AdamW, linear warm-up then linear decay, gradient clipping (SimKGC's optimisation).
 
 Under ``torchrun`` (or with a multi-process ``ctx``) training is data-parallel: every rank draws the same global
@@ -18,7 +20,6 @@ sharded, and only rank 0 writes the run folder.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -29,30 +30,29 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kgdistill.config import from_dict, load_yaml, save_yaml
+from kgdistill.config import from_dict, load_yaml
 from kgdistill.data.datasets import load_dataset
 from kgdistill.data.triples import KGDataset
 from kgdistill.distributed import (DistContext, all_reduce_grads_, all_reduce_mean_, barrier, broadcast_tensor_,
                                    gather_with_grad, init_distributed, shard_bounds)
 from kgdistill.errors import ConfigError, RunFolderError, TrainingDivergedError
 from kgdistill.evaluate import DatasetEvaluator
-from kgdistill.models.base import save_model
 from kgdistill.registry import UnknownNameError
 from kgdistill.runfolder import check_no_finished_run, check_output_folder, run_folder_lock
-from kgdistill.runs import Run, _meta, _write_json, evaluate_splits, read_id_map, write_id_maps
+from kgdistill.runs import Run, evaluate_splits, read_id_map, read_run_config
+from kgdistill.runwriter import LEGACY_TEXT_CONFIG, RunWriter, run_meta
 from kgdistill.text.biencoder import BiEncoder
-from kgdistill.text.config import (DistillConfig, TextModelConfig, TextRunConfig, TextTrainingConfig, as_run_config,
+from kgdistill.text.config import (DistillConfig, TextModelConfig, TextRunConfig, TextTrainingConfig,
                                    check_text_config)
 from kgdistill.text.objective import Objective, objectives
 from kgdistill.text.students import check_same_plm, default_layers, layer_state, make_student
 from kgdistill.text.textdata import (KnownTails, entity_base_texts, make_batch, relation_texts_of, with_inverses)
-from kgdistill.training.checkpoint import atomic_torch_save, load_checkpoint
-from kgdistill.training.trace import Trace
 from kgdistill.validate import validate_config
 
 log = logging.getLogger(__name__)
 
-TEXT_CONFIG = "text_config.yaml"
+#: the text config file of run folders written before ``config.yaml`` recorded the model kind
+TEXT_CONFIG = LEGACY_TEXT_CONFIG
 __all__ = ["DistillConfig", "TextModelConfig", "TextRunConfig", "TextTrainingConfig", "build_text_model",
            "load_text_config", "train_text"]
 
@@ -194,7 +194,7 @@ def _train_text_locked(config: TextRunConfig, dataset: KGDataset, resume: bool, 
                        ) -> Run:
     """The body of :func:`train_text`, run while this process holds the run folder's lock."""
     t, d = config.training, config.distill
-    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    ckpt_path = RunWriter(run_dir).checkpoint_path()
     if resume and not ckpt_path.exists():
         raise RunFolderError(f"{run_dir}: nothing to resume (no checkpoints/last.pt; a run finished with "
                              f"training.keep_checkpoint false cannot be continued)")
@@ -207,13 +207,9 @@ def _train_text_locked(config: TextRunConfig, dataset: KGDataset, resume: bool, 
     student.to(device)
     if teacher is not None:
         teacher.to(device)
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_yaml(as_run_config(config, student.hidden_size), run_dir / "config.yaml")
-        save_yaml(config, run_dir / TEXT_CONFIG)
-        write_id_maps(dataset, run_dir)
-    meta_path = run_dir / "meta.json"
-    trace = Trace(run_dir / "trace.jsonl" if ctx.is_main else None)
+    writer = RunWriter(run_dir, enabled=ctx.is_main)
+    writer.start(config, dataset)
+    trace = writer.trace
 
     train = dataset.train
     holdout = None
@@ -239,7 +235,7 @@ def _train_text_locked(config: TextRunConfig, dataset: KGDataset, resume: bool, 
 
     epoch, step, best, best_state, train_seconds = 0, 0, float("-inf"), None, 0.0
     if resume:
-        ck = load_checkpoint(ckpt_path)
+        ck = writer.load_checkpoint()
         student.load_state_dict(ck["model"], strict=False)
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
@@ -248,16 +244,15 @@ def _train_text_locked(config: TextRunConfig, dataset: KGDataset, resume: bool, 
         train_seconds = ck.get("train_seconds", 0.0)
         trace.truncate_after_epoch(epoch)
         trace.write("resume", epoch=epoch, step=step)
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else _meta(as_run_config(config, 0))
+        meta = writer.read_meta() or run_meta(t.seed)
     else:
-        meta = _meta(as_run_config(config, 0))
+        meta = run_meta(t.seed)
         meta.update(method=d.method, teacher=d.teacher, layers=layer_map if teacher is not None else None,
                     student_layers=student.num_layers)
         trace.write("start", method=d.method, layers=student.num_layers, parameters=student.num_parameters(),
                     steps_per_epoch=steps_per_epoch, examples=int(examples.shape[0]), processes=ctx.world_size)
     meta["processes"] = ctx.world_size
-    if ctx.is_main:
-        _write_json(meta_path, meta)
+    writer.write_meta(meta)
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -336,11 +331,11 @@ def _train_text_locked(config: TextRunConfig, dataset: KGDataset, resume: bool, 
         if ctx.is_main:  # one line per epoch (the command line shows them; see kgdistill.progress)
             log.info("epoch %d: loss %.5f, %.1fs%s", epoch, record.get("loss", float("nan")), seconds,
                      f", validation MRR {record['valid']['mrr']:.4f}" if "valid" in record else "")
-        if ctx.is_main and t.checkpoint_every and (epoch % t.checkpoint_every == 0 or epoch == t.epochs):
-            atomic_torch_save({"model": {k: v for k, v in student.state_dict().items() if k != "entity_cache"},
-                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                               "objective": objective.state_dict(), "epoch": epoch, "step": step, "best": best,
-                               "best_state": best_state, "train_seconds": train_seconds}, ckpt_path)
+        if writer.enabled and t.checkpoint_every and (epoch % t.checkpoint_every == 0 or epoch == t.epochs):
+            writer.save_checkpoint({"model": {k: v for k, v in student.state_dict().items() if k != "entity_cache"},
+                                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                    "objective": objective.state_dict(), "epoch": epoch, "step": step, "best": best,
+                                    "best_state": best_state, "train_seconds": train_seconds})
 
     if best_state is not None:
         student.load_state_dict(best_state, strict=False)
@@ -348,8 +343,7 @@ def _train_text_locked(config: TextRunConfig, dataset: KGDataset, resume: bool, 
     enc_start = time.perf_counter()
     share_entity_encodings(student, ctx)
     enc_seconds = time.perf_counter() - enc_start
-    if ctx.is_main:
-        save_model(student, run_dir)
+    writer.save_model(student)
     metrics = evaluate_splits(student, evaluator, list(config.evaluation.eval_splits),
                               progress=config.progress and ctx.is_main)
     metrics.update(num_parameters=student.num_parameters(), encoder_parameters=student.encoder_parameters(),
@@ -363,21 +357,22 @@ def _train_text_locked(config: TextRunConfig, dataset: KGDataset, resume: bool, 
         trace.write("objective", **report)
     meta.update(train_seconds=round(train_seconds, 3), epochs_done=epoch, steps=step,
                 finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    writer.write_metrics(metrics)
+    writer.write_meta(meta)
     if ctx.is_main:
-        _write_json(run_dir / "metrics.json", metrics)
-        _write_json(meta_path, meta)
         if not t.keep_checkpoint:
             ckpt_path.unlink(missing_ok=True)
     barrier(ctx)  # the folder is complete before any rank returns (a next stage reads it)
     if teacher is not None:
         del teacher
-    return Run(run_dir, as_run_config(config, student.hidden_size), student, dataset, metrics)
+    return Run(run_dir, config, student, dataset, metrics)
 
 
 def resume_text(run_dir: str | Path, epochs: int | None = None) -> Run:
-    """Continue an interrupted text run from ``checkpoints/last.pt``."""
+    """Continue an interrupted text run from ``checkpoints/last.pt`` (its config: ``config.yaml``, or the
+    ``text_config.yaml`` of an older folder, which is then replaced by ``config.yaml``)."""
     run_dir = Path(run_dir)
-    config = load_text_config(run_dir / TEXT_CONFIG)
+    config = read_run_config(run_dir, kind="text")
     if epochs is not None:
         config = replace(config, training=replace(config.training, epochs=epochs))
     return train_text(replace(config, output_dir=str(run_dir)), resume=True)

@@ -2,6 +2,11 @@
 
 The loop is device-agnostic (``device`` is a parameter): ids are sampled from one seeded CPU generator, so a run
 resumed from a checkpoint draws exactly the batches and negatives of an uninterrupted run.
+
+One :class:`Trainer` serves KGE training (:func:`kgdistill.runs.train`) and every distillation stage
+(:func:`kgdistill.distill.stage.run_stage`): the step is the built-in loss of the training mode or ``step_loss``;
+what a kind of run keeps beside the checkpoint (training time in ``meta.json``, a stage's step state) is a
+:class:`TrainerCallback`.
 """
 
 from __future__ import annotations
@@ -48,6 +53,22 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+class TrainerCallback:
+    """Hooks into :class:`Trainer` (every method optional; called on every rank, in the order given)."""
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        """:meth:`Trainer.fit` starts (before a checkpoint is restored)."""
+
+    def before_checkpoint(self, trainer: Trainer) -> None:
+        """A checkpoint is about to be written (every rank: collectives are allowed)."""
+
+    def after_checkpoint(self, trainer: Trainer) -> None:
+        """``checkpoints/last.pt`` has been written (on the writing rank) for ``trainer.state.epoch``."""
+
+    def after_restore(self, trainer: Trainer) -> None:
+        """The trainer's state was restored from its checkpoint."""
+
+
 def _named(registry_kind: str, fn: Callable[[], Any]) -> Any:
     try:
         return fn()
@@ -64,12 +85,15 @@ class Trainer:
         step_loss: ``step_loss(model, batch, generator) -> loss`` replaces the built-in step: ``batch`` is
             ``triples[B, 3]`` in sLCWA and ``queries[B, 3]`` (anchor, relation, target) in 1vsAll.
         run_dir: where ``checkpoints/`` and ``trace.jsonl`` go (None: nothing is written).
+        callbacks: :class:`TrainerCallback` objects (e.g. :class:`kgdistill.runs.MetaTimer`,
+            :class:`kgdistill.distill.stage.StageState`).
     """
 
     def __init__(self, model: KGCModel, dataset: KGDataset, config: TrainingConfig, *,
                  device: str | torch.device = "cpu", run_dir: str | Path | None = None,
                  validate: Callable[[KGCModel], dict[str, float]] | None = None, progress: bool = False,
-                 step_loss: Callable[..., torch.Tensor] | None = None, ctx: DistContext | None = None) -> None:
+                 step_loss: Callable[..., torch.Tensor] | None = None, ctx: DistContext | None = None,
+                 callbacks: tuple[TrainerCallback, ...] | list[TrainerCallback] = ()) -> None:
         if config.training_mode not in TRAINING_MODES:
             raise ConfigError(f"training_mode: unknown {config.training_mode!r}; known: {', '.join(TRAINING_MODES)}")
         if config.epochs < 0 or config.batch_size < 1:
@@ -80,6 +104,7 @@ class Trainer:
         self.device = torch.device(device)
         self.run_dir = Path(run_dir) if run_dir else None
         self.validate, self.progress = validate, progress
+        self.callbacks = list(callbacks)
         self.ctx = ctx or DistContext(device=str(device))
         self.trace = Trace(self.run_dir / "trace.jsonl" if self.run_dir and self.ctx.is_main else None)
         self.optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, config.weight_decay)
@@ -112,6 +137,13 @@ class Trainer:
         return self.run_dir / "checkpoints" / LAST_CHECKPOINT if self.run_dir else None
 
     def save_checkpoint(self) -> None:
+        for cb in self.callbacks:
+            cb.before_checkpoint(self)
+        self._write_checkpoint()
+        for cb in self.callbacks:
+            cb.after_checkpoint(self)
+
+    def _write_checkpoint(self) -> None:
         sample_states = all_gather_objects(self.sample_generator.get_state(), self.ctx)  # collective: every rank
         if self.checkpoint_path is None or not self.ctx.is_main:
             return
@@ -140,6 +172,8 @@ class Trainer:
         self.best_model_state = ckpt["best_model"]
         self.trace.truncate_after_epoch(self.state.epoch)
         self.trace.write("resume", epoch=self.state.epoch)
+        for cb in self.callbacks:
+            cb.after_restore(self)
 
     # ---- epochs ----------------------------------------------------------------------------------------------
     def num_examples(self) -> int:
@@ -236,6 +270,8 @@ class Trainer:
     def fit(self, resume: bool = False) -> TrainState:
         """Train until ``epochs`` or early stopping; validation every ``eval_every`` epochs and at the end."""
         cfg = self.config
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
         if resume:
             self.restore_checkpoint()
         while self.state.epoch < cfg.epochs and not self.state.stopped_early:
