@@ -39,7 +39,8 @@ from kgdistill.models.interactions import interactions
 from kgdistill.registry import UnknownNameError
 from kgdistill.runfolder import check_no_finished_run, check_output_folder, run_folder_lock
 from kgdistill.runwriter import RunWriter, read_config, read_id_map, run_meta, write_id_maps
-from kgdistill.training.loop import Trainer, TrainerCallback
+from kgdistill.training.engine import TrainerCallback
+from kgdistill.training.loop import Trainer
 from kgdistill.validate import validate_config
 
 __all__ = ["Run", "REQUIRED_FILES", "train", "resume", "load_run", "read_run_config", "resolve_config", "build_model",
@@ -90,9 +91,9 @@ def build_model(config: RunConfig, dataset: KGDataset) -> KGCModel:
     m = config.model
     torch.manual_seed(config.training.seed)
     try:
-        return EmbeddingModel(m.model, dataset.num_entities, dataset.num_relations, m.dim, reciprocal=bool(m.reciprocal),
-                              entity_constraint=m.entity_constraint, interaction_options=m.model_options,
-                              init_scale=m.init_scale)
+        return EmbeddingModel(m.model, dataset.num_entities, dataset.num_relations, m.dim,
+                              reciprocal=bool(m.reciprocal), entity_constraint=m.entity_constraint,
+                              interaction_options=m.model_options, init_scale=m.init_scale)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"model {m.model!r}: {err}") from None
 

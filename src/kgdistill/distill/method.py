@@ -94,7 +94,8 @@ def stage_training(teacher: Run, config: CommonConfig, mode: str | None = None, 
 
 def teacher_model(teacher: Run) -> EmbeddingModel:
     if not isinstance(teacher.model, EmbeddingModel):
-        raise ConfigError(f"{teacher.path}: the teacher must be an embedding model (got {type(teacher.model).__name__})")
+        raise ConfigError(f"{teacher.path}: the teacher must be an embedding model "
+                          f"(got {type(teacher.model).__name__})")
     return teacher.model
 
 

@@ -38,7 +38,8 @@ from kgdistill.runfolder import locks_run_dir
 from kgdistill.runs import evaluate_splits
 from kgdistill.runwriter import RunWriter, run_meta
 from kgdistill.training.checkpoint import atomic_torch_save, load_checkpoint
-from kgdistill.training.loop import LAST_CHECKPOINT, Trainer, TrainerCallback
+from kgdistill.training.engine import TrainerCallback
+from kgdistill.training.loop import LAST_CHECKPOINT, Trainer
 
 #: next to ``checkpoints/last.pt``: the state of the stage's step (e.g. MetaSD's meta optimiser) and its wall time
 STEP_STATE = "step.pt"

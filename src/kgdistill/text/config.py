@@ -1,4 +1,5 @@
-"""Frozen configurations of text runs (saved as ``text_config.yaml`` with every run; field help in metadata).
+"""Frozen configurations of text runs (saved as the ``config.yaml`` of every text run, after ``kind: text``; field
+ help in metadata).
 
 Field names are unique across sections, so each is also a CLI flag (``--mask-rate 0.1``) and a flat override key.
 Loss weights of every distillation method follow one rule: ``(1 - alpha - beta) · CE + alpha · logit term +

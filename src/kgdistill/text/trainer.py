@@ -21,21 +21,18 @@ sharded, and only rank 0 writes the run folder.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from kgdistill.config import from_dict, load_yaml
 from kgdistill.data.datasets import load_dataset
 from kgdistill.data.triples import KGDataset
-from kgdistill.distributed import (DistContext, all_reduce_grads_, all_reduce_mean_, barrier, broadcast_tensor_,
-                                   gather_with_grad, init_distributed, shard_bounds)
-from kgdistill.errors import ConfigError, RunFolderError, TrainingDivergedError
+from kgdistill.distributed import DistContext, barrier, broadcast_tensor_, init_distributed
+from kgdistill.errors import ConfigError, RunFolderError
 from kgdistill.evaluate import DatasetEvaluator
 from kgdistill.registry import UnknownNameError
 from kgdistill.runfolder import check_no_finished_run, check_output_folder, run_folder_lock
@@ -44,9 +41,10 @@ from kgdistill.runwriter import LEGACY_TEXT_CONFIG, RunWriter, run_meta
 from kgdistill.text.biencoder import BiEncoder
 from kgdistill.text.config import (DistillConfig, TextModelConfig, TextRunConfig, TextTrainingConfig,
                                    check_text_config)
+from kgdistill.text.loop import TextTrainer, share_entity_encodings
 from kgdistill.text.objective import Objective, objectives
 from kgdistill.text.students import check_same_plm, default_layers, layer_state, make_student
-from kgdistill.text.textdata import (KnownTails, entity_base_texts, make_batch, relation_texts_of, with_inverses)
+from kgdistill.text.textdata import KnownTails, entity_base_texts, relation_texts_of, with_inverses
 from kgdistill.validate import validate_config
 
 log = logging.getLogger(__name__)
@@ -125,35 +123,11 @@ def build_text_model(config: TextRunConfig, dataset: KGDataset, attn_implementat
     return student, (teacher if method.needs_teacher else None), layer_map
 
 
-def _lr_lambda(warmup: int, total: int):  # type: ignore[no-untyped-def]
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        return max(0.0, (total - step) / max(1, total - warmup))
-    return f
-
-
 def _split_holdout(train: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed + 101)
     perm = torch.randperm(train.shape[0], generator=g)
     n_hold = max(1, int(round(fraction * train.shape[0])))
     return train[perm[n_hold:]], train[perm[:n_hold]]
-
-
-def share_entity_encodings(model: BiEncoder, ctx: DistContext) -> Tensor:
-    """Fill ``model``'s entity cache ``[E, d]`` with the ranks splitting the work by encoding batch.
-
-    The batches are those of a single process (``encode_batch_size`` consecutive ids), each encoded by one rank,
-    then gathered, so the cache equals a single process's. In one process: :meth:`BiEncoder.refresh_cache`.
-    """
-    if not ctx.enabled:
-        return model.refresh_cache()
-    bs, E = model.encode_batch_size, model.num_entities
-    lo, hi = shard_bounds((E + bs - 1) // bs, ctx.rank, ctx.world_size)
-    local = model.encode_entities(list(range(lo * bs, min(hi * bs, E))))
-    with torch.no_grad():
-        model.entity_cache = gather_with_grad(local, ctx).to(model.entity_cache.device)
-    return model.entity_cache
 
 
 def train_text(config: TextRunConfig, dataset: KGDataset | None = None, resume: bool = False,
@@ -224,33 +198,20 @@ def _train_text_locked(config: TextRunConfig, dataset: KGDataset, resume: bool, 
         kwargs = {"holdout": holdout if holdout is not None else train, "relation_labels": list(dataset.relations)}
     objective: Objective = method_cls(student, teacher, config, known, layer_map, ctx=ctx, **kwargs)
     extra_params = [p for mod in objective.modules() for p in mod.parameters() if p.requires_grad]
-    params = [p for p in student.parameters() if p.requires_grad] + extra_params
-    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    n_batches = (examples.shape[0] + t.batch_size - 1) // t.batch_size
-    steps_per_epoch = min(n_batches, t.steps_per_epoch) if t.steps_per_epoch else n_batches
-    total = max(1, steps_per_epoch * t.epochs)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(min(t.warmup_steps, total // 2), total))
     evaluator = DatasetEvaluator(dataset, config.evaluation.eval_batch_size, config.evaluation.filtered, device,
                                  ctx=ctx)
-
-    epoch, step, best, best_state, train_seconds = 0, 0, float("-inf"), None, 0.0
+    trainer = TextTrainer(student, objective, examples, t, writer=writer, evaluator=evaluator, device=device,
+                          ctx=ctx, extra_params=extra_params)
     if resume:
-        ck = writer.load_checkpoint()
-        student.load_state_dict(ck["model"], strict=False)
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        objective.load_state_dict(ck["objective"])
-        epoch, step, best, best_state = ck["epoch"], ck["step"], ck["best"], ck["best_state"]
-        train_seconds = ck.get("train_seconds", 0.0)
-        trace.truncate_after_epoch(epoch)
-        trace.write("resume", epoch=epoch, step=step)
+        trainer.restore_checkpoint()
         meta = writer.read_meta() or run_meta(t.seed)
     else:
         meta = run_meta(t.seed)
         meta.update(method=d.method, teacher=d.teacher, layers=layer_map if teacher is not None else None,
                     student_layers=student.num_layers)
         trace.write("start", method=d.method, layers=student.num_layers, parameters=student.num_parameters(),
-                    steps_per_epoch=steps_per_epoch, examples=int(examples.shape[0]), processes=ctx.world_size)
+                    steps_per_epoch=trainer.steps_per_epoch, examples=int(examples.shape[0]),
+                    processes=ctx.world_size)
     meta["processes"] = ctx.world_size
     writer.write_meta(meta)
     if ctx.enabled:
@@ -267,78 +228,8 @@ def _train_text_locked(config: TextRunConfig, dataset: KGDataset, resume: bool, 
             for p in extra_params:
                 broadcast_tensor_(p.data, ctx)
 
-    while epoch < t.epochs:
-        start = time.perf_counter()
-        student.train()
-        g = torch.Generator().manual_seed(t.seed * 1000 + epoch)
-        perm = torch.randperm(examples.shape[0], generator=g)
-        sums: dict[str, float] = {}
-        for b in range(steps_per_epoch):
-            idx = perm[b * t.batch_size:(b + 1) * t.batch_size]
-            global_size, share = idx.shape[0], 1.0
-            if ctx.enabled:
-                if global_size < ctx.world_size:  # a last batch too small to share: every rank skips it
-                    continue
-                lo, hi = shard_bounds(global_size, ctx.rank, ctx.world_size)
-                idx = idx[lo:hi]
-                share = idx.shape[0] * ctx.world_size / global_size  # the ranks' mean is the global batch mean
-            batch = make_batch(student.tokenizer, student.entity_texts, student.relation_texts, examples[idx],
-                               student.max_length, t.self_negatives).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.train_dtype == "bf16"):
-                loss, logs = objective.loss(batch, step)
-            if share != 1.0:
-                loss = loss * share
-                logs = {k: v * share for k, v in logs.items()}
-            values = {"loss": float(loss.detach()), **logs}
-            if ctx.enabled:  # every rank logs, and checks, the global batch's values
-                reduced = torch.tensor(list(values.values()), dtype=torch.float64)
-                all_reduce_mean_([reduced], ctx)
-                values = dict(zip(values, reduced.tolist()))
-            if not math.isfinite(values["loss"]):
-                raise TrainingDivergedError(f"loss is {values['loss']} at epoch {epoch + 1}, step {step}; the last "
-                                            f"checkpoint is kept in {ckpt_path}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            all_reduce_grads_(extra_params, ctx)
-            torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            values.update(objective.after_step(batch, step))
-            step += 1
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v
-            if t.log_every and step % t.log_every == 0:
-                trace.write("step", epoch=epoch + 1, step=step, **values,
-                            lr=scheduler.get_last_lr()[0], inv_t=float(student.inv_t.detach()))
-        epoch += 1
-        seconds = time.perf_counter() - start
-        train_seconds += seconds
-        record: dict[str, Any] = {k: v / steps_per_epoch for k, v in sums.items()}
-        do_eval = (t.eval_every and epoch % t.eval_every == 0) or epoch == t.epochs
-        if do_eval:
-            was = student.training
-            student.eval()
-            share_entity_encodings(student, ctx)
-            summary = evaluator.evaluate(student, "valid").summary()["both"]
-            student.train(was)
-            record["valid"] = {k: float(v) for k, v in summary.items()}
-            if summary["mrr"] > best:
-                best = float(summary["mrr"])
-                best_state = {k: v.detach().to("cpu").clone() for k, v in student.state_dict().items()
-                              if k != "entity_cache"}
-                record["best"] = True
-        trace.write("epoch", epoch=epoch, seconds=round(seconds, 3), **record)
-        if ctx.is_main:  # one line per epoch (the command line shows them; see kgdistill.progress)
-            log.info("epoch %d: loss %.5f, %.1fs%s", epoch, record.get("loss", float("nan")), seconds,
-                     f", validation MRR {record['valid']['mrr']:.4f}" if "valid" in record else "")
-        if writer.enabled and t.checkpoint_every and (epoch % t.checkpoint_every == 0 or epoch == t.epochs):
-            writer.save_checkpoint({"model": {k: v for k, v in student.state_dict().items() if k != "entity_cache"},
-                                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                    "objective": objective.state_dict(), "epoch": epoch, "step": step, "best": best,
-                                    "best_state": best_state, "train_seconds": train_seconds})
-
-    if best_state is not None:
-        student.load_state_dict(best_state, strict=False)
+    trainer.fit()  # the checkpoint, when resuming, was restored above (before the model is wrapped for DDP)
+    epoch, step, best, train_seconds = trainer.epoch, trainer.step, trainer.best, trainer.train_seconds
     student.eval()
     enc_start = time.perf_counter()
     share_entity_encodings(student, ctx)

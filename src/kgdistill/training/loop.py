@@ -3,10 +3,11 @@
 The loop is device-agnostic (``device`` is a parameter): ids are sampled from one seeded CPU generator, so a run
 resumed from a checkpoint draws exactly the batches and negatives of an uninterrupted run.
 
-One :class:`Trainer` serves KGE training (:func:`kgdistill.runs.train`) and every distillation stage
-(:func:`kgdistill.distill.stage.run_stage`): the step is the built-in loss of the training mode or ``step_loss``;
+:class:`Trainer` is the :class:`~kgdistill.training.engine.EpochLoop` (the loop of every model kind) of KGE
+models: it serves KGE training (:func:`kgdistill.runs.train`) and every distillation stage
+(:func:`kgdistill.distill.stage.run_stage`); the step is the built-in loss of the training mode or ``step_loss``;
 what a kind of run keeps beside the checkpoint (training time in ``meta.json``, a stage's step state) is a
-:class:`TrainerCallback`.
+:class:`~kgdistill.training.engine.TrainerCallback`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from kgdistill.models.base import KGCModel
 from kgdistill.progress import bar as progress_bar
 from kgdistill.registry import UnknownNameError
 from kgdistill.training.checkpoint import atomic_torch_save, load_checkpoint
+from kgdistill.training.engine import EpochLoop, TrainerCallback
 from kgdistill.training.negatives import negative_samplers
 from kgdistill.training.optim import make_optimizer
 from kgdistill.training.steps import KvsAllLabels, kvsall_loss, one_to_n_queries, one_vs_all_loss, slcwa_loss
@@ -53,22 +55,6 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-class TrainerCallback:
-    """Hooks into :class:`Trainer` (every method optional; called on every rank, in the order given)."""
-
-    def on_fit_start(self, trainer: Trainer) -> None:
-        """:meth:`Trainer.fit` starts (before a checkpoint is restored)."""
-
-    def before_checkpoint(self, trainer: Trainer) -> None:
-        """A checkpoint is about to be written (every rank: collectives are allowed)."""
-
-    def after_checkpoint(self, trainer: Trainer) -> None:
-        """``checkpoints/last.pt`` has been written (on the writing rank) for ``trainer.state.epoch``."""
-
-    def after_restore(self, trainer: Trainer) -> None:
-        """The trainer's state was restored from its checkpoint."""
-
-
 def _named(registry_kind: str, fn: Callable[[], Any]) -> Any:
     try:
         return fn()
@@ -76,7 +62,7 @@ def _named(registry_kind: str, fn: Callable[[], Any]) -> Any:
         raise ConfigError(f"{registry_kind}: {err}") from None
 
 
-class Trainer:
+class Trainer(EpochLoop):
     """Trains ``model`` on ``dataset.train`` following ``config``.
 
     Args:
@@ -85,8 +71,8 @@ class Trainer:
         step_loss: ``step_loss(model, batch, generator) -> loss`` replaces the built-in step: ``batch`` is
             ``triples[B, 3]`` in sLCWA and ``queries[B, 3]`` (anchor, relation, target) in 1vsAll.
         run_dir: where ``checkpoints/`` and ``trace.jsonl`` go (None: nothing is written).
-        callbacks: :class:`TrainerCallback` objects (e.g. :class:`kgdistill.runs.MetaTimer`,
-            :class:`kgdistill.distill.stage.StageState`).
+        callbacks: :class:`~kgdistill.training.engine.TrainerCallback` objects (e.g.
+            :class:`kgdistill.runs.MetaTimer`, :class:`kgdistill.distill.stage.StageState`).
     """
 
     def __init__(self, model: KGCModel, dataset: KGDataset, config: TrainingConfig, *,
@@ -136,13 +122,6 @@ class Trainer:
     def checkpoint_path(self) -> Path | None:
         return self.run_dir / "checkpoints" / LAST_CHECKPOINT if self.run_dir else None
 
-    def save_checkpoint(self) -> None:
-        for cb in self.callbacks:
-            cb.before_checkpoint(self)
-        self._write_checkpoint()
-        for cb in self.callbacks:
-            cb.after_checkpoint(self)
-
     def _write_checkpoint(self) -> None:
         sample_states = all_gather_objects(self.sample_generator.get_state(), self.ctx)  # collective: every rank
         if self.checkpoint_path is None or not self.ctx.is_main:
@@ -156,7 +135,7 @@ class Trainer:
             "best_model": self.best_model_state,
         }, self.checkpoint_path)
 
-    def restore_checkpoint(self, path: str | Path | None = None) -> None:
+    def _read_checkpoint(self, path: str | Path | None = None) -> None:
         ckpt = load_checkpoint(path or self.checkpoint_path)  # type: ignore[arg-type]
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -172,8 +151,6 @@ class Trainer:
         self.best_model_state = ckpt["best_model"]
         self.trace.truncate_after_epoch(self.state.epoch)
         self.trace.write("resume", epoch=self.state.epoch)
-        for cb in self.callbacks:
-            cb.after_restore(self)
 
     # ---- epochs ----------------------------------------------------------------------------------------------
     def num_examples(self) -> int:
@@ -267,28 +244,33 @@ class Trainer:
             total = sum(all_gather_objects(total, self.ctx))
         return {"loss": total / n, "seconds": seconds, "examples_per_second": n / seconds}
 
+    @property
+    def epochs_done(self) -> int:
+        return self.state.epoch
+
+    def finished(self) -> bool:
+        return self.state.epoch >= self.config.epochs or self.state.stopped_early
+
     def fit(self, resume: bool = False) -> TrainState:
         """Train until ``epochs`` or early stopping; validation every ``eval_every`` epochs and at the end."""
+        return super().fit(resume)  # type: ignore[no-any-return]
+
+    def end_epoch(self, epoch: int, stats: dict[str, Any]) -> None:
         cfg = self.config
-        for cb in self.callbacks:
-            cb.on_fit_start(self)
-        if resume:
-            self.restore_checkpoint()
-        while self.state.epoch < cfg.epochs and not self.state.stopped_early:
-            epoch = self.state.epoch + 1
-            stats = self.train_epoch(epoch)
-            self.state.epoch = epoch
-            record = {"epoch": epoch, **{k: round(v, 6) for k, v in stats.items()}}
-            self.trace.write("epoch", **record)
-            if self.ctx.is_main:
-                log.info("epoch %d: loss %.5f, %.1fs, %s examples/s", epoch, stats["loss"], stats["seconds"],
-                         f"{stats['examples_per_second']:,.0f}")
-            due = cfg.eval_every > 0 and epoch % cfg.eval_every == 0
-            if self.validate is not None and (due or epoch == cfg.epochs):
-                self._validation(epoch)
-            if self.state.epoch % max(1, cfg.checkpoint_every) == 0 or self.state.epoch == cfg.epochs \
-                    or self.state.stopped_early:
-                self.save_checkpoint()
+        self.state.epoch = epoch
+        record = {"epoch": epoch, **{k: round(v, 6) for k, v in stats.items()}}
+        self.trace.write("epoch", **record)
+        if self.ctx.is_main:
+            log.info("epoch %d: loss %.5f, %.1fs, %s examples/s", epoch, stats["loss"], stats["seconds"],
+                     f"{stats['examples_per_second']:,.0f}")
+        due = cfg.eval_every > 0 and epoch % cfg.eval_every == 0
+        if self.validate is not None and (due or epoch == cfg.epochs):
+            self._validation(epoch)
+        if self.state.epoch % max(1, cfg.checkpoint_every) == 0 or self.state.epoch == cfg.epochs \
+                or self.state.stopped_early:
+            self.save_checkpoint()
+
+    def finish(self) -> TrainState:
         if self.best_model_state is not None:
             self.model.load_state_dict(self.best_model_state)
         return self.state
