@@ -87,26 +87,24 @@ def test_malformed_data_file_names_file_and_line(tmp_path: Path, capsys: pytest.
 
 
 def test_unknown_flag_exits_with_usage(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(["train", "--epohcs", "3"])
-    assert exc.value.code == 2
+    assert main(["train", "--epohcs", "3"]) == 2
+    assert "Did you mean '--epochs'" in capsys.readouterr().err
 
 
 def test_distill_parses_text_methods_itself() -> None:
     """``distill --method pmd|hrkd|logit|patient`` is the ``distill`` command (no rewrite to ``text-distill``): it
     parses the text methods' options, and ``text-distill`` stays as their alias."""
-    from kgdistill.cli import build_parser
+    from kgdistill.cli import parse_args
 
-    parser = build_parser()
-    args = parser.parse_args(["distill", "--method", "pmd", "--teacher", "r", "--grades", "2,1", "--mask-rates", "0.2",
+    args = parse_args(["distill", "--method", "pmd", "--teacher", "r", "--grades", "2,1", "--mask-rates", "0.2",
                               "0.1", "0", "--no-pre-distill", "--plm", "tiny:layers=2"])
     assert args.command == "distill" and args.method == "pmd"
     assert (args.opt_grades, args.opt_mask_rates, args.opt_pre_distill, args.opt_plm) == \
         (["2,1"], ["0.2", "0.1", "0"], "false", "tiny:layers=2")
-    args = parser.parse_args(["distill", "--teacher", "r", "--method=HRKD", "--hrkd-domains", "prefix"])
+    args = parse_args(["distill", "--teacher", "r", "--method=HRKD", "--hrkd-domains", "prefix"])
     assert args.command == "distill" and args.opt_hrkd_domains == "prefix"
-    assert parser.parse_args(["distill", "--method", "iterde", "--teacher", "r"]).command == "distill"
-    assert parser.parse_args(["text-distill", "--method", "pmd", "--teacher", "r"]).command == "text-distill"
+    assert parse_args(["distill", "--method", "iterde", "--teacher", "r"]).command == "distill"
+    assert parse_args(["text-distill", "--method", "pmd", "--teacher", "r"]).command == "text-distill"
 
 
 def test_distill_help_per_method(capsys: pytest.CaptureFixture[str]) -> None:
@@ -146,9 +144,7 @@ def test_distill_help_per_method(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["distill", "--method", "kdd", "--help"]) == 2
     assert main(["distill", "--method", "kdd", "--teacher", "r"]) == 2
     assert "Did you mean 'kd'" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exc:
-        main(["distill", "--teacher", "r"])
-    assert exc.value.code == 2
+    assert main(["distill", "--teacher", "r"]) == 2
     assert "--method" in capsys.readouterr().err
 
 

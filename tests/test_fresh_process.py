@@ -116,7 +116,7 @@ def test_text_methods_resolve_in_the_one_method_registry_without_importing_trans
         got["pkd"] = methods.get("pkd").__name__
         got["logit-kd"] = methods.get("logit-kd").__name__
         from kgdistill import cli
-        cli.build_parser()
+        cli.build_cli()
         with contextlib.redirect_stdout(io.StringIO()):
             cli.main(["distill", "--method", "pmd", "--help"])
         got["transformers"] = "transformers" in sys.modules
@@ -196,7 +196,7 @@ def test_importing_the_library_leaves_the_process_environment_alone() -> None:
                  "kgdistill.kernels", "kgdistill.evaluate", "kgdistill.reference", "kgdistill.text",
                  "kgdistill.text.plm", "kgdistill.text.biencoder", "kgdistill.text.trainer",
                  "kgdistill.distill.text_pmd", "kgdistill.distill.text_hrkd", "kgdistill.distill.text_kd",
-                 "kgdistill.distill.text_method", "kgdistill.text.cli"]
+                 "kgdistill.distill.text_method", "kgdistill.cli.text"]
         imported = []
         for name in names:
             try:
@@ -207,7 +207,7 @@ def test_importing_the_library_leaves_the_process_environment_alone() -> None:
                 continue
             imported.append(name)
         import kgdistill.cli
-        kgdistill.cli.build_parser()
+        kgdistill.cli.build_cli()
         changed = sorted(k for k in {*before, *os.environ} if before.get(k) != os.environ.get(k))
         print(json.dumps({"changed": changed, "imported": imported}))
     """)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kgdistill.cli import build_parser
+from kgdistill.cli import parse_args
 
 TRAIN = ["train", "--dataset", "nations", "--model", "distmult", "--dim", "8", "--epochs", "3", "--eval-every", "2",
          "--patience", "0", "--eval-splits", "test", "--batch-size", "64", "--num-threads", "1"]
@@ -80,10 +80,9 @@ def test_bars_are_drawn_on_a_terminal_unless_switched_off(tmp_path: Path) -> Non
 @pytest.mark.parametrize("verb", [["train"], ["text-train"], ["text-distill"], ["distill", "--method", "kd",
                                   "--teacher", "T"], ["evaluate", "RUN"], ["reference", "run", "NAME", "--out", "O"]])
 def test_every_verb_takes_progress_and_no_progress(verb: list[str]) -> None:
-    parser = build_parser()
     values = []
     for flags in ([], ["--progress"], ["--no-progress"], ["--progress", "true"], ["--progress", "false"]):
-        args = parser.parse_args([*verb, *flags])
+        args = parse_args([*verb, *flags])
         value = getattr(args, "cfg_progress", None) if hasattr(args, "cfg_progress") else args.progress
         values.append(str(value).lower())
     default = "none" if verb[0] in ("train", "text-train", "text-distill") else "true"  # None: the config's default

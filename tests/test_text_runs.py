@@ -3,7 +3,6 @@ resume, every distillation method, the PMD chain, HRKD's trained graph, the CLI.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from dataclasses import replace
@@ -152,18 +151,12 @@ def test_hrkd_domain_graph_is_trained(teacher_run) -> None:  # type: ignore[no-u
 
 def test_cli_text_train_and_pmd_chain(umls_small: Path, teacher_run, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     from kgdistill import cli
-    from kgdistill.text.cli import register
 
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    register(sub, cli.command)
     common = ["--plm", TINY, "--max-length", "16", "--steps-per-epoch", "2", "--epochs", "1", "--batch-size", "32",
               "--self-negatives", "false", "--dataset", str(umls_small), "--set", "evaluation.eval_splits=[test]"]
-    args = parser.parse_args(["text-train", *common, "--out", str(tmp_path / "t")])
-    assert cli.COMMANDS["text-train"](args) == 0
-    args = parser.parse_args(["text-distill", "--method", "pmd", "--teacher", str(teacher_run.path), "--grades",
-                              "2,1", "--mask-rates", "0.2,0.1,0", *common, "--out", str(tmp_path / "pmd")])
-    assert cli.COMMANDS["text-distill"](args) == 0
+    assert cli.main(["text-train", *common, "--out", str(tmp_path / "t")]) == 0
+    assert cli.main(["text-distill", "--method", "pmd", "--teacher", str(teacher_run.path), "--grades",
+                     "2,1", "--mask-rates", "0.2,0.1,0", *common, "--out", str(tmp_path / "pmd")]) == 0
     summary = json.loads((tmp_path / "pmd" / "pmd_summary.json").read_text())
     assert [s["layers"] for s in summary] == [3, 2, 1]
     assert [s["mask_rate"] for s in summary] == [0.2, 0.1, 0.0]
@@ -192,15 +185,10 @@ def test_cli_text_train_reads_a_text_config_file(teacher_run, tmp_path: Path) ->
     """``text-train --config RUN/config.yaml`` repeats a run (flags still override): the YAML is read as a text
     config, not as a KGE one."""
     from kgdistill import cli
-    from kgdistill.text.cli import register
     from kgdistill.text.trainer import load_text_config
 
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    register(sub, cli.command)
-    args = parser.parse_args(["text-train", "--config", str(teacher_run.path / "config.yaml"),
-                              "--steps-per-epoch", "1", "--out", str(tmp_path / "again")])
-    assert cli.COMMANDS["text-train"](args) == 0
+    assert cli.main(["text-train", "--config", str(teacher_run.path / "config.yaml"),
+                     "--steps-per-epoch", "1", "--out", str(tmp_path / "again")]) == 0
     first, again = load_text_config(teacher_run.path / "config.yaml"), \
         load_text_config(tmp_path / "again" / "config.yaml")
     assert again.model == first.model and again.data == first.data

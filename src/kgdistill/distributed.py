@@ -329,7 +329,7 @@ def launch_torchrun(nproc: int, argv: Sequence[str], threads_per_process: int = 
     if nproc < 1:
         raise DistributedError(f"--nproc must be ≥ 1, got {nproc}")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "kgdistill.cli", *argv]
+           "-m", "kgdistill", *argv]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(threads_per_process))
     return subprocess.call(cmd, env=env)

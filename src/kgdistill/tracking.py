@@ -31,7 +31,6 @@ A tracker whose library is missing, an unknown tracker name or a tracking URI th
 
 from __future__ import annotations
 
-import argparse
 import csv
 import importlib.util
 import json
@@ -45,7 +44,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +55,6 @@ from kgdistill.registry import suggest
 from kgdistill.training.trace import LISTENERS
 
 TRACKERS = ("tensorboard", "mlflow", "csv")
-#: verbs of the command line that take ``--tracker``
-TRACKED_COMMANDS = ("train", "distill", "text-train", "text-distill")
 #: the files of a run folder read as its parameters (name -> parameter prefix)
 PARAM_FILES = {"config.yaml": "", "distill.yaml": "distill.", "text_config.yaml": "text."}
 #: what the MLflow artifacts of a run folder leave out
@@ -506,32 +503,6 @@ def tracking(trackers: Sequence[str | Tracker] | str | None, uri: str | None = N
 
 
 # ---- command line ------------------------------------------------------------------------------------------------
-def add_tracker_flags(parser: argparse.ArgumentParser) -> None:
-    """``--tracker NAME`` (repeatable), ``--tracker-uri URI``, ``--tracker-experiment NAME``."""
-    group = parser.add_argument_group("experiment tracking")
-    group.add_argument("--tracker", action="append", default=[], metavar="NAME",
-                       help=f"log every run folder to a tracker: {' | '.join(TRACKERS)} (repeatable); see "
-                            "kgdistill.tracking")
-    group.add_argument("--tracker-uri", default=None, metavar="URI",
-                       help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
-    group.add_argument("--tracker-experiment", default=None, metavar="NAME",
-                       help=f"MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else {DEFAULT_EXPERIMENT})")
-
-
-def tracking_from_args(args: argparse.Namespace) -> Any:
-    """The session the ``--tracker`` flags ask for (a null context without them, or for a verb that opens its own
-    sessions: ``hpo`` opens one in each worker process)."""
-    if getattr(args, "command", None) not in TRACKED_COMMANDS:
-        return nullcontext()
-    names = getattr(args, "tracker", None) or []
-    if not names:
-        if getattr(args, "tracker_uri", None):
-            raise ConfigError("--tracker-uri is for --tracker mlflow; add --tracker mlflow")
-        return nullcontext()
-    return tracking(names, uri=getattr(args, "tracker_uri", None), experiment=getattr(args, "tracker_experiment",
-                                                                                       None))
-
-
 __all__ = [
     "TRACKERS",
     "CSVTracker",
@@ -539,7 +510,6 @@ __all__ = [
     "TensorBoardTracker",
     "Tracker",
     "TrackingSession",
-    "add_tracker_flags",
     "check_tracking_uri",
     "final_values",
     "finish_runs",
@@ -548,5 +518,4 @@ __all__ = [
     "record_values",
     "run_params",
     "tracking",
-    "tracking_from_args",
 ]
