@@ -86,27 +86,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         click.echo(err.ctx.get_help() if err.ctx is not None else "")
         return 2
     except click.UsageError as err:
-        where = err.ctx.command_path if err.ctx is not None else "kgdistill"
+        where = err.ctx.command_path if err.ctx is not None else session.name
         print(f"{where}: error: {usage_message(err)}", file=sys.stderr)
         return 2
     except click.ClickException as err:
-        print(f"kgdistill {session.verb}: error: {err.format_message()}".replace("kgdistill :", "kgdistill:"),
-              file=sys.stderr)
+        print(f"{session.name}: error: {err.format_message()}", file=sys.stderr)
         return err.exit_code
     except KGDistillError as err:
-        name = f"kgdistill {session.verb}".strip()
         if os.environ.get("WORLD_SIZE", "1") != "1":
-            print(f"{name}: rank {os.environ.get('RANK')}: error: {err}", file=sys.stderr)
+            print(f"{session.name}: rank {os.environ.get('RANK')}: error: {err}", file=sys.stderr)
             return err.exit_code
-        print(f"{name}: error: {err}", file=sys.stderr)
+        print(f"{session.name}: error: {err}", file=sys.stderr)
         return err.exit_code
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as Unix tools do
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        print(f"kgdistill {session.verb}: interrupted; a training run continues with "
-              f"`kgdistill train --resume RUN_DIR`".replace("kgdistill :", "kgdistill:"), file=sys.stderr)
+        print(f"{session.name}: interrupted; a training run continues with `kgdistill train --resume RUN_DIR`",
+              file=sys.stderr)
         return 130
     finally:
         _close_process_group()

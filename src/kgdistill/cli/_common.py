@@ -39,6 +39,11 @@ class Session:
     verb: str = ""
     dry: bool = False
 
+    @property
+    def name(self) -> str:
+        """``kgdistill VERB`` (``kgdistill`` before a verb runs): how error lines start."""
+        return f"kgdistill {self.verb}".strip()
+
 
 # ---- option kinds --------------------------------------------------------------------------------------------------
 class BoolOption(click.Option):
@@ -97,9 +102,9 @@ class Bool(click.ParamType):
         if isinstance(value, bool):
             return value
         try:
-            return coerce("progress" if param is None else param.name, value, bool)
-        except ConfigError as err:
-            self.fail(str(err), param, ctx)
+            return coerce("value", value, bool)
+        except ConfigError:
+            self.fail(f"cannot read {value!r} as a boolean (true/false, yes/no, on/off, 1/0)", param, ctx)
 
 
 def choice(decl: str, names: Sequence[str], **kwargs: Any) -> click.Option:
