@@ -156,6 +156,12 @@ class Command(click.Command):
     def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         formatter.write_usage(ctx.command_path, " ".join(self.collect_usage_pieces(ctx)), prefix="usage: ")
 
+    def format_arguments(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [p.get_help_record(ctx) for p in self.get_params(ctx) if isinstance(p, click.Argument)]
+        if rows:
+            with formatter.section("arguments"):
+                formatter.write_dl(rows)
+
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         write_grouped_options(self, ctx, formatter)
 
@@ -191,7 +197,7 @@ def write_grouped_options(command: click.Command, ctx: click.Context, formatter:
     groups: dict[str, list[tuple[str, str]]] = {}
     for param in command.get_params(ctx):
         record = param.get_help_record(ctx)
-        if record is not None:
+        if record is not None and not isinstance(param, click.Argument):  # those: format_arguments
             groups.setdefault(getattr(param, "group", None) or "options", []).append(record)
     for title, records in groups.items():
         with formatter.section(title):

@@ -54,7 +54,7 @@ def register(root: click.Group) -> None:
     """Add ``datasets``, ``info`` and ``demo``."""
     verb(root, "datasets", [data_dir_option()], help="list bundled and named datasets")(cmd_datasets)
     verb(root, "info", [
-        click.Argument(["dataset"]), data_dir_option(),
+        click.Argument(["dataset"], help="a dataset name or folder"), data_dir_option(),
         click.Option(["--verify"], is_flag=True, help="check the sha256 of the files")],
         help="statistics of a dataset (name or folder)")(cmd_info)
     verb(root, "demo", [

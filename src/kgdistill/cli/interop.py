@@ -28,7 +28,7 @@ def cmd_import_pykeen(args: Args) -> int:
 def register(root: click.Group) -> None:
     """Add ``import-pykeen``."""
     verb(root, "import-pykeen", [
-        click.Argument(["pykeen_dir"]),  # written by PyKEEN's PipelineResult.save_to_directory
+        click.Argument(["pykeen_dir"], help="folder written by PyKEEN's PipelineResult.save_to_directory"),
         click.Option(["--dataset"], required=True, metavar="NAME",
                      help="kgdistill dataset (name or folder) whose ids the run uses; entities and relations are "
                           "mapped by label"),
@@ -38,7 +38,5 @@ def register(root: click.Group) -> None:
         click.Option(["--trust-pickle"], is_flag=True,
                      help="load the folder's pickles (required: unpickling a file from an untrusted source can run "
                           "arbitrary code)")],
-        help="a PyKEEN result folder (trained_model.pkl + training_triples/, as PyKEEN's "
-             "PipelineResult.save_to_directory writes it) as a run folder, e.g. a distillation teacher (extra: pykeen)",
-        short_help="a PyKEEN result folder (trained_model.pkl + training_triples/) as a run folder, e.g. a "
-                   "distillation teacher (extra: pykeen)")(cmd_import_pykeen)
+        help="a PyKEEN result folder (trained_model.pkl + training_triples/) as a run folder, e.g. a distillation "
+             "teacher (extra: pykeen)")(cmd_import_pykeen)

@@ -72,11 +72,11 @@ def register(root: click.Group) -> None:
     root.add_command(group)
 
     def name() -> click.Argument:
-        return click.Argument(["name"])  # a shipped reference's name, or the path of a reference .yaml
+        return click.Argument(["name"], help="a shipped reference's name, or the path of a reference .yaml")
 
     verb(group, "list", [], help="the shipped references and their expected test MRR")(_action("list"))
-    verb(group, "show", [name()], help="print a reference's YAML (config, expected metrics, how measured); NAME: a "
-                                       "shipped reference's name, or the path of a reference .yaml")(_action("show"))
+    verb(group, "show", [name()],
+         help="print a reference's YAML (config, expected metrics, how measured)")(_action("show"))
     verb(group, "run", [
         name(),
         click.Option(["--out"], required=True, metavar="DIR", help="run folder"),
@@ -85,13 +85,12 @@ def register(root: click.Group) -> None:
                      help="where the dataset lives (does not change the run)"),
         click.Option(["--resume"], is_flag=True, help="continue the run in --out from its last checkpoint"),
         progress_option()],
-        help="train a reference's configuration, then check it; NAME: a shipped reference's name, or the path of a "
-             "reference .yaml", short_help="train a reference's configuration, then check it")(_action("run"))
-    verb(group, "check", [name(), click.Argument(["run_dir"])],
+        help="train a reference's configuration, then check it")(_action("run"))
+    verb(group, "check", [name(), click.Argument(["run_dir"], help="a finished run folder")],
          help="check a finished run folder against a reference")(_action("check"))
     verb(group, "from-run", [
-        click.Argument(["run_dir"]),
-        click.Argument(["target"]),
+        click.Argument(["run_dir"], help="a finished run folder"),
+        click.Argument(["target"], help="the .yaml file to write"),
         click.Option(["--tolerance"], type=float, required=True, metavar="X",
                      help="allowed |difference| of every metric"),
         click.Option(["--description"], default="", metavar="TEXT", help="what the reference is"),
@@ -99,5 +98,4 @@ def register(root: click.Group) -> None:
                      help="where, when, on what machine and budget it was measured"),
         click.Option(["--tolerance-basis"], default="", metavar="TEXT",
                      help="where the tolerance comes from (e.g. 3 sd over 4 seeds)")],
-        help="write a finished run folder as a reference .yaml (TARGET: the .yaml file to write)",
-        short_help="write a finished run folder as a reference .yaml")(_action("from-run"))
+        help="write a finished run folder as a reference .yaml")(_action("from-run"))

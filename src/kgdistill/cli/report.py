@@ -49,7 +49,8 @@ def cmd_report(args: Args) -> int:
 
 
 def _common() -> list[click.Parameter]:
-    return [click.Argument(["run_dirs"], nargs=-1, required=True, metavar="RUN_DIR..."),
+    return [click.Argument(["run_dirs"], nargs=-1, required=True, metavar="RUN_DIR...", help="run folders (a "
+                           "distillation's output folder: its stages)"),
             click.Option(["--split"], default="test", metavar="SPLIT",
                          help="metrics of this split (default: test; falls back to valid)"),
             click.Option(["--no-qps"], is_flag=True, help="do not measure queries/s (unless metrics.json has it)"),

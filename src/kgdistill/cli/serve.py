@@ -59,6 +59,8 @@ def cmd_export(args: Args) -> int:
 def cmd_load(args: Args) -> int:
     from kgdistill.export import load_artifact
 
+    if args.head is not None and args.tail is not None:
+        raise click.UsageError("--head and --tail exclude each other")
     start = time.perf_counter()
     art = load_artifact(args.artifact)
     seconds = time.perf_counter() - start
@@ -111,8 +113,9 @@ def cmd_serve(args: Args) -> int:
 def register(root: click.Group) -> None:
     """Add ``export``, ``load`` and ``serve``."""
     verb(root, "export", [
-        click.Argument(["run_dir"]),
-        click.Argument(["out"]),
+        click.Argument(["run_dir"], help="the run folder"),
+        click.Argument(["out"], help="artifact file (or an existing folder: <run>-<dtype>.safetensors inside); with "
+                                     "--format hf the folder to write"),
         choice("--format", ("artifact", "hf"), default="artifact",
                help="artifact: one .safetensors file; hf: a folder with config.json, model.safetensors, id maps, "
                     "known.safetensors and a README.md model card (default: artifact)"),
@@ -127,13 +130,10 @@ def register(root: click.Group) -> None:
                           "predictions cannot hide known answers (no --exclude-known / filtering in serve)"),
         click.Option(["--force"], is_flag=True, help="replace OUT if it exists (never a file of the run folder)")],
         help="export a run to one self-contained artifact file (optionally quantised), or to a Hugging Face-style "
-             "folder with a model card (--format hf).\n\nOUT: the artifact file (or an existing folder: "
-             "<run>-<dtype>.safetensors inside); with --format hf the folder to write.",
-        short_help="export a run to one self-contained artifact file (optionally quantised), or to a Hugging "
-                   "Face-style folder with a model card (--format hf)")(cmd_export)
+             "folder with a model card (--format hf)")(cmd_export)
 
     verb(root, "load", [
-        click.Argument(["artifact"]),
+        click.Argument(["artifact"], help="an artifact file written by kgdistill export"),
         click.Option(["--head"], default=None, metavar="ENTITY", help="predict tails of (HEAD, RELATION, ?)"),
         click.Option(["--tail"], default=None, metavar="ENTITY", help="predict heads of (?, RELATION, TAIL)"),
         click.Option(["--relation"], default=None, metavar="RELATION", help="relation label or text"),
@@ -143,7 +143,7 @@ def register(root: click.Group) -> None:
         help="load an artifact (no training data needed): summary and optional top-k")(cmd_load)
 
     verb(root, "serve", [
-        click.Argument(["artifact"]),
+        click.Argument(["artifact"], help="an artifact file written by kgdistill export"),
         click.Option(["--host"], default="127.0.0.1", metavar="HOST", help="address to listen on (default: 127.0.0.1)"),
         click.Option(["--port"], type=int, default=8000, metavar="N", help="port (default: 8000)"),
         click.Option(["--threads"], type=int, default=None, metavar="N", help="torch CPU threads for scoring"),

@@ -120,7 +120,7 @@ def register(root: click.Group) -> None:
         help="train a KGE model; writes a run folder")(cmd_train)
 
     verb(root, "evaluate", [
-        click.Argument(["run_dir"]),
+        click.Argument(["run_dir"], help="a run folder"),
         ListOption(["--split"], default=["test"], metavar="SPLIT", help="splits to evaluate (default: test)"),
         click.Option(["--batch-size"], type=int, default=256, metavar="N",
                      help="queries per chunk (bounds peak memory; default: 256)"),
@@ -132,7 +132,7 @@ def register(root: click.Group) -> None:
         help="re-evaluate a run folder (filtered ranking)")(cmd_evaluate)
 
     verb(root, "predict", [
-        click.Argument(["run_dir"]),
+        click.Argument(["run_dir"], help="a run folder"),
         click.Option(["--head"], default=None, metavar="ENTITY", help="entity label or name (tails are predicted)"),
         click.Option(["--tail"], default=None, metavar="ENTITY", help="entity label or name (heads are predicted)"),
         click.Option(["--relation"], required=True, metavar="RELATION", help="relation label or text"),
