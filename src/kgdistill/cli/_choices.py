@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import typing
+from collections.abc import Sequence
 from typing import Any
 
 from kgdistill.config import _base_types
@@ -51,9 +52,9 @@ def metavar(name: str, base: Any) -> str:
     return METAVARS.get(name, TYPE_METAVARS.get(base, "VALUE"))
 
 
-def field_metavar(name: str, tp: Any) -> str:
-    """The placeholder of a run config field's flag (its help names the values it takes; a list is one value,
-    ``a,b`` or ``[a, b]``)."""
+def field_metavar(name: str, tp: Any, fixed: Sequence[str] | None = None) -> str:
+    """The placeholder of a run config field's flag: ``{a,b,c}`` of a field declared with ``choices``
+    (``fixed``), else by name or type; a list is one value, ``a,b`` or ``[a, b]``."""
     base, many = kind(tp)
-    shown = METAVARS.get(name, TYPE_METAVARS.get(base, "VALUE"))
+    shown = "{" + ",".join(fixed) + "}" if fixed else METAVARS.get(name, TYPE_METAVARS.get(base, "VALUE"))
     return f"{shown}[,{shown}...]" if many else shown

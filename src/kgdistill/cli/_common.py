@@ -255,7 +255,7 @@ def config_options(cls: type = RunConfig) -> list[click.Parameter]:
             out.append(grouped(BoolOption([flag, f"cfg_{name}"], default=None, help=help_text), title))
         else:
             out.append(grouped(click.Option([flag, f"cfg_{name}"], default=None, help=help_text,
-                                            metavar=field_metavar(name, tp)), title))
+                                            metavar=field_metavar(name, tp, f.metadata.get("choices"))), title))
     out.append(click.Option(["--config"], default=None, metavar="FILE", help="YAML config file (flags override it)"))
     out.append(click.Option(["--set"], multiple=True, metavar="KEY=VALUE",
                             help="override any config key, e.g. --set training.lr=0.01 (repeatable)"))

@@ -81,7 +81,7 @@ def _option(name: str, boolean: bool, many: bool, help_text: str | None, shown: 
 def _file_options() -> list[click.Option]:
     return [click.Option(["--config"], default=None, metavar="FILE",
                          help="text methods: a text run config YAML (as text-distill reads it; e.g. a run's "
-                              "text_config.yaml) whose values this method's options start from; flags override it"),
+                              "config.yaml) whose values this method's options start from; flags override it"),
             click.Option(["--set"], multiple=True, metavar="KEY=VALUE",
                          help="set any option of the method, e.g. --set temperature=2 or --set training.lr=1e-4 "
                               "(repeatable; wins over the flags)")]
