@@ -198,3 +198,27 @@ def test_train_print_config_prints_the_checked_config_and_writes_nothing(tmp_pat
     assert capsys.readouterr().out == printed
     assert main(["train", "--dim", "0", "--print-config"]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+
+
+def test_text_verbs_print_config_with_their_kind_and_write_nothing(tmp_path: Path, capsys, monkeypatch) -> None:
+    """``text-train`` / ``text-distill --print-config``: the text run config (``kind: text``) with flags applied, usable
+    as ``--config``; a bad value is the usual one-line error, exit 2; nothing is written."""
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["text-train", "--dataset", "umls", "--max-length", "32", "--set", "training.lr=0.001",
+                 "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    data = yaml.safe_load(printed)
+    assert data["kind"] == "text" and data["model"]["max_length"] == 32 and data["training"]["lr"] == 0.001
+    (tmp_path / "t.yaml").write_text(printed)
+    assert main(["text-train", "--config", "t.yaml", "--print-config"]) == 0
+    assert capsys.readouterr().out == printed
+    assert main(["text-distill", "--config", "t.yaml", "--method", "pmd", "--teacher", "some/run", "--mask-rate",
+                 "0.3", "--print-config"]) == 0
+    data = yaml.safe_load(capsys.readouterr().out)
+    assert data["distill"]["method"] == "pmd" and data["distill"]["mask_rate"] == 0.3
+    assert main(["text-train", "--config", "t.yaml", "--batch-size", "0", "--print-config"]) == 2
+    assert "batch_size" in capsys.readouterr().err
+    assert main(["train", "--config", "t.yaml", "--print-config"]) == 2  # a text config is not a KGE run's
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.yaml"]

@@ -294,6 +294,21 @@ def nproc_option() -> click.Option:
                         help="run N processes on this machine (torchrun --standalone --nproc-per-node N)")
 
 
+def print_config_option() -> click.Option:
+    return click.Option(["--print-config"], is_flag=True,
+                        help="print the fully resolved, checked config as YAML (usable as --config) and exit; writes "
+                             "nothing")
+
+
+def print_resolved_config(config: Any) -> int:
+    """``--print-config``: ``config`` checked (one-line error otherwise) and printed as YAML with its ``kind``."""
+    from kgdistill.config import dump_yaml
+    from kgdistill.validate import validate_config
+
+    print(dump_yaml(validate_config(config)), end="")
+    return 0
+
+
 def tracker_options() -> list[click.Option]:
     """``--tracker NAME`` (repeatable), ``--tracker-uri URI``, ``--tracker-experiment NAME``."""
     from kgdistill.tracking import DEFAULT_EXPERIMENT, TRACKERS

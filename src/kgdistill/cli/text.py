@@ -19,7 +19,8 @@ from typing import Any
 import click
 
 from kgdistill.cli._common import (Args, config_from_args, config_options, is_main_process, nproc_option,
-                                   print_metrics, relaunch, tracker_options, verb)
+                                   print_config_option, print_metrics, print_resolved_config, relaunch,
+                                   tracker_options, verb)
 
 
 def _config(args: Args) -> Any:
@@ -49,6 +50,8 @@ def _print(run: Any) -> None:
 def cmd_text_train(args: Args) -> int:
     from kgdistill.text.trainer import resume_text, train_text
 
+    if args.print_config and not args.resume:
+        return print_resolved_config(_config(args))  # resolved and checked; nothing is written
     code = _relaunch(args)
     if code is not None:
         return code
@@ -69,6 +72,8 @@ def cmd_text_distill(args: Args) -> int:
     :func:`kgdistill.distill.text_method.distil_text`."""
     from kgdistill.distill.text_method import distil_text
 
+    if args.print_config:
+        return print_resolved_config(_config(args))  # resolved and checked; nothing is written
     code = _relaunch(args)
     if code is not None:
         return code
@@ -95,7 +100,7 @@ def register(root: click.Group) -> None:
                      help="run folder (alias of --output-dir)"),
         click.Option(["--resume"], default=None, metavar="RUN_DIR",
                      help="continue the text run in RUN_DIR from its last checkpoint"),
-        nproc_option(), *tracker_options()],
+        print_config_option(), nproc_option(), *tracker_options()],
         help="train a text bi-encoder (SimKGC); writes a run folder")(cmd_text_train)
 
     verb(root, "text-distill", [
@@ -108,5 +113,5 @@ def register(root: click.Group) -> None:
         click.Option(["--mask-rates"], default=None, metavar="RATES",
                      help="PMD: one mask rate per stage, e.g. 0.2,0.1,0"),
         click.Option(["--no-pre-distill"], is_flag=True, help="PMD chain without the same-size first stage"),
-        nproc_option(), *tracker_options()],
+        print_config_option(), nproc_option(), *tracker_options()],
         help="compress a text bi-encoder: pmd | hrkd | logit | patient | none")(cmd_text_distill)

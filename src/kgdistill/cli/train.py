@@ -7,7 +7,8 @@ from typing import Any
 import click
 
 from kgdistill.cli._common import (METRIC_COLUMNS, Args, ListOption, config_from_args, config_options, is_main_process,
-                                   nproc_option, print_metrics, progress_option, relaunch, retain_freed_memory,
+                                   nproc_option, print_config_option, print_metrics,
+                                   print_resolved_config, progress_option, relaunch, retain_freed_memory,
                                    tracker_options, verb)
 from kgdistill.tables import format_table
 
@@ -27,12 +28,7 @@ def cmd_train(args: Args) -> int:
             retain_freed_memory()
         run = runs.resume(args.resume, **options)
     elif args.print_config:
-        import yaml
-
-        from kgdistill.config import to_dict
-
-        print(yaml.safe_dump(to_dict(validate_config(config_from_args(args))), sort_keys=False), end="")
-        return 0  # resolved and checked; nothing is written
+        return print_resolved_config(config_from_args(args))  # resolved and checked; nothing is written
     else:
         config = config_from_args(args)
         if config.training.retain_memory:
@@ -113,9 +109,7 @@ def register(root: click.Group) -> None:
                      help="run folder (alias of --output-dir)"),
         click.Option(["--resume"], default=None, metavar="RUN_DIR",
                      help="continue the run in RUN_DIR from its last checkpoint"),
-        click.Option(["--print-config"], is_flag=True,
-                     help="print the fully resolved, checked config as YAML (usable as --config) and exit; writes "
-                          "nothing"),
+        print_config_option(),
         nproc_option(), *tracker_options()],
         help="train a KGE model; writes a run folder")(cmd_train)
 
