@@ -147,6 +147,10 @@ def test_cli_compare_and_report(run_dirs: list[Path], tmp_path: Path, capsys: py
     assert (tmp_path / "r" / "index.html").exists()
     assert main(["compare", str(tmp_path / "nope")]) == 2
     assert "not a run folder" in capsys.readouterr().err
+    assert main(["compare", *dirs, "-o", str(tmp_path / "q"), "--qps-rounds", "2", "--no-plots"]) == 0
+    rows = json.loads((tmp_path / "q" / "compare.json").read_text())
+    assert all(r["qps_rounds"] == 2 and len(r["qps_samples"]) == 2 and r["queries_per_second"] > 0 for r in rows)
+    assert main(["compare", *dirs, "--qps-rounds", "0"]) == 2
 
 
 def test_mrr_vs_size_labels_overlap_nothing_and_stay_inside() -> None:

@@ -17,7 +17,7 @@ def _rows(args: Args) -> list[dict[str, Any]]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    return collect_runs(list(args.run_dirs), split=args.split, measure=not args.no_qps)
+    return collect_runs(list(args.run_dirs), split=args.split, measure=not args.no_qps, rounds=args.qps_rounds)
 
 
 def _plots_available() -> None:
@@ -53,7 +53,11 @@ def _common() -> list[click.Parameter]:
                            "distillation's output folder: its stages)"),
             click.Option(["--split"], default="test", metavar="SPLIT",
                          help="metrics of this split (default: test; falls back to valid)"),
-            click.Option(["--no-qps"], is_flag=True, help="do not measure queries/s (unless metrics.json has it)"),
+            click.Option(["--no-qps"], is_flag=True,
+                         help="do not measure queries/s: show the figures stored in metrics.json, marked (stored)"),
+            click.Option(["--qps-rounds"], type=click.IntRange(min=1), default=5, metavar="N",
+                         help="queries/s of every row measured afresh in N rounds over all rows; the table shows the "
+                              "median and the min–max (default: 5)"),
             click.Option(["--threads"], type=int, default=1, metavar="N",
                          help="torch CPU threads for the queries/s measurement (default: 1)")]
 
