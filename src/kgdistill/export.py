@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -443,8 +444,6 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu") -> Artif
 
     path = Path(path)
     if path.is_dir():
-        from kgdistill.export_hf import is_hf_folder, load_hf
-
         if is_hf_folder(path):  # a folder written by ``kgdistill export RUN DIR --format hf``
             return load_hf(path, device=device)
     meta = read_metadata(path)
@@ -639,3 +638,87 @@ def export_run(run_dir: str | Path, out: str | Path, dtype: str = "float32", *, 
     atomic_write_bytes(out, safetensors_save(stored, metadata={"format": FORMAT, "version": str(VERSION),
                                                                "meta": json.dumps(meta)}))
     return out
+
+
+# ---- the folder format of ``kgdistill export RUN DIR --format hf`` (written by :mod:`kgdistill.export_hf`) ----
+FORMAT = "kgdistill-hf"
+VERSION = 1
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+KNOWN = "known.safetensors"
+CARD = "README.md"
+DESCRIPTIONS = "entity_descriptions.tsv"
+#: the files this exporter writes (a folder holding only these may be replaced with ``force``)
+FILES = (CONFIG, WEIGHTS, KNOWN, CARD, DESCRIPTIONS, "entities.tsv", "relations.tsv")
+EXTRA_PREFIX = "extra/"
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def is_hf_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder written by :func:`export_hf` (its ``config.json`` says so)."""
+    config = Path(path) / CONFIG
+    if not config.is_file():
+        return False
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def load_hf(path: str | os.PathLike, device: str | torch.device = "cpu") -> Artifact:
+    """Load a folder written by :func:`export_hf` as an :class:`~kgdistill.export.Artifact` (model, id maps, known
+    triples); every file is checked against the sha256 in ``config.json``. Damage is one :class:`ArtifactError`."""
+    from kgdistill.models.base import check_claimed_size, check_finite
+
+    path = Path(path)
+    try:
+        cfg = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ArtifactError(f"{path / CONFIG}: not readable as JSON ({err})") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: not a kgdistill export folder ({CONFIG} lacks format {FORMAT!r})")
+    if int(cfg.get("version", 0)) > VERSION:
+        raise ArtifactError(f"{path}: export format version {cfg['version']} is newer than this kgdistill reads "
+                            f"({VERSION}); upgrade kgdistill")
+    if not isinstance(cfg.get("model_config"), dict) or not isinstance(cfg.get("tensors"), dict) or \
+            not isinstance(cfg.get("files"), dict):
+        raise ArtifactError(f"{path / CONFIG}: damaged (lacks model_config / tensors / files)")
+    data: dict[str, bytes] = {}
+    for name, info in cfg["files"].items():
+        f = path / name
+        if not f.is_file():
+            raise ArtifactError(f"{f}: missing (listed in {CONFIG})")
+        data[name] = f.read_bytes()
+        if _sha(data[name]) != (info or {}).get("sha256"):
+            raise ArtifactError(f"{f}: damaged: its sha256 differs from the one recorded in {CONFIG} at export; "
+                                f"export the run again")
+    import_model_plugins(cfg["model_class"])
+    try:
+        stored = safetensors_load(data[WEIGHTS])
+    except Exception as err:  # noqa: BLE001
+        raise ArtifactError(f"{path / WEIGHTS}: damaged safetensors file ({err})") from None
+    _check_shapes(stored, cfg["tensors"], "", path / WEIGHTS)
+    _check_shapes(stored, cfg.get("extras", {}), EXTRA_PREFIX, path / WEIGHTS)
+    try:
+        check_claimed_size(cfg["model_config"], {k: i["shape"] for k, i in cfg["tensors"].items()}, path / CONFIG)
+        check_finite(stored, path / WEIGHTS)
+    except RunFolderError as err:
+        raise ArtifactError(str(err)) from None
+    state = decode_state(stored, cfg["tensors"], "")
+    model = rebuild_model(cfg["model_class"], cfg["model_config"], state)
+    extras = decode_state(stored, cfg.get("extras", {}), EXTRA_PREFIX)
+    exporter_for(model).restore(model, extras)
+    entities, entity_names = read_id_map_with_names(path / "entities.tsv")
+    relations, relation_names = read_id_map_with_names(path / "relations.tsv")
+    known = safetensors_load(data[KNOWN])["known"].to(torch.int32) if KNOWN in data else None
+    descriptions: list[str] = []
+    if DESCRIPTIONS in data:
+        descriptions = [line.split("\t", 1)[1] if "\t" in line else "" for line in
+                        data[DESCRIPTIONS].decode("utf-8").splitlines()]
+    meta = {**cfg, "counts": {"entities": len(entities), "relations": len(relations)}}
+    return Artifact(model=model.to(device), entities=entities, entity_names=entity_names, relations=relations,
+                    relation_names=relation_names, meta=meta, known=known, entity_descriptions=descriptions,
+                    extras=extras, path=path)

@@ -21,7 +21,6 @@ predictions as the run. ``README.md`` is not checksummed: the card may be edited
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,13 +32,21 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
 import kgdistill
 from kgdistill.errors import KGDistillError, RunFolderError
-from kgdistill.export import (
+from kgdistill.export import (  # noqa: F401 - the reader of the format lives in export.py (load_artifact reads both)
+    CARD,
+    CONFIG,
+    DESCRIPTIONS,
     DTYPES,
+    EXTRA_PREFIX,
+    FILES,
+    FORMAT,
+    KNOWN,
+    VERSION,
+    WEIGHTS,
     Artifact,
     ArtifactError,
     _check_shapes,
@@ -53,19 +60,12 @@ from kgdistill.export import (
     model_kind,
     read_id_map_with_names,
     read_run_files,
+    _sha,
+    is_hf_folder,
+    load_hf,
     rebuild_model,
 )
 
-FORMAT = "kgdistill-hf"
-VERSION = 1
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
-KNOWN = "known.safetensors"
-CARD = "README.md"
-DESCRIPTIONS = "entity_descriptions.tsv"
-#: the files this exporter writes (a folder holding only these may be replaced with ``force``)
-FILES = (CONFIG, WEIGHTS, KNOWN, CARD, DESCRIPTIONS, "entities.tsv", "relations.tsv")
-EXTRA_PREFIX = "extra/"
 METRIC_KEYS = ("mrr", "mr", "hits@1", "hits@3", "hits@10")
 
 
@@ -80,17 +80,6 @@ class HFExport:
     @property
     def total_bytes(self) -> int:
         return sum(self.sizes.values())
-
-
-def is_hf_folder(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a folder written by :func:`export_hf` (its ``config.json`` says so)."""
-    config = Path(path) / CONFIG
-    if not config.is_file():
-        return False
-    try:
-        return json.loads(config.read_text(encoding="utf-8")).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def _check_target(run_dir: Path, out: Path, force: bool) -> None:
@@ -115,10 +104,6 @@ def _check_target(run_dir: Path, out: Path, force: bool) -> None:
         if not force:
             raise KGDistillError(f"{out}: already holds an export; use --force to replace it, or choose another "
                                  f"folder")
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 # ---- lineage --------------------------------------------------------------------------------------------------
@@ -418,62 +403,6 @@ def _write_folder(out: Path, blobs: dict[str, bytes]) -> None:
 
 
 # ---- load ------------------------------------------------------------------------------------------------------
-def load_hf(path: str | os.PathLike, device: str | torch.device = "cpu") -> Artifact:
-    """Load a folder written by :func:`export_hf` as an :class:`~kgdistill.export.Artifact` (model, id maps, known
-    triples); every file is checked against the sha256 in ``config.json``. Damage is one :class:`ArtifactError`."""
-    from kgdistill.models.base import check_claimed_size, check_finite
-
-    path = Path(path)
-    try:
-        cfg = json.loads((path / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ArtifactError(f"{path / CONFIG}: not readable as JSON ({err})") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-        raise ArtifactError(f"{path}: not a kgdistill export folder ({CONFIG} lacks format {FORMAT!r})")
-    if int(cfg.get("version", 0)) > VERSION:
-        raise ArtifactError(f"{path}: export format version {cfg['version']} is newer than this kgdistill reads "
-                            f"({VERSION}); upgrade kgdistill")
-    if not isinstance(cfg.get("model_config"), dict) or not isinstance(cfg.get("tensors"), dict) or \
-            not isinstance(cfg.get("files"), dict):
-        raise ArtifactError(f"{path / CONFIG}: damaged (lacks model_config / tensors / files)")
-    data: dict[str, bytes] = {}
-    for name, info in cfg["files"].items():
-        f = path / name
-        if not f.is_file():
-            raise ArtifactError(f"{f}: missing (listed in {CONFIG})")
-        data[name] = f.read_bytes()
-        if _sha(data[name]) != (info or {}).get("sha256"):
-            raise ArtifactError(f"{f}: damaged: its sha256 differs from the one recorded in {CONFIG} at export; "
-                                f"export the run again")
-    import_model_plugins(cfg["model_class"])
-    try:
-        stored = safetensors_load(data[WEIGHTS])
-    except Exception as err:  # noqa: BLE001
-        raise ArtifactError(f"{path / WEIGHTS}: damaged safetensors file ({err})") from None
-    _check_shapes(stored, cfg["tensors"], "", path / WEIGHTS)
-    _check_shapes(stored, cfg.get("extras", {}), EXTRA_PREFIX, path / WEIGHTS)
-    try:
-        check_claimed_size(cfg["model_config"], {k: i["shape"] for k, i in cfg["tensors"].items()}, path / CONFIG)
-        check_finite(stored, path / WEIGHTS)
-    except RunFolderError as err:
-        raise ArtifactError(str(err)) from None
-    state = decode_state(stored, cfg["tensors"], "")
-    model = rebuild_model(cfg["model_class"], cfg["model_config"], state)
-    extras = decode_state(stored, cfg.get("extras", {}), EXTRA_PREFIX)
-    exporter_for(model).restore(model, extras)
-    entities, entity_names = read_id_map_with_names(path / "entities.tsv")
-    relations, relation_names = read_id_map_with_names(path / "relations.tsv")
-    known = safetensors_load(data[KNOWN])["known"].to(torch.int32) if KNOWN in data else None
-    descriptions: list[str] = []
-    if DESCRIPTIONS in data:
-        descriptions = [line.split("\t", 1)[1] if "\t" in line else "" for line in
-                        data[DESCRIPTIONS].decode("utf-8").splitlines()]
-    meta = {**cfg, "counts": {"entities": len(entities), "relations": len(relations)}}
-    return Artifact(model=model.to(device), entities=entities, entity_names=entity_names, relations=relations,
-                    relation_names=relation_names, meta=meta, known=known, entity_descriptions=descriptions,
-                    extras=extras, path=path)
-
-
 # ---- command line ----------------------------------------------------------------------------------------------
 def print_export(result: HFExport, seconds: float) -> None:
     """The folder, each file's size (and the weights' tensor layouts), as ``kgdistill export --format hf`` prints."""

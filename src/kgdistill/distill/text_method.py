@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from kgdistill.config import flat_fields
-from kgdistill.distill.method import Method
+from kgdistill.distill.method import Method, methods
 from kgdistill.distributed import DistContext
 from kgdistill.errors import ConfigError
 from kgdistill.runs import Run
@@ -112,15 +112,13 @@ def distil_text(config: TextRunConfig, grades: list[int] | None = None, mask_rat
     if d.teacher is None:
         raise ConfigError("text distillation needs a teacher run folder (--teacher RUN_DIR)")
     if grades:
-        from kgdistill.distill.text_pmd import run_pmd
-
         if d.method != "pmd":
             raise ConfigError("--grades is the PMD chain: use it with --method pmd")
         if resume:
             raise ConfigError("the PMD chain cannot be resumed: run it again into a new --out")
-        root = config.output_dir or "runs/pmd"
-        return run_pmd(d.teacher, [int(g) for g in grades], [float(r) for r in mask_rates or []],
-                       replace(config, output_dir=None), root, pre_distill=pre_distill, ctx=ctx)
+        # the chain is PMD's: found through the method registry (imported on first use), as every method is
+        return methods.get("pmd").run_chain(config, [int(g) for g in grades], [float(r) for r in mask_rates or []],
+                                            pre_distill=pre_distill, ctx=ctx)
     if mask_rates:
         config = replace(config, distill=replace(d, mask_rate=float(mask_rates[0])))
     return [train_text(config, resume=resume, ctx=ctx)]

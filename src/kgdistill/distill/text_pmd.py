@@ -341,3 +341,12 @@ class PMD(TextMethod):
     def chain(self, config: PMDConfig) -> dict[str, Any]:
         return {"grades": list(config.grades), "mask_rates": list(config.mask_rates),
                 "pre_distill": config.pre_distill}
+
+    @staticmethod
+    def run_chain(config: Any, grades: list[int], mask_rates: list[float], *, pre_distill: bool = True,
+                  ctx: Any = None) -> list[Any]:
+        """The PMD chain of a text run ``config`` (its teacher, its options): one run folder per stage under
+        ``config.output_dir`` (default ``runs/pmd``); see :func:`run_pmd`."""
+        root = config.output_dir or "runs/pmd"
+        return run_pmd(config.distill.teacher, grades, mask_rates, replace(config, output_dir=None), root,
+                       pre_distill=pre_distill, ctx=ctx)
