@@ -78,14 +78,18 @@ def test_bars_are_drawn_on_a_terminal_unless_switched_off(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("verb", [["train"], ["text-train"], ["text-distill"], ["distill", "--method", "kd",
-                                  "--teacher", "T"], ["evaluate", "RUN"], ["reference", "run", "NAME", "--out", "O"]])
+                                  "--teacher", "T"], ["evaluate", "RUN"], ["reference", "run", "NAME", "--out", "O"],
+                                  ["demo"], ["hpo", "--space", "S", "--trials", "1", "--storage", "sqlite://"],
+                                  ["benchmark", "--teacher", "T", "--methods", "kd", "--dims", "8", "--out", "O"]])
 def test_every_verb_takes_progress_and_no_progress(verb: list[str]) -> None:
     values = []
     for flags in ([], ["--progress"], ["--no-progress"], ["--progress", "true"], ["--progress", "false"]):
         args = parse_args([*verb, *flags])
         value = getattr(args, "cfg_progress", None) if hasattr(args, "cfg_progress") else args.progress
         values.append(str(value).lower())
-    default = "none" if verb[0] in ("train", "text-train", "text-distill") else "true"  # None: the config's default
+    # None: the config's default; demo and hpo: off unless asked (the demo prints a table, hpo a line per trial)
+    default = {"train": "none", "text-train": "none", "text-distill": "none", "demo": "false", "hpo": "false"}.get(
+        verb[0], "true")
     assert values == [default, "true", "false", "true", "false"]
 
 

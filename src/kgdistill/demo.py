@@ -18,7 +18,7 @@ from kgdistill.tables import format_table
 TABLE_COLUMNS = ["row", "dim", "MRR", "H@1", "H@3", "H@10", "params", "bytes", "queries/s", "train s"]
 
 
-def teacher_config(out: Path, dataset: str, epochs: int) -> RunConfig:
+def teacher_config(out: Path, dataset: str, epochs: int, progress: bool = False) -> RunConfig:
     return RunConfig(
         data=DataConfig(dataset=dataset),
         model=ModelConfig(model="complex", dim=64),
@@ -26,7 +26,7 @@ def teacher_config(out: Path, dataset: str, epochs: int) -> RunConfig:
                                 regularizer="n3", regularizer_weight=0.01, eval_every=20, patience=3),
         evaluation=EvaluationConfig(eval_splits=["valid", "test"]),
         output_dir=str(out / "teacher"),
-        progress=False,
+        progress=progress,
     )
 
 
@@ -50,9 +50,10 @@ def demo_teacher(config: RunConfig) -> Run:
     return train(config, resume=(run_dir / "checkpoints" / "last.pt").exists())
 
 
-def run_demo(out: Path, epochs: int | None = None, dataset: str = "kinship", student_dim: int = 8
-             ) -> list[dict[str, Any]]:
-    """Teacher → distilled student → table, on ``dataset``; every run folder lands under ``out``.
+def run_demo(out: Path, epochs: int | None = None, dataset: str = "kinship", student_dim: int = 8,
+             progress: bool = False) -> list[dict[str, Any]]:
+    """Teacher → distilled student → table, on ``dataset``; every run folder lands under ``out``. ``progress``: bars
+    for the three trainings (when stderr is a terminal).
 
     Runs already finished under ``out`` by an earlier demo with the same settings are reused, unfinished ones resumed.
     """
@@ -60,11 +61,12 @@ def run_demo(out: Path, epochs: int | None = None, dataset: str = "kinship", stu
 
     epochs = epochs or 60
     print(f"[1/3] teacher: ComplEx dim 64 on {dataset}, {epochs} epochs → {out / 'teacher'}", flush=True)
-    teacher = demo_teacher(teacher_config(out, dataset, epochs))
+    teacher = demo_teacher(teacher_config(out, dataset, epochs, progress))
     print(f"[2/3] students of dim {student_dim}: from scratch, and distilled from the teacher (KD)", flush=True)
-    scratch = distill("scratch", teacher.path, out / "scratch", dims=[student_dim], epochs=epochs, resume=True)
+    scratch = distill("scratch", teacher.path, out / "scratch", dims=[student_dim], epochs=epochs, resume=True,
+                      progress=progress)
     kd = distill("kd", teacher.path, out / "kd", dims=[student_dim], epochs=epochs, with_teacher_row=False,
-                 resume=True)
+                 resume=True, progress=progress)
     rows = [*scratch.rows, *kd.rows]
     ds = teacher.dataset
     assert ds is not None

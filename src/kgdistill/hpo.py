@@ -194,6 +194,8 @@ class Search:
     teacher: str | None = None
     threads: int | None = None
     where: str = "space"
+    #: progress bars in each trial (when stderr is a terminal; off by default: optuna logs a line per trial)
+    progress: bool = False
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -240,7 +242,8 @@ class Search:
     def train_config(self, params: dict[str, Any], run_dir: Path | None) -> Any:
         from kgdistill.config import with_overrides
 
-        overrides: dict[str, Any] = {**params, "progress": False, "output_dir": str(run_dir) if run_dir else None}
+        overrides: dict[str, Any] = {**params, "progress": self.progress,
+                                     "output_dir": str(run_dir) if run_dir else None}
         if self.threads:
             overrides["num_threads"] = self.threads
         return with_overrides(self.base, overrides)
@@ -266,7 +269,7 @@ class Search:
             return runs.train(self.train_config(params, run_dir)).metrics
         from kgdistill.distill.api import distill
 
-        report = distill(self.method, self.teacher, run_dir, progress=False,  # type: ignore[arg-type]
+        report = distill(self.method, self.teacher, run_dir, progress=self.progress,  # type: ignore[arg-type]
                          num_threads=self.threads, with_teacher_row=False, **self.options(params))
         return {**report.results[-1].metrics, "run_folder": str(report.results[-1].path)}
 

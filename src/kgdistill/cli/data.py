@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from kgdistill.cli._common import Args, retain_freed_memory, verb
+from kgdistill.cli._common import Args, progress_option, retain_freed_memory, verb
 from kgdistill.tables import format_table
 
 
@@ -41,7 +41,7 @@ def cmd_demo(args: Args) -> int:
     from kgdistill.demo import run_demo
 
     retain_freed_memory()  # every demo run keeps the default training.retain_memory
-    run_demo(Path(args.out), epochs=args.epochs, dataset=args.dataset)
+    run_demo(Path(args.out), epochs=args.epochs, dataset=args.dataset, progress=args.progress)
     return 0
 
 
@@ -61,5 +61,6 @@ def register(root: click.Group) -> None:
         click.Option(["--out"], default="runs/demo", metavar="DIR", help="output folder (default: runs/demo)"),
         click.Option(["--dataset"], default="kinship", metavar="NAME", help="bundled dataset (default: kinship)"),
         click.Option(["--epochs"], type=int, default=None, metavar="N",
-                     help="override the demo's epochs (smaller = faster)")],
+                     help="override the demo's epochs (smaller = faster)"),
+        progress_option(default=False)],
         help="the quick start: teacher → distilled student → table on bundled data")(cmd_demo)

@@ -10,7 +10,7 @@ from typing import Any
 import click
 import yaml
 
-from kgdistill.cli._common import Args, tracker_options, verb
+from kgdistill.cli._common import Args, progress_option, tracker_options, verb
 from kgdistill.errors import ConfigError, KGDistillError
 
 
@@ -43,13 +43,13 @@ def search_from_args(args: Args) -> Any:
                 raise ConfigError(f"{args.config}: expected a mapping of {method} options")
         out = Path(args.out or f"runs/hpo-{method}")
         return Search("distill", base, space, out, method=method, teacher=str(args.teacher), threads=args.threads,
-                      where=str(args.space))
+                      where=str(args.space), progress=args.progress)
     if not args.config:
         raise ConfigError("--config: the base run config to search from (a YAML file, e.g. from "
                           "kgdistill reference show NAME)")
     config = load_yaml(args.config)
     out = Path(args.out or f"runs/hpo-{Path(args.config).stem}")
-    return Search("train", config, space, out, threads=args.threads, where=str(args.space))
+    return Search("train", config, space, out, threads=args.threads, where=str(args.space), progress=args.progress)
 
 
 def cmd_hpo(args: Args) -> int:
@@ -83,6 +83,8 @@ def register(root: click.Group) -> None:
         click.Option(["--out"], default=None, metavar="DIR",
                      help="folder of the trial run folders and the summary (default: runs/hpo-<config or method>)"),
         click.Option(["--workers"], type=int, default=1, metavar="K", help="worker processes on this machine"),
+        progress_option(default=False, help="progress bars in each trial when stderr is a terminal (default: false: "
+                                            "a line per trial)"),
         click.Option(["--threads"], type=int, default=None, metavar="T", help="torch CPU threads per worker"),
         click.Option(["--sampler"], default="tpe", metavar="{" + ",".join(SAMPLERS) + "}",
                      help="the sampler (default: tpe)"),
