@@ -172,6 +172,28 @@ def test_resume_skips_finished_runs(bench: Path, teacher: Path, tmp_path: Path, 
     assert calls == []
 
 
+def test_resume_extends_a_benchmark_by_more_methods(bench: Path, teacher: Path, tmp_path: Path, monkeypatch) -> None:
+    """``--resume`` with more ``--methods`` runs only the new methods' (method, seed) runs and keeps the others;
+    changing a kept method's options is still another benchmark."""
+    out = tmp_path / "bench"
+    shutil.copytree(bench, out)
+    kept = {p: p.stat().st_mtime_ns for p in out.glob("*/seed-*/*/metrics.json")}
+    calls = []
+    real = bm.distill
+    monkeypatch.setattr(bm, "distill", lambda method, t, run_dir, **kw: calls.append((method, Path(run_dir).name))
+                        or real(method, t, run_dir, **kw))
+    options = {"*": {"eval_every": 0}, "kd": {"kd_loss": "huber"}}
+    args = dict(dims=[4], seeds=2, budget="total", epochs=EPOCHS, method_options=options)
+    board = bm.benchmark(teacher, out, resume=True, methods=[*METHODS, "kd-huber"], **args)
+    assert calls == [("kd-huber", "seed-1"), ("kd-huber", "seed-2")]
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
+    assert [r["method"] for r in board.rows][-1] == "kd-huber" and len(board.rows) == len(METHODS) + 1
+    changed = {**options, "kd": {"kd_loss": "kl"}}
+    with pytest.raises(ConfigError, match="holds another benchmark"):
+        bm.benchmark(teacher, out, resume=True, methods=[*METHODS, "kd-huber", "dualde"],
+                     **{**args, "method_options": changed})
+
+
 @pytest.mark.parametrize("case", ["unknown method", "unfinished teacher", "dims", "seeds", "other benchmark",
                                   "option"])
 def test_bad_input_is_one_line_and_exit_2(case: str, bench: Path, teacher: Path, tmp_path: Path, capsys) -> None:

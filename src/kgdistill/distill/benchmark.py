@@ -216,13 +216,24 @@ def make_plans(teacher: Run, method_names: list[str], dims: list[int], budget: s
     return plans
 
 
+def _adds_methods(saved: dict[str, Any], settings: dict[str, Any]) -> bool:
+    """Whether ``settings`` is the ``saved`` benchmark with more methods: every saved method kept with the same
+    options, nothing else changed (``--resume`` then runs only the new methods' runs)."""
+    old_methods, new_methods = saved.get("methods") or [], settings.get("methods") or []
+    old_options, new_options = saved.get("options") or {}, settings.get("options") or {}
+    others = {k for k in set(saved) | set(settings) if k not in ("methods", "options")}
+    return (set(old_methods) <= set(new_methods) and all(saved.get(k) == settings.get(k) for k in others)
+            and all(old_options.get(m) == new_options.get(m) for m in old_methods))
+
+
 def prepare_out(out: Path, settings: dict[str, Any], resume: bool) -> None:
-    """Refuse an output folder holding another benchmark, this one without ``resume``, or other files."""
+    """Refuse an output folder holding another benchmark, this one without ``resume``, or other files; with
+    ``resume`` a benchmark may be extended by more methods (the finished runs of the others are kept)."""
     saved_path = out / SETTINGS_FILE
     if saved_path.exists():
         saved = json.loads(saved_path.read_text()).get("settings", {})
         differ = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
-        if differ:
+        if differ and not (resume and _adds_methods(saved, settings)):
             raise ConfigError(f"{out}: holds another benchmark (different {', '.join(differ)}); choose another --out")
         if not resume:
             raise ConfigError(f"{out}: holds this benchmark already; pass --resume to continue it")
