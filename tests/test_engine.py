@@ -63,3 +63,34 @@ def test_callbacks_see_fit_checkpoints_and_restore(tiny_kg: KGDataset, tmp_path:
     events = [r["event"] for r in Trainer(EmbeddingModel("distmult", tiny_kg.num_entities, tiny_kg.num_relations, 8),
                                           tiny_kg, TrainingConfig(), run_dir=tmp_path).trace.read()]
     assert events.count("epoch") == 5 and events.count("resume") == 1
+
+
+def test_model_selection_and_checkpoints_are_the_loops_own() -> None:
+    """``select`` keeps a CPU copy of the best weights (less excluded keys), counts validations without improvement
+    and stops early at ``patience``; ``restore_best`` puts them back; ``checkpoint_due`` as both trainers use it.
+    Both trainers select through it (no trainer defines its own)."""
+    from kgdistill.text.loop import TextTrainer
+    from kgdistill.training.engine import TrainState
+
+    assert "select" not in vars(Trainer) and "select" not in vars(TextTrainer)
+    loop = EpochLoop()
+    loop.state, loop.callbacks = TrainState(), []
+    model = torch.nn.Linear(2, 1)
+    model.register_buffer("cache", torch.zeros(3))
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    assert loop.select(model, 1, 0.5, patience=2, exclude=("cache",))
+    assert loop.best_model_state is not None and "cache" not in loop.best_model_state
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    assert not loop.select(model, 2, 0.4, patience=2) and not loop.state.stopped_early
+    assert not loop.select(model, 3, 0.5, patience=2)  # equal is no improvement
+    assert loop.state.stopped_early and (loop.state.best_epoch, loop.state.bad_evaluations) == (1, 2)
+    loop.restore_best(model, strict=False)
+    assert torch.equal(model.weight, torch.ones(1, 2))
+    fresh = EpochLoop()
+    fresh.state = TrainState()
+    assert [e for e in range(1, 8) if fresh.checkpoint_due(e, 3, 7)] == [3, 6, 7]
+    assert [e for e in range(1, 8) if fresh.checkpoint_due(e, 0, 7)] == [7]
+    fresh.state.stopped_early = True
+    assert fresh.checkpoint_due(2, 3, 7)

@@ -29,7 +29,7 @@ from kgdistill.errors import TrainingDivergedError
 from kgdistill.text.biencoder import BiEncoder
 from kgdistill.text.config import TextTrainingConfig
 from kgdistill.text.textdata import make_batch
-from kgdistill.training.engine import EpochLoop, TrainerCallback
+from kgdistill.training.engine import EpochLoop, TrainerCallback, TrainState
 
 log = logging.getLogger(__name__)
 
@@ -84,15 +84,25 @@ class TextTrainer(EpochLoop):
         total = max(1, self.steps_per_epoch * t.epochs)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            lr_lambda(min(t.warmup_steps, total // 2), total))
-        self.epoch, self.step, self.best, self.train_seconds = 0, 0, float("-inf"), 0.0
-        self.best_state: dict[str, Tensor] | None = None
+        self.step, self.train_seconds = 0, 0.0
+        self.state = TrainState()
+        self.best_model_state: dict[str, Tensor] | None = None
+
+    @property
+    def epoch(self) -> int:
+        return self.state.epoch
+
+    @property
+    def best(self) -> float:
+        """The best validation MRR so far (``-inf`` before the first validation)."""
+        return self.state.best_metric
 
     @property
     def epochs_done(self) -> int:
-        return self.epoch
+        return self.state.epoch
 
     def finished(self) -> bool:
-        return self.epoch >= self.config.epochs
+        return self.state.epoch >= self.config.epochs or self.state.stopped_early
 
     # ---- the step function over one epoch -----------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, Any]:
@@ -144,7 +154,7 @@ class TextTrainer(EpochLoop):
     # ---- the epoch's end: validation (best weights), trace, checkpoint --------------------------------------------
     def end_epoch(self, epoch: int, stats: dict[str, Any]) -> None:
         t, student = self.config, self.student
-        self.epoch = epoch
+        self.state.epoch = epoch
         seconds = stats["seconds"]
         self.train_seconds += seconds
         record: dict[str, Any] = {k: v / self.steps_per_epoch for k, v in stats["sums"].items()}
@@ -155,21 +165,17 @@ class TextTrainer(EpochLoop):
             summary = self.evaluator.evaluate(student, "valid").summary()["both"]
             student.train(was)
             record["valid"] = {k: float(v) for k, v in summary.items()}
-            if summary["mrr"] > self.best:
-                self.best = float(summary["mrr"])
-                self.best_state = {k: v.detach().to("cpu").clone() for k, v in student.state_dict().items()
-                                   if k != "entity_cache"}
+            if self.select(student, epoch, float(summary["mrr"]), exclude=("entity_cache",)):
                 record["best"] = True
         self.trace.write("epoch", epoch=epoch, seconds=round(seconds, 3), **record)
         if self.ctx.is_main:  # one line per epoch (the command line shows them; see kgdistill.progress)
             log.info("epoch %d: loss %.5f, %.1fs%s", epoch, record.get("loss", float("nan")), seconds,
                      f", validation MRR {record['valid']['mrr']:.4f}" if "valid" in record else "")
-        if t.checkpoint_every and (epoch % t.checkpoint_every == 0 or epoch == t.epochs):
+        if t.checkpoint_every and self.checkpoint_due(epoch, t.checkpoint_every, t.epochs):
             self.save_checkpoint()
 
     def finish(self) -> None:
-        if self.best_state is not None:
-            self.student.load_state_dict(self.best_state, strict=False)
+        self.restore_best(self.student, strict=False)  # the entity cache is not part of the selected weights
 
     # ---- checkpoints ----------------------------------------------------------------------------------------------
     def _write_checkpoint(self) -> None:
@@ -178,8 +184,8 @@ class TextTrainer(EpochLoop):
         self.writer.save_checkpoint({
             "model": {k: v for k, v in self.student.state_dict().items() if k != "entity_cache"},
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "objective": self.objective.state_dict(), "epoch": self.epoch, "step": self.step, "best": self.best,
-            "best_state": self.best_state, "train_seconds": self.train_seconds})
+            "objective": self.objective.state_dict(), "epoch": self.state.epoch, "step": self.step,
+            "best": self.state.best_metric, "best_state": self.best_model_state, "train_seconds": self.train_seconds})
 
     def _read_checkpoint(self, path: str | Path | None = None) -> None:
         from kgdistill.training.checkpoint import load_checkpoint
@@ -189,7 +195,8 @@ class TextTrainer(EpochLoop):
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         self.objective.load_state_dict(ck["objective"])
-        self.epoch, self.step, self.best, self.best_state = ck["epoch"], ck["step"], ck["best"], ck["best_state"]
+        self.state.epoch, self.step, self.best_model_state = ck["epoch"], ck["step"], ck["best_state"]
+        self.state.best_metric = ck["best"]
         self.train_seconds = ck.get("train_seconds", 0.0)
         self.trace.truncate_after_epoch(self.epoch)
         self.trace.write("resume", epoch=self.epoch, step=self.step)

@@ -6,8 +6,10 @@
 * :meth:`EpochLoop.train_epoch` — the step function applied to the epoch's batches (KGE: sLCWA / 1-N steps or a
   distillation stage's ``step_loss``, :class:`kgdistill.training.loop.Trainer`; text bi-encoders: the objective's
   contrastive / distillation step, :class:`kgdistill.text.loop.TextTrainer`);
-* :meth:`EpochLoop.end_epoch` — validation (keeping the best weights, early stopping), the trace record, the
-  checkpoint when due;
+* :meth:`EpochLoop.end_epoch` — validation, the trace record, the checkpoint when due; model selection is the
+  loop's own, alike for every kind: :meth:`EpochLoop.select` keeps a CPU copy of the best weights by validation
+  MRR and stops early after ``patience`` validations without improvement, :meth:`EpochLoop.checkpoint_due` says
+  when a checkpoint is written, and :meth:`EpochLoop.finish` puts the best weights back;
 * :meth:`EpochLoop.finished` and :meth:`EpochLoop.finish` — when to stop, what to restore at the end (the best
   weights).
 
@@ -18,8 +20,27 @@ What a kind of run keeps beside the checkpoint is a :class:`TrainerCallback`: th
 
 from __future__ import annotations
 
+import math
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
+
+
+@dataclass
+class TrainState:
+    """What the loop needs to continue after a restart (saved in every checkpoint): epochs done, the model
+    selection (best validation metric, its epoch, validations since it improved, whether training stopped early)
+    and the validation history."""
+
+    epoch: int = 0
+    best_metric: float = -math.inf
+    best_epoch: int = 0
+    bad_evaluations: int = 0
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 class TrainerCallback:
@@ -39,9 +60,41 @@ class TrainerCallback:
 
 
 class EpochLoop:
-    """``fit``: ``train_epoch`` then ``end_epoch`` for each epoch until ``finished()``, then ``finish()``."""
+    """``fit``: ``train_epoch`` then ``end_epoch`` for each epoch until ``finished()``, then ``finish()``.
+
+    A trainer sets ``state`` (a :class:`TrainState`), ``callbacks`` and ``best_model_state`` (``None`` until a
+    validation improves) and calls :meth:`select` after each validation."""
 
     callbacks: list[TrainerCallback]
+    state: TrainState
+    best_model_state: dict[str, torch.Tensor] | None = None
+
+    def select(self, model: torch.nn.Module, epoch: int, metric: float, patience: int = 0,
+               exclude: Collection[str] = ()) -> bool:
+        """Model selection after a validation of ``epoch`` scoring ``metric`` (higher is better): an improvement
+        keeps a CPU copy of ``model``'s weights (less the ``exclude`` keys, e.g. a cache) and resets the count of
+        validations without improvement; otherwise that count grows and, at ``patience`` (0: never), training
+        stops early. Returns whether it improved."""
+        state = self.state
+        if metric > state.best_metric:
+            state.best_metric, state.best_epoch, state.bad_evaluations = float(metric), epoch, 0
+            self.best_model_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+                                     if k not in exclude}
+            return True
+        state.bad_evaluations += 1
+        if patience and state.bad_evaluations >= patience:
+            state.stopped_early = True
+        return False
+
+    def restore_best(self, model: torch.nn.Module, strict: bool = True) -> None:
+        """Put the selected weights back into ``model`` (nothing when no validation ran)."""
+        if self.best_model_state is not None:
+            model.load_state_dict(self.best_model_state, strict=strict)
+
+    def checkpoint_due(self, epoch: int, every: int, last_epoch: int) -> bool:
+        """Whether a checkpoint is written after ``epoch``: every ``every`` epochs (0: only at the end), at the last
+        epoch, and when training stopped early."""
+        return (every > 0 and epoch % every == 0) or epoch == last_epoch or self.state.stopped_early
 
     @property
     def epochs_done(self) -> int:
@@ -96,4 +149,4 @@ class EpochLoop:
         raise NotImplementedError
 
 
-__all__ = ["EpochLoop", "TrainerCallback"]
+__all__ = ["EpochLoop", "TrainerCallback", "TrainState"]

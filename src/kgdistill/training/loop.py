@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from kgdistill.models.base import KGCModel
 from kgdistill.progress import bar as progress_bar
 from kgdistill.registry import UnknownNameError
 from kgdistill.training.checkpoint import atomic_torch_save, load_checkpoint
-from kgdistill.training.engine import EpochLoop, TrainerCallback
+from kgdistill.training.engine import EpochLoop, TrainerCallback, TrainState
 from kgdistill.training.negatives import negative_samplers
 from kgdistill.training.optim import make_optimizer
 from kgdistill.training.steps import KvsAllLabels, kvsall_loss, one_to_n_queries, one_vs_all_loss, slcwa_loss
@@ -41,18 +41,6 @@ log = logging.getLogger(__name__)
 
 TRAINING_MODES = ("slcwa", "1vsall", "kvsall")
 LAST_CHECKPOINT = "last.pt"
-
-
-@dataclass
-class TrainState:
-    """What the loop needs to continue after a restart (saved in every checkpoint)."""
-
-    epoch: int = 0
-    best_metric: float = -math.inf
-    best_epoch: int = 0
-    bad_evaluations: int = 0
-    stopped_early: bool = False
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _named(registry_kind: str, fn: Callable[[], Any]) -> Any:
@@ -266,13 +254,11 @@ class Trainer(EpochLoop):
         due = cfg.eval_every > 0 and epoch % cfg.eval_every == 0
         if self.validate is not None and (due or epoch == cfg.epochs):
             self._validation(epoch)
-        if self.state.epoch % max(1, cfg.checkpoint_every) == 0 or self.state.epoch == cfg.epochs \
-                or self.state.stopped_early:
+        if self.checkpoint_due(epoch, max(1, cfg.checkpoint_every), cfg.epochs):
             self.save_checkpoint()
 
     def finish(self) -> TrainState:
-        if self.best_model_state is not None:
-            self.model.load_state_dict(self.best_model_state)
+        self.restore_best(self.model)
         return self.state
 
     def _validation(self, epoch: int) -> None:
@@ -285,14 +271,8 @@ class Trainer(EpochLoop):
             log.info("epoch %d: validation MRR %.4f", epoch, mrr)
         if self.selectable is not None and not self.selectable(epoch):
             return  # e.g. a pruning ramp that has not reached its sparsity: no model of this epoch is kept
-        if mrr > self.state.best_metric:
-            self.state.best_metric, self.state.best_epoch, self.state.bad_evaluations = mrr, epoch, 0
-            self.best_model_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-        else:
-            self.state.bad_evaluations += 1
-            if self.config.patience and self.state.bad_evaluations >= self.config.patience:
-                self.state.stopped_early = True
-                self.trace.write("early_stop", epoch=epoch, best_epoch=self.state.best_epoch)
+        if not self.select(self.model, epoch, mrr, patience=self.config.patience) and self.state.stopped_early:
+            self.trace.write("early_stop", epoch=epoch, best_epoch=self.state.best_epoch)
 
 
 
