@@ -222,3 +222,30 @@ def test_text_verbs_print_config_with_their_kind_and_write_nothing(tmp_path: Pat
     assert "batch_size" in capsys.readouterr().err
     assert main(["train", "--config", "t.yaml", "--print-config"]) == 2  # a text config is not a KGE run's
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.yaml"]
+
+
+def test_distill_print_config_is_the_methods_checked_options_and_reads_back(tmp_path: Path, capsys,
+                                                                          monkeypatch) -> None:
+    """``distill --method M --print-config``: the method's resolved options (flags, --set) as YAML, checked, nothing
+    read or written; the file is a ``--config`` of the same method; another method's file, or a bad value, is one
+    line and exit 2."""
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["distill", "--method", "kd", "--dims", "16", "--temperature", "2", "--set", "soft_weight=0.5",
+                 "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    data = yaml.safe_load(printed)
+    assert data["method"] == "kd" and data["dims"] == [16] and data["temperature"] == 2.0
+    assert data["soft_weight"] == 0.5
+    (tmp_path / "kd.yaml").write_text(printed)
+    assert main(["distill", "--method", "kd", "--config", "kd.yaml", "--print-config"]) == 0
+    assert capsys.readouterr().out == printed
+    assert main(["distill", "--method", "kd", "--config", "kd.yaml", "--temperature", "3", "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["temperature"] == 3.0  # flags override the file
+    assert main(["distill", "--method", "iterde", "--config", "kd.yaml", "--print-config"]) == 2
+    assert "holds the options of method kd" in capsys.readouterr().err
+    for bad in (["--temperature", "-1"], ["--soft-weight", "nan"]):
+        assert main(["distill", "--method", "kd", *bad, "--print-config"]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kd.yaml"]

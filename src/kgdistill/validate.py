@@ -78,6 +78,11 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "mask_rate": lambda n, v: _fraction(n, v, "a fraction of the tokens masked"),
     "hrkd_holdout": lambda n, v: _fraction(n, v, ""),
     "dims": lambda n, v: _positive_ints(n, v),
+    # distillation options (every method that has them): temperatures divide scores, weights scale loss terms
+    "temperature": _positive,
+    "kd_temperature": _positive,
+    "soft_weight": _non_negative,
+    "hard_weight": _non_negative,
 }
 
 

@@ -14,13 +14,14 @@ import re
 import sys
 import time
 import typing
+from pathlib import Path
 from typing import Any
 
 import click
 
 from kgdistill.cli._choices import kind, metavar
-from kgdistill.cli._common import (Args, BoolOption, Command, ListOption, grouped, is_main_process, relaunch,
-                                   tracker_options, verb)
+from kgdistill.cli._common import (Args, BoolOption, Command, ListOption, grouped, is_main_process,
+                                   print_config_option, relaunch, tracker_options, verb)
 from kgdistill.distill.method import methods
 from kgdistill.errors import ConfigError, KGDistillError
 
@@ -80,8 +81,9 @@ def _option(name: str, boolean: bool, many: bool, help_text: str | None, shown: 
 
 def _file_options() -> list[click.Option]:
     return [click.Option(["--config"], default=None, metavar="FILE",
-                         help="text methods: a text run config YAML (as text-distill reads it; e.g. a run's "
-                              "config.yaml) whose values this method's options start from; flags override it"),
+                         help="the method's options as YAML (what --print-config prints), or for a text method a "
+                              "text run config (e.g. a run's config.yaml); flags override it"),
+            print_config_option(),
             click.Option(["--set"], multiple=True, metavar="KEY=VALUE",
                          help="set any option of the method, e.g. --set temperature=2 or --set training.lr=1e-4 "
                               "(repeatable; wins over the flags)")]
@@ -149,17 +151,29 @@ def method_help(method: str) -> str:
 
 
 def file_options(method: str, path: str | None) -> dict[str, Any]:
-    """A text method's options read from a text run config YAML (``--config``): every field the method has (the
-    file's distillation method, teacher and output folder are the command's)."""
+    """The method's options from ``--config``: a mapping of the method's options (what ``--print-config`` prints;
+    its ``method`` must be this one), or, for a text method, a text run config YAML (e.g. a text run's
+    ``config.yaml``: every field the method has; its distillation method, teacher and output folder are the
+    command's)."""
     if path is None:
         return {}
+    import yaml
+
     from kgdistill.config import flat_fields, load_yaml
     from kgdistill.text.config import TextRunConfig
 
     cls = methods.get(method)
-    if cls.family != "text":
-        raise ConfigError(f"--config is a text run config, for the text methods; {method}'s options are flags "
-                          f"(or --set KEY=VALUE)")
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"--config {path}: cannot read it ({err})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of {method}'s options")
+    if cls.family != "text" or not ({"kind", "model", "training", "distill"} & set(raw)):
+        named = raw.pop("method", method)
+        if methods.canonical(str(named)) != method:
+            raise ConfigError(f"--config {path}: holds the options of method {named}, not {method}")
+        return raw
     config = load_yaml(path, TextRunConfig)  # type: ignore[arg-type]
     own = {f.name for f in dataclasses.fields(cls.Config)}
     out: dict[str, Any] = {}
@@ -180,6 +194,18 @@ def set_options(items: typing.Iterable[str]) -> dict[str, Any]:
     return out
 
 
+def _flag_options(args: Args) -> dict[str, Any]:
+    """The method options given as flags (list options split at commas)."""
+    list_options = {k for k, (_, many) in _all_options().items() if many}
+    options: dict[str, Any] = {}
+    for key, value in vars(args).items():
+        if key.startswith("opt_") and value is not None:
+            if key[4:] in list_options:
+                value = [d for v in value for d in str(v).split(",") if d]
+            options[key[4:]] = value
+    return options
+
+
 def cmd_distill(args: Args) -> int:
     from kgdistill.config import coerce
     from kgdistill.distill.api import distill
@@ -192,6 +218,16 @@ def cmd_distill(args: Args) -> int:
         else:
             print(method_help(args.method), end="")
         return 0
+    if args.print_config and args.method is not None:
+        import yaml
+
+        from kgdistill.config import to_dict
+        from kgdistill.distill.method import make_config
+
+        name = methods.canonical(args.method)
+        config = make_config(name, {**file_options(name, args.config), **_flag_options(args), **set_options(args.set)})
+        print(yaml.safe_dump({"method": name, **to_dict(config)}, sort_keys=False), end="")
+        return 0  # resolved and checked; nothing is written (no teacher is read)
     if args.method is None or args.teacher is None:
         missing = " and ".join(f for f, v in (("--method", args.method), ("--teacher", args.teacher)) if v is None)
         raise click.UsageError(f"the following options are required: {missing} (methods: {', '.join(methods.names())})")
@@ -204,13 +240,7 @@ def cmd_distill(args: Args) -> int:
     if args.resume and args.out is None:
         raise ConfigError("--resume needs the --out folder of the distillation to continue")
 
-    list_options = {k for k, (_, many) in _all_options().items() if many}
-    options: dict[str, Any] = {}
-    for key, value in vars(args).items():
-        if key.startswith("opt_") and value is not None:
-            if key[4:] in list_options:
-                value = [d for v in value for d in str(v).split(",") if d]
-            options[key[4:]] = value
+    options = _flag_options(args)
     if family == "text" and args.dataset is not None:
         options["dataset"] = args.dataset
     options = {**file_options(method, args.config), **options, **set_options(args.set)}
