@@ -245,6 +245,10 @@ def test_distill_print_config_is_the_methods_checked_options_and_reads_back(tmp_
     assert yaml.safe_load(capsys.readouterr().out)["temperature"] == 3.0  # flags override the file
     assert main(["distill", "--method", "iterde", "--config", "kd.yaml", "--print-config"]) == 2
     assert "holds the options of method kd" in capsys.readouterr().err
+    (tmp_path / "typo.yaml").write_text("method: kd\ntemprature: 2\n")
+    assert main(["distill", "--method", "kd", "--config", "typo.yaml", "--print-config"]) == 2
+    assert "not options of kd: temprature" in capsys.readouterr().err
+    (tmp_path / "typo.yaml").unlink()
     for bad in (["--temperature", "-1"], ["--soft-weight", "nan"]):
         assert main(["distill", "--method", "kd", *bad, "--print-config"]) == 2
         assert capsys.readouterr().err.count("\n") == 1

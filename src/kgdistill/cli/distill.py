@@ -169,10 +169,18 @@ def file_options(method: str, path: str | None) -> dict[str, Any]:
         raise ConfigError(f"--config {path}: cannot read it ({err})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"--config {path}: expected a mapping of {method}'s options")
-    if cls.family != "text" or not ({"kind", "model", "training", "distill"} & set(raw)):
+    run_config = bool({"kind", "data", "model", "training", "distill"} & set(raw))
+    if run_config and cls.family != "text":
+        raise ConfigError(f"--config {path}: a run config is read by the text methods; {method}'s --config is a "
+                          f"mapping of its options (as --print-config prints them)")
+    if not run_config:
         named = raw.pop("method", method)
         if methods.canonical(str(named)) != method:
             raise ConfigError(f"--config {path}: holds the options of method {named}, not {method}")
+        own = {f.name for f in dataclasses.fields(cls.Config)}
+        unknown = sorted(set(raw) - own)
+        if unknown:
+            raise ConfigError(f"--config {path}: not options of {method}: {', '.join(unknown)}")
         return raw
     config = load_yaml(path, TextRunConfig)  # type: ignore[arg-type]
     own = {f.name for f in dataclasses.fields(cls.Config)}
