@@ -133,7 +133,8 @@ def test_text_objectives_resolve_in_a_fresh_process() -> None:
     out = fresh("""
         import json
         from kgdistill.text.objective import objectives
-        print(json.dumps({n: objectives.get(n).__name__ for n in objectives.names()} | {"pkd": objectives.get("pkd").__name__}))
+        print(json.dumps({n: objectives.get(n).__name__ for n in objectives.names()}
+                         | {"pkd": objectives.get("pkd").__name__}))
     """)
     assert json.loads(out) == {"hrkd": "HRKDObjective", "logit": "LogitKD", "none": "Objective",
                                "patient": "PatientKD", "pmd": "PMDObjective", "pkd": "PatientKD"}
@@ -266,3 +267,31 @@ def test_a_declared_entry_whose_extra_is_missing_says_so(tmp_path: Path, monkeyp
     assert reg.names() == ["fancy"]
     with pytest.raises(ConfigError, match="model class 'fancy' needs the package 'a_package_that_is_not_installed'"):
         reg.get("fancy")
+
+
+def test_public_api_loads_evaluates_distils_and_exports_a_text_run_in_a_fresh_process(text_run: Path,
+                                                                                     tmp_path: Path) -> None:
+    """``import kgdistill`` alone, in a fresh process: a text run loaded, evaluated, distilled (patient KD, one step)
+    and exported (artifact and hf folder), and the exports loaded back with the same test metrics."""
+    out = fresh(f"""
+        import json, torch
+        torch.set_num_threads(1)
+        import kgdistill
+        run = kgdistill.load({str(text_run)!r})
+        base = kgdistill.evaluate(run)["both"]["mrr"]
+        report = kgdistill.distill("patient", run, {str(tmp_path / "pkd")!r}, layers=[0], steps_per_epoch=1,
+                                   epochs=1, batch_size=16)
+        student = report.results[-1].path
+        art = kgdistill.export(student, {str(tmp_path / "s.safetensors")!r})
+        hf = kgdistill.export(student, {str(tmp_path / "hf")!r}, format="hf")
+        srun = kgdistill.load(student)
+        mrr = lambda target: kgdistill.evaluate(target, srun.dataset)["both"]["mrr"]
+        print(json.dumps({{"kind": type(run.model).__name__, "base": base, "student": mrr(srun),
+                          "layers": srun.model.num_layers, "plm": srun.config.model.plm,
+                          "art": mrr(kgdistill.load(art)), "hf": mrr(kgdistill.load(hf))}}))
+    """)
+    got = json.loads(out.splitlines()[-1])
+    assert got["kind"] == "BiEncoder" and 0 < got["base"] <= 1 and got["layers"] == 1
+    assert got["plm"] == TINY  # the student keeps the teacher's PLM without being told
+    assert got["art"] == pytest.approx(got["student"], abs=1e-6)
+    assert got["hf"] == pytest.approx(got["student"], abs=1e-6)

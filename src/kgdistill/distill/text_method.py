@@ -31,6 +31,8 @@ from kgdistill.text.config import DistillConfig, TextRunConfig
 
 #: fields of a text run config given by ``distill`` itself (``device=``, ``out``, ``progress=``, ``num_threads=``)
 RUN_LEVEL = ("device", "output_dir", "progress", "num_threads")
+#: model fields a student takes from its teacher run unless given (a student keeps its teacher's PLM and vocabulary)
+TEACHERS_OWN = ("plm",)
 #: options of a method that are not fields of the text run config (the PMD chain's)
 CHAIN_OPTIONS = ("grades", "mask_rates", "pre_distill")
 
@@ -58,7 +60,7 @@ def _run_options() -> list[tuple[str, Any, Any]]:
     for name, (section, f, tp) in flat_fields(TextRunConfig).items():
         if section is None or section == "distill" or name in RUN_LEVEL:
             continue
-        if section == "data":
+        if section == "data" or name in TEACHERS_OWN:
             text = re.sub(r"\s*\(default: [^)]*\)", "", f.metadata.get("help", name))
             out.append((name, tp | None, _copied(f, None, f"{text} (default: the teacher run's)")))
         else:
@@ -85,7 +87,7 @@ class TextCommonConfig(_TextRunOptions):  # type: ignore[misc, valid-type]
 def text_run_config(objective: str, teacher: Run, config: Any, out: str | Path | None, *, device: str = "cpu",
                     progress: bool = False) -> TextRunConfig:
     """The :class:`~kgdistill.text.config.TextRunConfig` of ``config`` (a text method's options) for the text
-    objective ``objective``: the teacher run's graph unless a data option says otherwise."""
+    objective ``objective``: the teacher run's graph and PLM unless an option says otherwise."""
     from kgdistill.config import with_overrides
 
     data_fields = {f.name for f in dataclasses.fields(type(teacher.config.data))}
@@ -94,6 +96,8 @@ def text_run_config(objective: str, teacher: Run, config: Any, out: str | Path |
         value = getattr(config, f.name)
         if f.name in CHAIN_OPTIONS or (f.name in data_fields and value is None):
             continue
+        if f.name in TEACHERS_OWN and value is None:
+            value = getattr(teacher.config.model, f.name)
         overrides[f.name] = value
     overrides.update(method=objective, teacher=str(teacher.path))
     base = TextRunConfig(data=teacher.config.data, device=device, progress=progress,
