@@ -139,7 +139,7 @@ def test_distill_help_per_method(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main(["distill", "--method", "metasd", "--help"]) == 0
     metasd = " ".join(capsys.readouterr().out.split())
-    assert "--quiz {set,batch}" in metasd and "--pruning {global,row}" in metasd and "(default: 0.9)" in metasd
+    assert "--quiz {set,batch}" in metasd and "--pruning {global,row,dims}" in metasd and "(default: 0.9)" in metasd
 
     assert main(["distill", "--method", "kdd", "--help"]) == 2
     assert main(["distill", "--method", "kdd", "--teacher", "r"]) == 2

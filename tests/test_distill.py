@@ -171,7 +171,8 @@ def test_iterde_student_beats_scratch_student(kinship_teacher: Path, tmp_path: P
 #: every distillation method and the options of its CLI run below (test_registries checks the list is complete)
 CLI_METHODS = {"iterde": ["--dims", "4,2"], "kd": ["--dims", "4"], "kd-huber": ["--dims", "4"],
                "dualde": ["--dims", "4", "--num-negatives", "4"],
-               "metasd": ["--sparsity", "0.8"], "iterde-metasd": ["--dims", "4"], "scratch": ["--dims", "4"]}
+               "metasd": ["--sparsity", "0.8", "--pruning", "global"],
+               "iterde-metasd": ["--dims", "4"], "scratch": ["--dims", "4"]}
 
 
 def test_cli_distill_all_methods(tmp_path: Path, capsys) -> None:

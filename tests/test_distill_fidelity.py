@@ -22,7 +22,7 @@ from kgdistill.distill.iterde import IterDEConfig, chain, huber_soft, iterde_ter
 from kgdistill.distill.kd import KDConfig, KDHuberConfig, kd_term
 from kgdistill.distill.method import make_config, methods
 from kgdistill.distill.metasd import MetaSDConfig, MetaSDStep, dense_dim, queries_of, ramp_epochs, split_quiz
-from kgdistill.distill.pruning import PrunedModel, row_magnitude_masks
+from kgdistill.distill.pruning import PrunedModel, coordinate_magnitude_masks, row_magnitude_masks
 from kgdistill.errors import ConfigError
 from kgdistill.models.embedding import EmbeddingModel
 from kgdistill.training.loop import Trainer
@@ -124,10 +124,12 @@ def _metasd(tiny_kg: KGDataset, **cfg) -> tuple[PrunedModel, MetaSDStep, torch.T
     return model, step, queries_of(supervised[:8], tiny_kg.num_relations)
 
 
-def test_metasd_defaults_follow_the_release() -> None:
+def test_metasd_defaults_follow_the_release_but_prune_whole_coordinates() -> None:
     c = MetaSDConfig()
-    assert (c.init, c.lookahead, c.quiz, c.mutual_kl, c.pruning) == ("scratch", "copy", "set", "release", "global")
-    assert ramp_epochs(60) == 40
+    assert (c.init, c.lookahead, c.quiz, c.mutual_kl) == ("scratch", "copy", "set", "release")
+    assert c.pruning == "dims" and ramp_epochs(60, "dims") == 0  # the measured default (BENCHMARKS.md)
+    assert ramp_epochs(60, "global") == ramp_epochs(60) == 40
+    assert make_config("iterde-metasd", {}).pruning == "global"  # the combination as measured
 
 
 @pytest.mark.parametrize("lookahead", ["copy", "live"])
@@ -173,6 +175,35 @@ def test_row_pruning_keeps_the_same_count_in_every_row() -> None:
     assert me.sum(-1).tolist() == [2] * 10 and mr.sum(-1).tolist() == [2] * 3
     top = torch.topk(e[3].abs(), 2).indices
     assert me[3, top].all()
+
+
+def test_dims_pruning_keeps_whole_coordinates_of_the_largest_importance() -> None:
+    """ComplEx rows are [re | im]: coordinate i is columns i and i + dim in both tables."""
+    e, r = torch.full((5, 8), 0.1), torch.full((3, 8), 0.1)  # dim 4
+    e[:, 2] = 5.0  # coordinate 2 (re part) dominates the entity table
+    r[:, 4 + 1] = 5.0  # coordinate 1 (im part) dominates the relation table
+    me, mr = coordinate_magnitude_masks([e, r], 0.5, dim=4)
+    want = torch.tensor([False, True, True, False] * 2)
+    assert (me == want).all() and (mr == want).all()
+    (k_only,) = coordinate_magnitude_masks([e], 0.75, dim=4)[:1]
+    assert k_only[0].tolist() == [False, False, True, False] * 2
+
+
+@pytest.mark.parametrize("interaction", ["complex", "rotate", "transe", "distmult", "simple"])
+def test_dims_pruned_model_scores_as_its_compact_dense_copy(tiny_kg: KGDataset, interaction: str) -> None:
+    torch.manual_seed(3)
+    base = EmbeddingModel(interaction, tiny_kg.num_entities, tiny_kg.num_relations, 8, reciprocal=True)
+    pm = PrunedModel(base)
+    pm.update_masks(0.75, "dims")
+    compact = pm.compact_copy()
+    assert compact.dim == 2 and compact.num_parameters() == base.num_parameters() // 4
+    assert pm.pruned_copy().num_parameters(nonzero=True) <= compact.num_parameters()
+    h, rel = tiny_kg.train[:5, 0], tiny_kg.train[:5, 1]
+    torch.testing.assert_close(compact.score_t(h, rel), pm.score_t(h, rel), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(compact.score_h(rel, h), pm.score_h(rel, h), rtol=1e-5, atol=1e-5)
+    pm.update_masks(0.75, "global")  # entries, not coordinates: no dense copy of a smaller dim exists
+    with pytest.raises(ValueError, match="whole coordinates"):
+        pm.compact_copy()
 
 
 def test_metasd_ramp_validations_cannot_select_the_model(tiny_kg: KGDataset) -> None:
@@ -264,9 +295,15 @@ def test_defaults_run_on_a_small_teacher(small_teacher: Path, tmp_path: Path) ->
     assert [r.path.name for r in combo.results] == ["iterde-16-8", "iterde-metasd-8-s0.5"]
     dualde = distill("dualde", small_teacher, tmp_path / "dualde", dims=[4], **common)  # 1-N like its teacher
     assert dualde.results[0].path.joinpath("config.yaml").read_text().count("training_mode: 1vsall") == 1
-    metasd = distill("metasd", small_teacher, tmp_path / "metasd", sparsity=0.5, **common)
+    metasd = distill("metasd", small_teacher, tmp_path / "metasd", sparsity=0.5, pruning="global", **common)
     nonzero = metasd.rows[-1]["nonzero"]
     assert nonzero == pytest.approx(0.5 * metasd.rows[-1]["params"], abs=2)
+    dims = distill("metasd", small_teacher, tmp_path / "metasd-dims", sparsity=0.75, **common)  # dims: default
+    from kgdistill.models.base import load_model
+
+    saved = load_model(dims.results[-1].path)  # the run folder holds a dense 4-dim model, not a masked 16-dim one
+    assert saved.dim == 4 and dims.rows[-1]["params"] == dims.rows[-1]["nonzero"] == saved.num_parameters()
+    assert dims.results[-1].metrics["bytes_on_disk"] < metasd.results[-1].metrics["bytes_on_disk"]
 
 
 def test_a_refused_distillation_leaves_no_empty_folder(small_teacher: Path, tmp_path: Path) -> None:

@@ -27,6 +27,8 @@ class IterDEMetaSDConfig(IterDEConfig, MetaSDConfig):
     sparsity: float = opt(0.5, "MetaSD sparsity of the chain's final student (0.5 at dim 64 = the non-zeros of "
                                "a dense 32-dim model)")
     regularizer: str | None = opt(None, "regulariser of every step (None: the teacher's)")
+    pruning: str = opt("global", "MetaSD pruning of the chain's final student: global (released; the combination's "
+                                 "measured default) | row | dims")
 
 
 @methods.register("iterde-metasd")

@@ -1,8 +1,10 @@
 """MetaSD (Li et al., Findings of EMNLP 2022): self-distillation with meta learning into a pruned model.
 
 The dense source model ``T`` and the pruned student ``S = T ⊙ M`` share parameters; ``M`` is recomputed every epoch
-by global magnitude pruning over the entity and relation tables (fixed sparsity, or a cubic ramp). Training is 1-N
-(cross-entropy over all entities). Per batch:
+by magnitude pruning over the entity and relation tables (fixed sparsity, or a cubic ramp): of whole model coordinates
+by default (beyond the paper: the student is then a dense model of the kept dim, as small and fast as a dense student
+of its parameter count), or of single entries over both tables together as released (``pruning=global``). Training
+is 1-N (cross-entropy over all entities). Per batch:
 
 1. (optional) one supervised step on the dense model (the trainer's optimiser);
 2. lookahead ``S' = S - η · ∇_S (CE(S) + reg(S) + KD(S | T))`` built with ``torch.func.functional_call`` and
@@ -14,8 +16,8 @@ by global magnitude pruning over the entity and relation tables (fixed sparsity,
    prediction), returned to the trainer for one step.
 
 ``KD(x | y) = 3 KL(y || x) + KL(x || y)`` on ``softmax(· / 3)``. Checkpoints are selected on validation MRR of the
-pruned branch only. The pruned model is exported in sparse form (bitmap + values) and its true non-zero count and
-bytes on disk are reported.
+pruned branch only. An entry-pruned model is exported in sparse form (bitmap + values) and its true non-zero count and
+bytes on disk are reported; a coordinate-pruned one is saved as the dense model of the kept dim.
 
 Under ``torch.distributed`` the dense model ``T`` is the trained module (DistributedDataParallel averages the
 gradients of step 4); steps 1 and 3 run inside the step with their own optimisers, so their gradients are averaged
@@ -69,11 +71,13 @@ class MetaSDConfig(CommonConfig):
     nonzeros_per_entity: int | None = opt(None, "non-zero reals kept per entity row on average: sets the dense "
                                                 "dim to this / (1 - sparsity) (the release: rank 2000 at 0.9 keeps "
                                                 "400 per complex entity row)")
-    pruning: str = opt("global", "global: magnitude pruning over both tables together (released) | row: the same "
-                                 "number of entries kept in every row (no entity loses all of its entries)")
+    pruning: str = opt("dims", "dims: whole model coordinates, the student saved as a dense model of the kept dim "
+                               "(measured ahead of global on kinship, BENCHMARKS.md) | global: magnitude pruning over "
+                               "both tables together (released) | row: the same number of entries kept in every row")
     sparsity_ramp_epochs: int | None = opt(None, "0: fixed sparsity from the first epoch (released); N: cubic ramp "
-                                                 "reaching the sparsity at epoch N (default: two thirds of the epochs; "
-                                                 "only later validations may select the model)")
+                                                 "reaching the sparsity at epoch N (default: 0 for dims pruning, two "
+                                                 "thirds of the epochs otherwise; only later validations may select "
+                                                 "the model)")
     quiz_fraction: float = opt(0.02, "held-out fraction of training triples forming the quiz set (seeded)")
     quiz: str = opt("set", "set: every meta step scores the whole quiz set (released) | batch: one seeded quiz "
                            "batch as large as the training batch per meta step")
@@ -121,10 +125,11 @@ def check_config(config: MetaSDConfig) -> None:
         raise ConfigError(f"metasd: nonzeros_per_entity must be ≥ 1, got {config.nonzeros_per_entity}")
 
 
-def ramp_epochs(epochs: int) -> int:
-    """The default sparsity ramp: two thirds of the epochs (measured on kinship ComplEx-64 at 90 %: pruned test MRR
-    0.30 with a fixed sparsity, 0.54 with this ramp; BENCHMARKS.md)."""
-    return int(round(2 * epochs / 3))
+def ramp_epochs(epochs: int, pruning: str = "global") -> int:
+    """The default sparsity ramp: none for ``dims`` pruning (kinship ComplEx-64 → 8 coordinates, 3 seeds: 0.702 fixed,
+    0.686 with a ⅔ ramp, 0.672 with ⅓), two thirds of the epochs for entry pruning (measured on kinship ComplEx-64 at
+    90 %: pruned test MRR 0.30 with a fixed sparsity, 0.54 with this ramp; BENCHMARKS.md)."""
+    return 0 if pruning == "dims" else int(round(2 * epochs / 3))
 
 
 def dense_dim(teacher_model_: EmbeddingModel, config: MetaSDConfig) -> int:
@@ -184,7 +189,7 @@ class MetaSDStep:
         """The sparsity ramp's length: the option, or (unset) two thirds of the trainer's epochs."""
         if self.config.sparsity_ramp_epochs is not None:
             return self.config.sparsity_ramp_epochs
-        return ramp_epochs(self.trainer.config.epochs)
+        return ramp_epochs(self.trainer.config.epochs, self.config.pruning)
 
     @property
     def ctx(self) -> DistContext:
@@ -422,7 +427,7 @@ def run_metasd(teacher: Run, config: MetaSDConfig, out: Path, *, base: Embedding
         fixed["regularizer_weight"] = DURA_DEFAULT_WEIGHT
     training = stage_training(teacher, config, mode="1vsall", **fixed)
     if config.sparsity_ramp_epochs is None:
-        config = replace(config, sparsity_ramp_epochs=ramp_epochs(training.epochs))
+        config = replace(config, sparsity_ramp_epochs=ramp_epochs(training.epochs, config.pruning))
     if training.training_mode != "1vsall":
         raise ConfigError("metasd: trains 1-N (cross-entropy over all entities): training_mode must be 1vsall")
     step = MetaSDStep(model, config, quiz, device)
@@ -430,13 +435,16 @@ def run_metasd(teacher: Run, config: MetaSDConfig, out: Path, *, base: Embedding
     holder: dict[str, Any] = {}
 
     def after_fit(trainer: Any) -> dict[str, Any]:
-        pruned = model.pruned_copy()
-        holder["pruned"] = pruned
         run_dir = Path(out) / stage_name
-        sparse_path = run_dir / "sparse" / SPARSE_WEIGHTS
         main = trainer.ctx.is_main
+        sparse_path: Path | None = run_dir / "sparse" / SPARSE_WEIGHTS
+        if config.pruning == "dims":  # whole coordinates pruned: the student is a dense model of the kept dim
+            holder["pruned"], sparse_path = model.compact_copy(), None
+        else:
+            holder["pruned"] = model.pruned_copy()
+            if main:
+                sparse_path = export_sparse(holder["pruned"], run_dir / "sparse")
         if main:
-            sparse_path = export_sparse(pruned, run_dir / "sparse")
             save_model(base, run_dir / "dense")
         from kgdistill.evaluate import DatasetEvaluator
 

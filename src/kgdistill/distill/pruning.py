@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.func import functional_call
 
@@ -62,7 +62,43 @@ def row_magnitude_masks(tensors: list[Tensor], sparsity: float) -> list[Tensor]:
     return out
 
 
-PRUNING_SCOPES = {"global": global_magnitude_masks, "row": row_magnitude_masks}
+def coordinate_columns(width: int, dim: int, coordinates: Tensor) -> Tensor:
+    """Columns of a table of ``width`` reals per row that hold model coordinates ``coordinates`` ``[k]``: rows are
+    ``[part_0 | part_1 | …]`` of ``dim`` reals each (``[re | im]`` for complex rows, ``[as head | as tail]`` for
+    SimplE), so coordinate ``i`` is columns ``i, i + dim, …`` → ``[k · width / dim]``."""
+    if width % dim:
+        raise ValueError(f"a table of width {width} is not made of parts of the model dim {dim}")
+    return torch.cat([coordinates + part * dim for part in range(width // dim)])
+
+
+def coordinate_magnitude_masks(tensors: list[Tensor], sparsity: float, dim: int) -> list[Tensor]:
+    """Structured pruning of whole model coordinates (beyond MetaSD): keep the ``max(1, round((1 - sparsity) ·
+    dim))`` coordinates of the largest importance ``Σ_tables ||columns of the coordinate||² / ||table||²`` in every
+    row of every table ``[n, w]`` alike. A coordinate of TransE, DistMult, ComplEx, RotatE or SimplE left out adds
+    nothing to any score, so the pruned model *is* a dense model of the kept dim (:meth:`PrunedModel.compact_copy`)."""
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    keep = max(1, int(round((1.0 - sparsity) * dim)))
+    importance = torch.zeros(dim, device=tensors[0].device)
+    for t in tensors:
+        sq = t.detach().float().pow(2)
+        parts = sq.view(sq.shape[0], -1, dim).sum(dim=(0, 1))  # [dim]: every part of coordinate i together
+        importance += parts / sq.sum().clamp_min(1e-30)
+    kept = torch.topk(importance, keep, sorted=False).indices.sort().values
+    out = []
+    for t in tensors:
+        mask = torch.zeros_like(t, dtype=torch.bool)
+        mask[:, coordinate_columns(t.shape[1], dim, kept)] = True
+        out.append(mask)
+    return out
+
+
+def kept_coordinates(entity_mask: Tensor, dim: int) -> Tensor:
+    """The coordinates ``[k]`` a :func:`coordinate_magnitude_masks` mask of the entity table keeps (sorted)."""
+    return entity_mask[0, :dim].nonzero().flatten()
+
+
+PRUNING_SCOPES = {"global": global_magnitude_masks, "row": row_magnitude_masks, "dims": coordinate_magnitude_masks}
 
 
 class _Scorer(nn.Module):
@@ -96,8 +132,13 @@ class PrunedModel(KGCModel):
 
     def update_masks(self, sparsity: float, scope: str = "global") -> float:
         """Recompute both masks by magnitude pruning (``scope``: ``global`` over both tables together, as MetaSD
-        releases, or ``row``: the same count in every row); returns the fraction of mask entries that flipped."""
-        new_e, new_r = PRUNING_SCOPES[scope]([self.base.entity, self.base.relation], sparsity)
+        releases, ``row``: the same count in every row, or ``dims``: whole model coordinates); returns the fraction
+        of mask entries that flipped."""
+        tables = [self.base.entity, self.base.relation]
+        if scope == "dims":
+            new_e, new_r = coordinate_magnitude_masks(tables, sparsity, self.base.dim)
+        else:
+            new_e, new_r = PRUNING_SCOPES[scope](tables, sparsity)
         flipped = int((new_e != self.entity_mask).sum()) + int((new_r != self.relation_mask).sum())
         self.entity_mask.copy_(new_e)
         self.relation_mask.copy_(new_r)
@@ -133,6 +174,23 @@ class PrunedModel(KGCModel):
             for k, v in self.masked_params().items():
                 getattr(model, k).copy_(v.detach())
         return model.to(self.base.device)
+
+    def compact_copy(self) -> EmbeddingModel:
+        """The pruned model as a dense :class:`EmbeddingModel` of the kept dim, for masks that keep whole coordinates
+        (``dims`` pruning): the same scores as the pruned branch, ``k / dim`` of the parameters, scored densely."""
+        base = self.base
+        kept = kept_coordinates(self.entity_mask, base.dim)
+        expected = [coordinate_columns(t.shape[1], base.dim, kept) for t in (base.entity, base.relation)]
+        for mask, cols in zip((self.entity_mask, self.relation_mask), expected):
+            want = torch.zeros(mask.shape[1], dtype=torch.bool, device=mask.device)
+            want[cols] = True
+            if not bool((mask == want).all()):
+                raise ValueError("compact_copy: the masks do not keep whole coordinates (use dims pruning)")
+        model = build_model("embedding", {**base.config(), "dim": int(kept.numel())})
+        with torch.no_grad():
+            for name, cols in zip(TABLES, expected):
+                getattr(model, name).copy_(getattr(base, name).detach()[:, cols])
+        return model.to(base.device)
 
 
 def export_sparse(model: EmbeddingModel, folder: str | Path) -> Path:
@@ -184,5 +242,6 @@ def load_sparse(folder: str | Path, device: str | torch.device = "cpu") -> Embed
     return model.to(device)  # type: ignore[return-value]
 
 
-__all__ = ["global_magnitude_masks", "row_magnitude_masks", "PRUNING_SCOPES", "PrunedModel", "export_sparse",
+__all__ = ["global_magnitude_masks", "row_magnitude_masks", "coordinate_magnitude_masks", "coordinate_columns",
+           "kept_coordinates", "PRUNING_SCOPES", "PrunedModel", "export_sparse",
            "load_sparse", "SPARSE_WEIGHTS"]
