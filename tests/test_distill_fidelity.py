@@ -346,3 +346,28 @@ def test_readme_distill_commands_run_on_the_readme_teacher(tmp_path: Path, monke
     for i, words in enumerate(distills):
         out = [] if "--out" in words else ["--out", f"runs/readme-{i}"]
         assert main([*words, *out, "--epochs", "1", "--eval-every", "0", "--threads", "1"]) == 0, words
+
+
+# ---- a frozen teacher scored in bf16 (beyond the papers: speed) ---------------------------------------------------
+@pytest.mark.parametrize("mode", ["1vsall", "slcwa"])
+def test_bf16_teacher_scores_are_float32_and_close_to_fp32(tiny_kg: KGDataset, mode: str) -> None:
+    from kgdistill.distill.distiller import Distiller
+
+    torch.manual_seed(0)
+    teacher = EmbeddingModel("complex", tiny_kg.num_entities, tiny_kg.num_relations, 16, reciprocal=True)
+    student = EmbeddingModel("complex", tiny_kg.num_entities, tiny_kg.num_relations, 4, reciprocal=True)
+    q = queries_of(tiny_kg.train[:6], tiny_kg.num_relations) if mode == "1vsall" else tiny_kg.train[:6]
+    sample = None if mode == "1vsall" else (torch.randint(0, tiny_kg.num_entities, (6, 5)),
+                                            torch.zeros(6, 5, dtype=torch.bool), 0)
+    exact = Distiller(student, teacher, [], with_structure=True)._frozen_scores(teacher, q, sample)
+    fast = Distiller(student, teacher, [], with_structure=True, teacher_precision="bf16")
+    got = fast._frozen_scores(teacher, q, sample)
+    assert got.candidates.dtype == torch.float32 and not got.candidates.requires_grad
+    scale = exact.candidates.abs().max().item()
+    assert (got.candidates - exact.candidates).abs().max().item() <= 0.02 * scale  # bf16: 8 bits of mantissa
+    assert not torch.equal(got.candidates, exact.candidates) or mode == "slcwa"  # 1-N: a bf16 matrix product
+    if got.structure is not None:
+        assert got.structure.cos_neg.dtype == torch.float32
+    with pytest.raises(ConfigError, match="teacher_precision"):
+        make_config("kd", {"teacher_precision": "fp16"})
+    assert make_config("iterde", {}).teacher_precision == make_config("dualde", {}).teacher_precision == "fp32"

@@ -21,7 +21,7 @@ TYPE_METAVARS = {int: "N", float: "X", str: "TEXT", bool: "BOOL"}
 @functools.cache
 def choices() -> dict[str, tuple[str, ...]]:
     """The fixed values of options that have them (shown in help; each method checks them as before)."""
-    from kgdistill.distill import dualde, iterde, kd, metasd, pruning, text_pmd
+    from kgdistill.distill import distiller, dualde, iterde, kd, metasd, pruning, text_pmd
     from kgdistill.distill.schedules import schedules
     from kgdistill.losses import regularizers
     from kgdistill.text.config import CHOICES
@@ -35,7 +35,8 @@ def choices() -> dict[str, tuple[str, ...]]:
             "mutual_kl": metasd.MUTUAL_KL_MODES, "pruning": tuple(pruning.PRUNING_SCOPES),
             "init": ("scratch", "teacher"), "pooling": ("mean", "cls"), "student_init": ("teacher", "pretrained"),
             "mgfd_variant": text_pmd.MGFD_VARIANTS, "mgfd_reduction": text_pmd.MGFD_REDUCTIONS,
-            "mgfd_unmasked": text_pmd.MGFD_UNMASKED, "eval_splits": ("train", "valid", "test")}
+            "mgfd_unmasked": text_pmd.MGFD_UNMASKED, "eval_splits": ("train", "valid", "test"),
+            "teacher_precision": distiller.TEACHER_PRECISIONS}
 
 
 def kind(tp: Any) -> tuple[Any, bool]:

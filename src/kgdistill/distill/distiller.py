@@ -59,6 +59,16 @@ class Scores:
         assert self.neg is not None
         return torch.cat([self.pos[:, None], self.neg], dim=1)
 
+    def float(self) -> Scores:
+        """These scores in float32 (scores computed under bf16 autocast come back in bf16)."""
+        def f(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.float()
+
+        structure = None if self.structure is None else Structure(
+            *(t.float() for t in (self.structure.cos_pos, self.structure.ratio_pos, self.structure.cos_neg,
+                                  self.structure.ratio_neg)))
+        return Scores(self.pos.float(), f(self.neg), f(self.all), [(r.float(), k) for r, k in self.rows], structure)
+
 
 @dataclass
 class Structure:
@@ -148,6 +158,8 @@ def query_scores(model: KGCModel, queries: Tensor, with_structure: bool = False)
 
 
 TermFn = Callable[["StepContext"], Tensor]
+#: precisions of a frozen teacher's scores (:meth:`Distiller._frozen_scores`)
+TEACHER_PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -223,8 +235,12 @@ class Distiller:
 
     def __init__(self, student: KGCModel, teacher: KGCModel, terms: list[LossTerm], *, hard_weight: float = 1.0,
                  train_teacher: bool = False, with_structure: bool = False,
-                 extras: dict[str, Any] | None = None, more_teachers: list[KGCModel] | None = None) -> None:
+                 extras: dict[str, Any] | None = None, more_teachers: list[KGCModel] | None = None,
+                 teacher_precision: str = "fp32") -> None:
+        if teacher_precision not in TEACHER_PRECISIONS:
+            raise ValueError(f"teacher_precision must be one of {TEACHER_PRECISIONS}, got {teacher_precision!r}")
         self.student, self.teacher, self.terms = student, teacher, terms
+        self.teacher_precision = teacher_precision
         self.more_teachers = [freeze(t) for t in more_teachers or []]
         self.hard_weight, self.train_teacher, self.with_structure = hard_weight, train_teacher, with_structure
         self.extras = extras if extras is not None else {}
@@ -246,6 +262,16 @@ class Distiller:
             return query_scores(model, batch, with_structure=self.with_structure)
         neg_ids, corrupt_head, num_head = sample
         return slcwa_scores(model, batch, neg_ids, corrupt_head, num_head, with_structure=self.with_structure)
+
+    def _frozen_scores(self, model: KGCModel, batch: Tensor, sample: tuple | None) -> Scores:
+        """A frozen teacher's scores without autograd; under bf16 autocast with ``teacher_precision="bf16"`` (its
+        matrix products in bfloat16, ~4× faster on CPUs with AVX512-BF16; element-wise parts stay float32), returned
+        in float32."""
+        with torch.no_grad():
+            if self.teacher_precision == "fp32":
+                return self._scores(model, batch, sample)
+            with torch.autocast(batch.device.type, dtype=torch.bfloat16):
+                return self._scores(model, batch, sample).float()
 
     def hard_loss(self, scores: Scores, batch: Tensor) -> Tensor:
         """The model's usual loss: the trainer's sLCWA loss, or cross-entropy over all entities in 1-N."""
@@ -273,10 +299,8 @@ class Distiller:
             teacher = self._scores(self.teacher, batch, sample)
         else:
             self.teacher.eval()
-            with torch.no_grad():
-                teacher = self._scores(self.teacher, batch, sample)
-        with torch.no_grad():
-            more = [self._scores(t, batch, sample) for t in self.more_teachers]
+            teacher = self._frozen_scores(self.teacher, batch, sample)
+        more = [self._frozen_scores(t, batch, sample) for t in self.more_teachers]
         hard = self.hard_loss(student, batch) if self.hard_weight else student.pos.new_zeros(())
         ctx = StepContext(batch, student, teacher, epoch, num_epochs, self.extras, more, hard)
         values = {t.name: t.fn(ctx) for t in self.terms}

@@ -33,7 +33,8 @@ from kgdistill.config import opt
 from kgdistill.distributed import DistContext
 from kgdistill.distill import terms
 from kgdistill.distill.distiller import DistillModel, Distiller, LossTerm, Scores, StepContext
-from kgdistill.distill.method import CommonConfig, Method, methods, stage_training, teacher_model
+from kgdistill.distill.method import (CommonConfig, Method, methods, stage_training, teacher_model,
+                                     teacher_precision_opt)
 from kgdistill.distill.schedules import make_schedule
 from kgdistill.distill.stage import StageResult, make_student, run_stage
 from kgdistill.losses import adversarial_weights
@@ -66,6 +67,7 @@ class DualDEConfig(CommonConfig):
     stage2_epochs: int | None = opt(None, "epochs of stage 2 (default: those of stage 1)")
     stage2_lr_factor: float = opt(0.1, "stage-2 learning rate = factor × stage-1 lr (paper: 1e-5 / 1e-4)")
     adversarial_alpha: float = opt(1.0, "self-adversarial temperature combining the negatives' losses")
+    teacher_precision: str = teacher_precision_opt()  # stage 1's frozen teacher; stage 2 trains it in float32
 
 
 @dataclass
@@ -188,7 +190,7 @@ class DualDE(Method):
         hard_weight = 1.0 if config.weighting == "additive" else 0.0
         ev_t = SoftLabelEvaluator().to(device)
         d1 = Distiller(student, t_model, stage_terms(config, ev_t, None, False), hard_weight=hard_weight,
-                       with_structure=config.structure)
+                       with_structure=config.structure, teacher_precision=config.teacher_precision)
         common = dict(dataset=teacher.dataset, base_config=teacher.config, method=self.name, method_config=config,
                       teacher_dir=str(teacher.path), device=device, progress=progress, ctx=ctx, resume=resume)
         name1 = f"dualde-{dim}-stage1"

@@ -22,7 +22,8 @@ from kgdistill.config import opt
 from kgdistill.distributed import DistContext
 from kgdistill.distill import terms
 from kgdistill.distill.distiller import DistillModel, Distiller, LossTerm, StepContext
-from kgdistill.distill.method import CommonConfig, Method, methods, stage_training, teacher_model
+from kgdistill.distill.method import (CommonConfig, Method, methods, stage_training, teacher_model,
+                                     teacher_precision_opt)
 from kgdistill.distill.schedules import make_schedule
 from kgdistill.distill.stage import StageResult, make_student, run_stage
 from kgdistill.errors import ConfigError
@@ -52,6 +53,7 @@ class IterDEConfig(CommonConfig):
     temperature: float = opt(1.0, "temperature of the kl soft loss")
     last_margin: float | None = opt(None, "margin of the hard loss in the chain's last step (release: 2 for TransE "
                                           "at 64→32; default: the same margin as every step)")
+    teacher_precision: str = teacher_precision_opt()
 
 
 SOFT_LOSSES = ("huber", "kl")
@@ -138,7 +140,8 @@ def run_chain(teacher: Run, config: IterDEConfig, out: Path, *, device: str = "c
         if config.last_margin is not None and i == len(dims) - 1:
             step_training = replace(step_training, margin=config.last_margin)
         weight = soft_weight(config, t_model.interaction_name, i, len(dims))
-        distiller = Distiller(student, current, [iterde_term(config, weight)])
+        distiller = Distiller(student, current, [iterde_term(config, weight)],
+                              teacher_precision=config.teacher_precision)
         prev = getattr(current, "dim", "?")
         name = f"iterde-{prev}-{dim}"
         results.append(run_stage(name, run_dir=Path(out) / name, model=DistillModel(student), student=student,

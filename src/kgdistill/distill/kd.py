@@ -17,7 +17,7 @@ from kgdistill.distributed import DistContext
 from kgdistill.distill import terms
 from kgdistill.distill.distiller import DistillModel, Distiller, LossTerm, StepContext
 from kgdistill.distill.method import (CommonConfig, Method, methods, more_teacher_models, stage_training,
-                                     teacher_model)
+                                     teacher_model, teacher_precision_opt)
 from kgdistill.distill.schedules import make_schedule
 from kgdistill.distill.stage import StageResult, make_student, run_stage
 from kgdistill.errors import ConfigError
@@ -39,6 +39,7 @@ class KDConfig(CommonConfig):
     huber_beta: float = opt(1.0, "β of the huber soft loss")
     huber_reduction: str = opt("mean", "reduction of the huber soft loss: mean over all scores (IterDE's release) | "
                                        "sum (over each query's candidates, mean over the batch)")
+    teacher_precision: str = teacher_precision_opt()
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,8 @@ class KD(Method):
         term = kd_term(config)
         more = more_teacher_models(teacher, [str(d) for d in config.more_teachers], device)
         student = make_student(t_model, dim, config.seed).to(device)
-        distiller = Distiller(student, t_model, [term], hard_weight=config.hard_weight, more_teachers=more)
+        distiller = Distiller(student, t_model, [term], hard_weight=config.hard_weight, more_teachers=more,
+                              teacher_precision=config.teacher_precision)
         result = run_stage(f"{self.name}-{dim}", run_dir=Path(out) / f"{self.name}-{dim}", model=DistillModel(student),
                            student=student, dataset=teacher.dataset, base_config=teacher.config,
                            training=stage_training(teacher, config), step_loss=distiller, method=self.name,

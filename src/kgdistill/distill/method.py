@@ -17,6 +17,7 @@ from kgdistill.errors import ConfigError
 from kgdistill.models.embedding import EmbeddingModel
 from kgdistill.registry import Registry
 from kgdistill.runs import Run
+from kgdistill.distill.distiller import TEACHER_PRECISIONS
 from kgdistill.distill.stage import StageResult, summary_row
 
 methods: Registry[type[Method]] = Registry("distillation method")
@@ -55,6 +56,13 @@ class CommonConfig:
     seed: int = opt(42, "seed of the student's initialisation, batches and negatives")
     eval_every: int | None = opt(None, "validation every N epochs")
     patience: int | None = opt(None, "early stopping patience (validations)")
+
+
+def teacher_precision_opt() -> Any:
+    """The ``teacher_precision`` option of the methods that score a frozen teacher (KD, IterDE, DualDE)."""
+    return opt("fp32", "precision of the frozen teacher's scores: fp32 | bf16 (autocast: matrix products in "
+                       "bfloat16, several times faster on CPUs with AVX512-BF16; BENCHMARKS.md)",
+               choices=TEACHER_PRECISIONS)
 
 
 TRAINING_OVERRIDES = ("epochs", "batch_size", "optimizer", "lr", "training_mode", "num_negatives", "loss", "margin",
@@ -168,5 +176,5 @@ def make_config(method: str, options: dict[str, Any]) -> Any:
     return validate_config(config)
 
 
-__all__ = ["methods", "Method", "CommonConfig", "model_family", "stage_training", "teacher_model",
-           "more_teacher_models", "teacher_row", "make_config"]
+__all__ = ["methods", "Method", "CommonConfig", "teacher_precision_opt", "model_family", "stage_training",
+           "teacher_model", "more_teacher_models", "teacher_row", "make_config"]
