@@ -275,3 +275,27 @@ def test_cli_export_and_load(run_dir: Path, tmp_path: Path, capsys: pytest.Captu
     assert "no such artifact" in capsys.readouterr().err
     assert main(["load", str(out), "--head", "usaa", "--relation", "ngo"]) == 2
     assert "Close matches" in capsys.readouterr().err
+
+
+def test_an_artifact_file_is_marked_as_one_and_an_older_file_still_loads(run_dir: Path, tmp_path: Path) -> None:
+    """The one-file format and the hf folder format have their own format names (one shadowed the other once, so
+    files were written as "kgdistill-hf" and a file written before could not be read)."""
+    import json as _json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from kgdistill.artifact import FORMAT, HF_FORMAT
+
+    assert (FORMAT, HF_FORMAT) == ("kgdistill-artifact", "kgdistill-hf")
+    art = export_run(run_dir, tmp_path / "a.safetensors")
+    with safe_open(str(art), framework="pt") as f:
+        header = f.metadata()
+    assert header["format"] == "kgdistill-artifact"
+    save_file(load_file(str(art)), str(tmp_path / "old.safetensors"), metadata=header)  # as older kgdistill wrote it
+    assert load_artifact(tmp_path / "old.safetensors").entities == load_artifact(art).entities
+    meta = _json.loads(header["meta"])
+    save_file(load_file(str(art)), str(tmp_path / "hf.safetensors"), metadata={**header, "format": "kgdistill-hf"})
+    with pytest.raises(ArtifactError, match="not a kgdistill artifact"):
+        load_artifact(tmp_path / "hf.safetensors")
+    assert meta["model_class"] == "embedding"

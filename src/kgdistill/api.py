@@ -27,7 +27,7 @@ from kgdistill.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from kgdistill.distill.api import DistillReport
-    from kgdistill.export import Artifact
+    from kgdistill.artifact import Artifact
     from kgdistill.models.base import KGCModel
     from kgdistill.runs import Run
 
@@ -304,18 +304,18 @@ def distill(method: str, teacher: PathLike | Run, out: PathLike, *, device: str 
 
 def load(path: PathLike, device: str = "cpu") -> Run | Artifact:
     """A run folder (any model kind) as a :class:`~kgdistill.runs.Run` (model, config, dataset, metrics), or an
-    exported artifact file or ``--format hf`` folder as an :class:`~kgdistill.export.Artifact` (model, names,
+    exported artifact file or ``--format hf`` folder as an :class:`~kgdistill.artifact.Artifact` (model, names,
     ``predict``)."""
     target = Path(os.fspath(path))
     if target.is_dir():
-        from kgdistill.export_hf import is_hf_folder, load_hf
+        from kgdistill.artifact import is_hf_folder, load_hf
 
         if is_hf_folder(target):  # a folder written by export(..., format="hf")
             return load_hf(target, device=device)
         from kgdistill.runs import load_run
 
         return load_run(target, device=device)
-    from kgdistill.export import load_artifact
+    from kgdistill.artifact import load_artifact
 
     return load_artifact(target, device=device)
 

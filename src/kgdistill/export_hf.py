@@ -15,7 +15,7 @@ The folder::
     DIR/README.md            the model card: what it is, metrics with the evaluation protocol, lineage teacher →
                              student (with both metrics), training config, dataset, licence, how to load
 
-``kgdistill.load(DIR)`` (and ``kgdistill load DIR``) returns an :class:`~kgdistill.export.Artifact` with the same
+``kgdistill.load(DIR)`` (and ``kgdistill load DIR``) returns an :class:`~kgdistill.artifact.Artifact` with the same
 predictions as the run. ``README.md`` is not checksummed: the card may be edited.
 """
 
@@ -35,36 +35,34 @@ import yaml
 from safetensors.torch import save as safetensors_save
 
 import kgdistill
-from kgdistill.errors import KGDistillError, RunFolderError
-from kgdistill.export import (  # noqa: F401 - the reader of the format lives in export.py (load_artifact reads both)
+from kgdistill.artifact import (  # noqa: F401 - the folder format's reader lives there (load_artifact reads both)
     CARD,
     CONFIG,
     DESCRIPTIONS,
     DTYPES,
     EXTRA_PREFIX,
     FILES,
-    FORMAT,
     KNOWN,
-    VERSION,
     WEIGHTS,
     Artifact,
     ArtifactError,
     _check_shapes,
-    _run_dataset,
-    _score_error,
+    _sha,
     decode_state,
     describe_model,
     encode_state,
     exporter_for,
     import_model_plugins,
-    model_kind,
-    read_id_map_with_names,
-    read_run_files,
-    _sha,
     is_hf_folder,
     load_hf,
+    model_kind,
+    read_id_map_with_names,
     rebuild_model,
 )
+from kgdistill.artifact import HF_FORMAT as FORMAT
+from kgdistill.artifact import HF_VERSION as VERSION
+from kgdistill.errors import KGDistillError, RunFolderError
+from kgdistill.export import _run_dataset, _score_error, read_run_files
 
 METRIC_KEYS = ("mrr", "mr", "hits@1", "hits@3", "hits@10")
 

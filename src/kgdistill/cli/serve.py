@@ -57,7 +57,7 @@ def cmd_export(args: Args) -> int:
 
 
 def cmd_load(args: Args) -> int:
-    from kgdistill.export import load_artifact
+    from kgdistill.artifact import load_artifact
 
     if args.head is not None and args.tail is not None:
         raise click.UsageError("--head and --tail exclude each other")

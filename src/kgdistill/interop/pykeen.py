@@ -389,7 +389,7 @@ def import_pykeen(source: Any, dataset: PathLike | KGDataset, out: PathLike, *, 
 def _model_and_labels(run: Any) -> tuple[Any, list[str], list[str], Tensor]:
     """(embedding model, entity labels, relation labels, triples for the factory) of a run folder / Run (its
     training split) / Artifact (its known triples, all splits; none when exported without them)."""
-    from kgdistill.export import Artifact
+    from kgdistill.artifact import Artifact
 
     if isinstance(run, (str, os.PathLike)):
         from kgdistill.api import load

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from kgdistill.errors import ConfigError, RunFolderError
-from kgdistill.export import describe_model, import_model_plugins, read_run_files
+from kgdistill.artifact import describe_model, import_model_plugins
+from kgdistill.export import read_run_files
 from kgdistill.models.base import KGCModel, load_model
 from kgdistill.report.lineage import (chain_stages, distill_record, read_trace, resolve_teacher, stage_teacher,
                                       training_curves)

@@ -42,7 +42,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kgdistill.errors import KGDistillError
-from kgdistill.export import Artifact, load_artifact
+from kgdistill.artifact import Artifact, load_artifact
 from kgdistill.predict import UnknownEntityError
 from kgdistill.serve.batching import BatchScorer, TopK
 from kgdistill.serve.hot import HotRoutes

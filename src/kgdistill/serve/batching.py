@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kgdistill.export import Artifact
+from kgdistill.artifact import Artifact
 
 _NEG_INF = float("-inf")
 
@@ -70,7 +70,7 @@ class BatchStats:
 
 
 class BatchScorer:
-    """Scores queries of one :class:`~kgdistill.export.Artifact` in batches on a worker thread.
+    """Scores queries of one :class:`~kgdistill.artifact.Artifact` in batches on a worker thread.
 
     Args:
         artifact: the loaded model with its id maps and known triples.

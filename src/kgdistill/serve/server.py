@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import uvicorn
 
-from kgdistill.export import load_artifact
+from kgdistill.artifact import load_artifact
 from kgdistill.serve.app import create_app
 from kgdistill.serve.guard import MAX_CONNECTIONS, REQUEST_TIMEOUT, ConcurrencyLimit, guarded_protocol
 
