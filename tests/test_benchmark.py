@@ -105,6 +105,8 @@ def test_leaderboard_files_and_paired_statistics(bench: Path, teacher: Path) -> 
     csv_text = (bench / "leaderboard.csv").read_text()
     assert f"{(d1 + d2) / 2}" in csv_text
     md = (bench / "leaderboard.md").read_text()
+    assert "students' recipe (the final stage of scratch): training_mode 1vsall, optimizer adagrad, lr 0.1, " \
+           "batch_size 256" in md  # what scratch was given, so that an under-trained scratch row shows
     assert f"{(d1 + d2) / 2:+.4f} ± {abs(d1 - d2) / 2:.4f} ({paired['ahead']}/2)" in md
     # budget bookkeeping: total E = 2 over the chain's 2 stages, one epoch each; epochs × training triples
     train = load_run(teacher).dataset.train.shape[0]  # type: ignore[union-attr]
@@ -240,3 +242,17 @@ def test_progress_names_method_seed_stage_and_time_left(tmp_path: Path, caplog) 
     with caplog.at_level(logging.INFO, logger="kgdistill.benchmark"):  # no stream: log lines (stderr in the CLI)
         BenchmarkProgress([("kd", 3, [2])]).skip(0)
     assert "[1/1] kd seed 3: finished earlier, kept" in caplog.text
+
+
+def test_recipe_notes_name_the_students_recipe_and_each_method_that_differs() -> None:
+    from kgdistill.distill.leaderboard import _recipe_notes
+
+    base = {"training_mode": "slcwa", "optimizer": "adam", "lr": 0.01, "batch_size": 512}
+    records = [{"method": "kd", "label": "kd", "recipe": base},
+               {"method": "scratch", "label": "scratch", "recipe": base},
+               {"method": "iterde", "label": "iterde", "recipe": {**base, "lr": 0.001}}]
+    notes = _recipe_notes(records)
+    assert notes[0].startswith("students' recipe (the final stage of scratch): training_mode slcwa, optimizer adam, "
+                               "lr 0.01, batch_size 512;")
+    assert notes[1:] == ["iterde: its final stage trained with lr 0.001"]
+    assert _recipe_notes([{"method": "kd", "label": "kd"}]) == []  # records of an older benchmark: no recipe

@@ -241,6 +241,18 @@ def prepare_out(out: Path, settings: dict[str, Any], resume: bool) -> None:
         raise ConfigError(f"{out}: not empty and not a benchmark folder; choose another --out")
 
 
+#: the training settings a leaderboard names as the students' recipe
+RECIPE_KEYS = ("training_mode", "optimizer", "lr", "batch_size", "loss", "margin", "num_negatives", "regularizer",
+               "regularizer_weight")
+
+
+def recipe_of(training: dict[str, Any]) -> dict[str, Any]:
+    """The recipe fields of a stage's ``config.yaml`` ``training`` section (sLCWA-only ones only in sLCWA)."""
+    keys = RECIPE_KEYS if training.get("training_mode") == "slcwa" else \
+        [k for k in RECIPE_KEYS if k not in ("loss", "margin", "num_negatives")]
+    return {k: training.get(k) for k in keys}
+
+
 def read_record(run_dir: Path, plan: MethodPlan, seed: int, train_triples: int) -> dict[str, Any]:
     """One finished (method, seed) run: the final student's row, the stages' budget and the summed train time."""
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -257,7 +269,7 @@ def read_record(run_dir: Path, plan: MethodPlan, seed: int, train_triples: int) 
     final = dict(rows[-1])
     final["train s"] = round(sum(float(r.get("train s") or 0.0) for r in rows), 3)
     return {"method": plan.method, "label": plan.label, "dim": plan.dim, "seed": seed, "path": str(run_dir),
-            "stage_name": final.pop("row"), "row": final, "stages": stages,
+            "stage_name": final.pop("row"), "row": final, "stages": stages, "recipe": recipe_of(config["training"]),
             "student_epochs": sum(s["epochs_done"] for s in stages),
             "epoch_examples": sum(s["epoch_examples"] for s in stages), "wall_seconds": summary.get("seconds")}
 

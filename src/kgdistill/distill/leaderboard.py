@@ -163,6 +163,25 @@ def _budget_notes(rows: list[dict[str, Any]]) -> list[str]:
     return notes
 
 
+def _recipe_notes(records: list[dict[str, Any]]) -> list[str]:
+    """The students' recipe (the final stage's training settings, from the scratch runs where there are some), and
+    every method whose final stage trained otherwise: so that a reader sees what scratch was given."""
+    with_recipe = [r for r in records if r.get("recipe")]
+    if not with_recipe:
+        return []
+    first = next((r for r in with_recipe if r["method"] == "scratch"), with_recipe[0])
+    base = first["recipe"]
+    text = ", ".join(f"{k} {v}" for k, v in base.items() if v is not None)
+    notes = [f"students' recipe (the final stage of {first['label']}): {text}; a scratch row far below the teacher "
+             f"may be a recipe that under-trains the student's size (check its lr and batch first)"]
+    for label in dict.fromkeys(r["label"] for r in with_recipe):
+        recipe = next(r["recipe"] for r in with_recipe if r["label"] == label)
+        differ = {k: v for k, v in recipe.items() if base.get(k) != v}
+        if differ:
+            notes.append(f"{label}: its final stage trained with " + ", ".join(f"{k} {v}" for k, v in differ.items()))
+    return notes
+
+
 def build_leaderboard(settings: dict[str, Any], plans: list[dict[str, Any]], records: list[dict[str, Any]],
                       teacher: dict[str, Any], notes: list[str] | None = None,
                       environment: dict[str, Any] | None = None) -> Leaderboard:
@@ -189,7 +208,8 @@ def build_leaderboard(settings: dict[str, Any], plans: list[dict[str, Any]], rec
                 continue
             ref_mrr = {r["seed"]: r["row"]["MRR"] for r in records if r["label"] == ref_plan["label"]}
             row[f"vs {ref}"] = paired_difference(mrr, ref_mrr)
-    return Leaderboard(settings, plans, teacher, records, rows, [*(notes or []), *_budget_notes(rows)],
+    return Leaderboard(settings, plans, teacher, records, rows,
+                       [*(notes or []), *_recipe_notes(records), *_budget_notes(rows)],
                        dict(environment or {}))
 
 
