@@ -312,6 +312,20 @@ def test_a_refused_distillation_leaves_no_empty_folder(small_teacher: Path, tmp_
     with pytest.raises(ConfigError):
         distill("iterde", small_teacher, tmp_path / "bad", target_dim=12)
     assert not (tmp_path / "bad").exists()
+    with pytest.raises(ConfigError, match="2 learning rates for a chain of 1 steps"):
+        distill("iterde", small_teacher, tmp_path / "bad", step_lrs=[0.1, 0.2])  # 16 → 8: one step
+    assert not (tmp_path / "bad").exists()
+
+
+def test_iterde_step_lrs_set_each_steps_learning_rate(small_teacher: Path, tmp_path: Path) -> None:
+    import yaml
+
+    from kgdistill.distill import distill
+
+    report = distill("iterde", small_teacher, tmp_path / "chain", dims=[8, 4], step_lrs=[0.05, 0.2], epochs=1,
+                     eval_every=0, with_teacher_row=False)
+    lrs = [yaml.safe_load((r.path / "config.yaml").read_text())["training"]["lr"] for r in report.results]
+    assert lrs == [0.05, 0.2]
 
 
 def _readme_commands(verb: str) -> list[list[str]]:

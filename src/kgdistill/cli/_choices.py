@@ -12,7 +12,8 @@ from typing import Any
 from kgdistill.config import _base_types
 
 #: placeholders of options whose type alone says too little
-METAVARS = {"dims": "DIM", "more_teachers": "RUN_DIR", "layers": "LAYER", "plm_layers": "LAYER", "grades": "LAYERS",
+METAVARS = {"dims": "DIM", "step_lrs": "LR",
+            "more_teachers": "RUN_DIR", "layers": "LAYER", "plm_layers": "LAYER", "grades": "LAYERS",
             "mask_rates": "RATE", "dataset": "NAME", "data_dir": "DIR", "data_url": "URL", "plm": "PLM",
             "hrkd_domains": "SPEC", "eval_splits": "SPLIT", "output_dir": "DIR", "teacher": "RUN_DIR"}
 TYPE_METAVARS = {int: "N", float: "X", str: "TEXT", bool: "BOOL"}

@@ -54,6 +54,8 @@ class IterDEConfig(CommonConfig):
     last_margin: float | None = opt(None, "margin of the hard loss in the chain's last step (release: 2 for TransE "
                                           "at 64→32; default: the same margin as every step)")
     teacher_precision: str = teacher_precision_opt()
+    step_lrs: list = opt([], "learning rate of each step of the chain, in order (default: lr for every step; a "
+                             "small student may want a larger one than the teacher's, BENCHMARKS.md)", item=float)
 
 
 SOFT_LOSSES = ("huber", "kl")
@@ -131,12 +133,19 @@ def run_chain(teacher: Run, config: IterDEConfig, out: Path, *, device: str = "c
     t_model = teacher_model(teacher)
     assert teacher.dataset is not None
     dims = chain(t_model.dim, config)
+    if config.step_lrs and len(config.step_lrs) != len(dims):
+        raise ConfigError(f"iterde: step_lrs gives {len(config.step_lrs)} learning rates for a chain of "
+                          f"{len(dims)} steps ({' → '.join(map(str, [t_model.dim, *dims]))})")
+    if any(float(lr) <= 0 for lr in config.step_lrs):
+        raise ConfigError(f"iterde: step_lrs must be > 0, got {config.step_lrs}")
     current: KGCModel = t_model
     results: list[StageResult] = []
     training = stage_training(teacher, config)
     for i, dim in enumerate(dims):
         student = make_student(t_model, dim, config.seed + i).to(device)
         step_training = replace(training, seed=config.seed + i)
+        if config.step_lrs:
+            step_training = replace(step_training, lr=float(config.step_lrs[i]))
         if config.last_margin is not None and i == len(dims) - 1:
             step_training = replace(step_training, margin=config.last_margin)
         weight = soft_weight(config, t_model.interaction_name, i, len(dims))
