@@ -269,7 +269,8 @@ def read_record(run_dir: Path, plan: MethodPlan, seed: int, train_triples: int) 
     final = dict(rows[-1])
     final["train s"] = round(sum(float(r.get("train s") or 0.0) for r in rows), 3)
     return {"method": plan.method, "label": plan.label, "dim": plan.dim, "seed": seed, "path": str(run_dir),
-            "stage_name": final.pop("row"), "row": final, "stages": stages, "recipe": recipe_of(config["training"]),
+            "stage_name": final.pop("row"), "row": final, "stages": stages,
+            "recipe": recipe_of(config["training"]),  # the last stage's (the loop ends on it): the final student's
             "student_epochs": sum(s["epochs_done"] for s in stages),
             "epoch_examples": sum(s["epoch_examples"] for s in stages), "wall_seconds": summary.get("seconds")}
 

@@ -12,6 +12,7 @@ bytes per entry instead of 4 (COO with int64 indices would need 2 bytes per entr
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +99,12 @@ def kept_coordinates(entity_mask: Tensor, dim: int) -> Tensor:
     return entity_mask[0, :dim].nonzero().flatten()
 
 
-PRUNING_SCOPES = {"global": global_magnitude_masks, "row": row_magnitude_masks, "dims": coordinate_magnitude_masks}
+#: ``scope(tables, sparsity, dim) -> masks``: entry pruning ignores the model dim, coordinate pruning needs it
+PRUNING_SCOPES: dict[str, Callable[[list[Tensor], float, int], list[Tensor]]] = {
+    "global": lambda tables, sparsity, dim: global_magnitude_masks(tables, sparsity),
+    "row": lambda tables, sparsity, dim: row_magnitude_masks(tables, sparsity),
+    "dims": coordinate_magnitude_masks,
+}
 
 
 class _Scorer(nn.Module):
@@ -134,11 +140,7 @@ class PrunedModel(KGCModel):
         """Recompute both masks by magnitude pruning (``scope``: ``global`` over both tables together, as MetaSD
         releases, ``row``: the same count in every row, or ``dims``: whole model coordinates); returns the fraction
         of mask entries that flipped."""
-        tables = [self.base.entity, self.base.relation]
-        if scope == "dims":
-            new_e, new_r = coordinate_magnitude_masks(tables, sparsity, self.base.dim)
-        else:
-            new_e, new_r = PRUNING_SCOPES[scope](tables, sparsity)
+        new_e, new_r = PRUNING_SCOPES[scope]([self.base.entity, self.base.relation], sparsity, self.base.dim)
         flipped = int((new_e != self.entity_mask).sum()) + int((new_r != self.relation_mask).sum())
         self.entity_mask.copy_(new_e)
         self.relation_mask.copy_(new_r)
