@@ -167,6 +167,29 @@ def test_metasd_mutual_kl_direction(tiny_kg: KGDataset) -> None:
     assert same.kd(a, b).item() == release.kd(a, b).item()  # the lookahead's KD is the same in both
 
 
+def test_metasd_teacher_weight_adds_the_teachers_kl_to_the_pruned_branch(tiny_kg: KGDataset) -> None:
+    """``teacher_weight`` w (beyond the paper) adds ``w · KL(softmax(teacher) || softmax(pruned))`` to the mutual
+    step; at 0 (released) the step never reads the teacher."""
+    from kgdistill.training.steps import score_queries
+
+    torch.manual_seed(1)
+    teacher = EmbeddingModel("complex", tiny_kg.num_entities, tiny_kg.num_relations, 8, reciprocal=True)
+    losses = {}
+    for w in (0.0, 2.0):  # no supervised step, no meta step: the call only returns the mutual loss
+        model, step, q = _metasd(tiny_kg, teacher_weight=w, supervised_step=False, meta_every=2)
+        step.teacher, step.batches = (teacher if w else None), 1
+        losses[w] = step(model, q, torch.Generator()).item()
+    with torch.no_grad():
+        s = model.call(model.masked_params(), "queries", q[:, 0], q[:, 1])
+        log_s, log_t = F.log_softmax(s, -1), F.log_softmax(score_queries(teacher, q[:, 0], q[:, 1]), -1)
+        kl = (log_t.exp() * (log_t - log_s)).sum(-1).mean().item()
+    assert kl > 0 and losses[2.0] - losses[0.0] == pytest.approx(2.0 * kl, rel=1e-4)
+    assert MetaSDConfig().teacher_weight == 6.0  # the measured default; 0 is the release
+    with pytest.raises(ConfigError, match="teacher_weight"):
+        from kgdistill.distill.metasd import check_config
+        check_config(MetaSDConfig(teacher_weight=-1.0))
+
+
 def test_row_pruning_keeps_the_same_count_in_every_row() -> None:
     torch.manual_seed(0)
     e, r = torch.randn(10, 8), torch.randn(3, 8)
@@ -304,6 +327,9 @@ def test_defaults_run_on_a_small_teacher(small_teacher: Path, tmp_path: Path) ->
     saved = load_model(dims.results[-1].path)  # the run folder holds a dense 4-dim model, not a masked 16-dim one
     assert saved.dim == 4 and dims.rows[-1]["params"] == dims.rows[-1]["nonzero"] == saved.num_parameters()
     assert dims.results[-1].metrics["bytes_on_disk"] < metasd.results[-1].metrics["bytes_on_disk"]
+    released = distill("metasd", small_teacher, tmp_path / "metasd-released", sparsity=0.75, teacher_weight=0.0,
+                       **common)  # the default's teacher KL reaches the student: same seed, other weights
+    assert not torch.equal(load_model(released.results[-1].path).entity, saved.entity)
 
 
 def test_a_refused_distillation_leaves_no_empty_folder(small_teacher: Path, tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ is 1-N (cross-entropy over all entities). Per batch:
    (its own Adagrad, lr 1e-4); the quiz set is a seeded random held-out fraction of the training triples, never
    in the supervised loss;
 4. mutual learning: ``CE(T) + CE(S) + reg + KD(T | S.detach()) + KD(S | T.detach())`` (+ optional relation
-   prediction), returned to the trainer for one step.
+   prediction), returned to the trainer for one step; beyond the paper (default ``teacher_weight`` 6, 0 = released)
+   ``+ teacher_weight · KL(teacher run || S)`` at temperature 1 from the frozen teacher run's model.
 
 ``KD(x | y) = 3 KL(y || x) + KL(x || y)`` on ``softmax(· / 3)``. Checkpoints are selected on validation MRR of the
 pruned branch only. An entry-pruned model is exported in sparse form (bitmap + values) and its true non-zero count and
@@ -54,6 +55,7 @@ from kgdistill.models.base import KGCModel, save_model
 from kgdistill.models.embedding import EmbeddingModel
 from kgdistill.runs import Run
 from kgdistill.training.optim import make_optimizer
+from kgdistill.training.steps import score_queries, score_query_candidates
 
 
 # torch's Adagrad builds the row-sparse update with invariant checks off and says so once per process; the rows
@@ -99,6 +101,10 @@ class MetaSDConfig(CommonConfig):
                                  "1-N exceeds the budget)")
     regularizer: str | None = opt(None, "regulariser (default: the teacher's; the release uses dura, whose "
                                         "weight then defaults to 0.05 unless the teacher used dura)")
+    teacher_weight: float = opt(6.0, "beyond the paper: weight of KL(teacher || pruned branch) at temperature 1 "
+                                     "from the teacher run's frozen model in the mutual step (0: off, as released: "
+                                     "MetaSD never reads the teacher; 6 measured ahead of 0, 1, 3 and 12 on "
+                                     "kinship, BENCHMARKS.md)")
 
 
 #: DURA weight used when the teacher was trained with another regulariser (released: 0.05 on FB15k-237, 0.1 on
@@ -121,6 +127,8 @@ def check_config(config: MetaSDConfig) -> None:
             raise ConfigError(f"metasd: {name} must be one of {', '.join(known)}, got {value!r}")
     if not 0.0 <= config.sparsity < 1.0:
         raise ConfigError(f"metasd: sparsity must be in [0, 1), got {config.sparsity}")
+    if config.teacher_weight < 0:
+        raise ConfigError(f"metasd: teacher_weight must be ≥ 0, got {config.teacher_weight}")
     if config.nonzeros_per_entity is not None and config.nonzeros_per_entity < 1:
         raise ConfigError(f"metasd: nonzeros_per_entity must be ≥ 1, got {config.nonzeros_per_entity}")
 
@@ -161,8 +169,10 @@ def queries_of(triples: Tensor, num_relations: int) -> Tensor:
 class MetaSDStep:
     """The per-batch MetaSD update as a trainer ``step_loss`` on 1-N queries ``[B, 3]``."""
 
-    def __init__(self, model: PrunedModel, config: MetaSDConfig, quiz: Tensor, device: str = "cpu") -> None:
+    def __init__(self, model: PrunedModel, config: MetaSDConfig, quiz: Tensor, device: str = "cpu",
+                 teacher: EmbeddingModel | None = None) -> None:
         self.model, self.config = model, config
+        self.teacher = teacher  # the frozen teacher run's model (``teacher_weight`` > 0 only)
         self.quiz_queries = queries_of(quiz, model.num_relations).to(device)
         self.meta_optimizer = make_optimizer("adagrad", model.base.parameters(), config.teacher_lr)
         self.quiz_generator = torch.Generator().manual_seed(config.seed + 1)
@@ -350,8 +360,19 @@ class MetaSDStep:
         dense = self.dense_params(rows)
         t_loss, t_scores = self.supervised(dense, lq, lc)
         s_loss, s_scores = self.supervised(self.masked(dense, rows), lq, lc)
-        return (t_loss + s_loss + self.mutual_kd(t_scores, s_scores.detach())
+        loss = (t_loss + s_loss + self.mutual_kd(t_scores, s_scores.detach())
                 + self.mutual_kd(s_scores, t_scores.detach()))
+        if c.teacher_weight and self.teacher is not None:
+            loss = loss + c.teacher_weight * terms.kl_with_temperature(s_scores, self.teacher_scores(q, cands))
+        return loss
+
+    @torch.no_grad()
+    def teacher_scores(self, q: Tensor, cands: Tensor | None) -> Tensor:
+        """The frozen teacher's scores ``[B, E]`` (or ``[B, B + K]`` on ``cands``) of the global queries ``q``."""
+        assert self.teacher is not None
+        if cands is None:
+            return score_queries(self.teacher, q[:, 0], q[:, 1])
+        return score_query_candidates(self.teacher, q[:, 0], q[:, 1], cands)
 
     def quiz_batch(self, q: Tensor) -> Tensor:
         """The quiz queries of a meta step: with ``quiz="set"`` the whole quiz set (this rank's share), else this
@@ -430,7 +451,12 @@ def run_metasd(teacher: Run, config: MetaSDConfig, out: Path, *, base: Embedding
         config = replace(config, sparsity_ramp_epochs=ramp_epochs(training.epochs, config.pruning))
     if training.training_mode != "1vsall":
         raise ConfigError("metasd: trains 1-N (cross-entropy over all entities): training_mode must be 1vsall")
-    step = MetaSDStep(model, config, quiz, device)
+    frozen = None
+    if config.teacher_weight:
+        frozen = t_model.to(device).eval()
+        for p in frozen.parameters():
+            p.requires_grad_(False)
+    step = MetaSDStep(model, config, quiz, device, teacher=frozen)
     stage_name = name or f"metasd-{base.dim}-s{config.sparsity:g}"
     holder: dict[str, Any] = {}
 
