@@ -268,6 +268,10 @@ def test_iterde_soft_loss_choice() -> None:
     huber = iterde_term(IterDEConfig(soft_loss="huber"), 1.0)
     assert huber.name == "soft_huber"
     assert IterDEConfig().soft_loss == "kl" and IterDEConfig().temperature == 1.0
+    assert IterDEConfig().schedule == "constant"  # measured ahead of the release's swda (BENCHMARKS.md)
+    assert iterde_term(IterDEConfig(), 1.0).schedule.weight(1, 10) == 1.0
+    swda = iterde_term(IterDEConfig(schedule="swda"), 1.0).schedule  # the release's, as an option
+    assert swda.weight(1, 10, 0.5, 0.5) == pytest.approx(1.0 / 2.5)
     assert huber.fn(ctx).item() == pytest.approx(terms.huber_scores(s.candidates, t.candidates).item())
     kl = iterde_term(IterDEConfig(soft_loss="kl", temperature=3.0), 1.0)
     assert kl.name == "soft_kl"

@@ -256,7 +256,7 @@ def test_release_swda_gradient_cancels_the_soft_direction() -> None:
 
 
 def test_iterde_release_swda_term_uses_the_hard_loss() -> None:
-    cfg = IterDEConfig(swda_weight="release", soft_loss="huber")
+    cfg = IterDEConfig(swda_weight="release", soft_loss="huber", schedule="swda")
     term = iterde_term(cfg, 1.0)
     s = Scores(pos=torch.tensor([1.0, 2.0]), neg=torch.tensor([[0.5], [0.1]]))
     t = Scores(pos=torch.tensor([3.0, 1.0]), neg=torch.tensor([[0.0], [0.4]]))

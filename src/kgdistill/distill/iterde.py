@@ -3,11 +3,11 @@
 Each step trains a fresh, randomly initialised student of the next dimension of the chain (default: halving from
 the teacher's dimension down to ``target_dim``, e.g. 512→256→128→64→32) from the previous model, then that student
 teaches the next step. Per batch ``L = L_hard + w · SmoothL1(f_S, f_T)`` on the raw scores of the positive and its
-negatives (no temperature) as released (``soft_loss="huber"``); ``w`` follows a soft-label weighting schedule (SWDA:
-the released two-phase rule by default; linear ramp, step ramp and constant are pluggable) and is a detached float
-(``swda_weight="release"``: the released tensor weight). By default (beyond the paper, measured ahead of the Huber
-term on kinship) every step uses one-shot KD's KL with temperature 1 instead, which also separates what the chain
-brings from what the loss brings.
+negatives (no temperature) as released (``soft_loss="huber"``); ``w`` follows a soft-label weighting schedule (SWDA,
+``schedule="swda"``: the released two-phase rule; linear ramp, step ramp and constant are pluggable) and is a
+detached float (``swda_weight="release"``: the released tensor weight). By default (beyond the paper, each measured
+ahead on kinship) every step uses one-shot KD's KL with temperature 1 and a constant weight instead, which also
+separates what the chain brings from what the loss and the schedule bring.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ class IterDEConfig(CommonConfig):
                      item=int)
     target_dim: int | None = opt(None, "last dimension of the default halving chain (default: 32, or half the "
                                        "teacher's dim for a teacher of fewer than 64 dims)")
-    schedule: str = opt("swda", "soft weight schedule: swda (two-phase, released) | linear | step | constant")
+    schedule: str = opt("constant", "soft weight schedule: constant (default: measured ahead of swda on kinship at "
+                                    "both budgets, BENCHMARKS.md) | swda (two-phase, released) | linear | step")
     swda_weight: str = opt("detached", "swda's first-phase weight w = l / norm(L_s · L_h): detached (a number) | "
                                        "release (a tensor, as released: the weighted soft term's gradient is then "
                                        "(1 - w·L_s/L_h)·∇L_h, so the first half trains on the hard loss alone)")
