@@ -74,13 +74,13 @@ class DistillConfig:
     mask_rate: float = opt(0.2, "PMD: fraction of tokens masked (never [CLS] / [SEP])")
     mgfd_variant: str = opt("input-mask", "PMD feature term: input-mask (PMD code) | feature-generator (MGD style)")
     mgfd_reduction: str = opt("sum", "PMD feature distance over the feature dimension: sum (squared L2 distance; "
-                                     "kgdistill's behaviour so far) | mean (the PMD code's nn.MSELoss: sum / hidden "
-                                     "size, e.g. 1/384 of sum for MiniLM)",
+                                     "measured ahead of mean on umls, 5 seeds, BENCHMARKS.md) | mean (the PMD code's "
+                                     "nn.MSELoss: sum / hidden size, e.g. 1/384 of sum for MiniLM)",
                               choices=("sum", "mean"))
     mgfd_unmasked: str = opt("all-tokens", "PMD input-mask MGFD of a text with no masked token (every text at a "
                                            "rate-0 grade): all-tokens (the feature is the mean over all its tokens; "
-                                           "kgdistill's behaviour so far) | zero (the PMD code: no term, so MGFD is "
-                                           "identically 0 at a rate-0 grade)",
+                                           "measured ahead of zero on umls, 5 seeds) | zero (the PMD code: no "
+                                           "term, so MGFD is identically 0 at a rate-0 grade)",
                              choices=("all-tokens", "zero"))
     layer_choice: str = opt("top", "student layers when --layers is not given: top (evenly spaced ending at the "
                                    "source's top layer; the paper's table from 12 layers; in a PMD chain each grade "
