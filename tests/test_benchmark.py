@@ -250,9 +250,12 @@ def test_recipe_notes_name_the_students_recipe_and_each_method_that_differs() ->
     base = {"training_mode": "slcwa", "optimizer": "adam", "lr": 0.01, "batch_size": 512}
     records = [{"method": "kd", "label": "kd", "recipe": base},
                {"method": "scratch", "label": "scratch", "recipe": base},
-               {"method": "iterde", "label": "iterde", "recipe": {**base, "lr": 0.001}}]
+               {"method": "iterde", "label": "iterde", "recipe": {**base, "lr": 0.001}},
+               {"method": "dualde", "label": "dualde", "recipe": {**base, "lr": 0.1 * 0.1}},  # the same lr
+               {"method": "metasd", "label": "metasd", "recipe": {**base, "lr": 0.1 * 0.3}}]
     notes = _recipe_notes(records)
     assert notes[0].startswith("students' recipe (the final stage of scratch): training_mode slcwa, optimizer adam, "
                                "lr 0.01, batch_size 512;")
-    assert notes[1:] == ["iterde: its final stage trained with lr 0.001"]
+    assert notes[1:] == ["iterde: its final stage trained with lr 0.001",
+                         "metasd: its final stage trained with lr 0.03"]  # not 0.030000000000000002
     assert _recipe_notes([{"method": "kd", "label": "kd"}]) == []  # records of an older benchmark: no recipe

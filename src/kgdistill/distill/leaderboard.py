@@ -163,6 +163,17 @@ def _budget_notes(rows: list[dict[str, Any]]) -> list[str]:
     return notes
 
 
+def _setting(value: Any) -> str:
+    """A setting as a reader writes it: floats to 6 significant digits (``0.1 * 0.1`` shows as 0.01)."""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _same_setting(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9)
+    return bool(a == b)
+
+
 def _recipe_notes(records: list[dict[str, Any]]) -> list[str]:
     """The students' recipe (the final stage's training settings, from the scratch runs where there are some), and
     every method whose final stage trained otherwise: so that a reader sees what scratch was given."""
@@ -171,14 +182,15 @@ def _recipe_notes(records: list[dict[str, Any]]) -> list[str]:
         return []
     first = next((r for r in with_recipe if r["method"] == "scratch"), with_recipe[0])
     base = first["recipe"]
-    text = ", ".join(f"{k} {v}" for k, v in base.items() if v is not None)
+    text = ", ".join(f"{k} {_setting(v)}" for k, v in base.items() if v is not None)
     notes = [f"students' recipe (the final stage of {first['label']}): {text}; a scratch row far below the teacher "
              f"may be a recipe that under-trains the student's size (check its lr and batch first)"]
     for label in dict.fromkeys(r["label"] for r in with_recipe):
         recipe = next(r["recipe"] for r in with_recipe if r["label"] == label)
-        differ = {k: v for k, v in recipe.items() if base.get(k) != v}
+        differ = {k: v for k, v in recipe.items() if not _same_setting(base.get(k), v)}
         if differ:
-            notes.append(f"{label}: its final stage trained with " + ", ".join(f"{k} {v}" for k, v in differ.items()))
+            notes.append(f"{label}: its final stage trained with "
+                         + ", ".join(f"{k} {_setting(v)}" for k, v in differ.items()))
     return notes
 
 
