@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--student-init", default="teacher", choices=["teacher", "pretrained"])
     p.add_argument("--teacher-steps", type=int, default=300, help="teacher steps per epoch (0 = whole epoch)")
     p.add_argument("--steps", type=int, default=200, help="student steps per epoch (0 = whole epoch)")
+    p.add_argument("--stage-steps", default="", help="steps per epoch of each PMD stage, e.g. 20,100 (default: "
+                   "--steps each; the baselines' total budget is then their sum)")
     p.add_argument("--epochs", type=int, default=1, help="epochs (each capped at --steps / --teacher-steps)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-5)
@@ -174,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         teacher_layers = _plm_layers(base, 0)
     grades, rates = _ints(a.grades), _floats(a.mask_rates)
     stages = plan_grades(teacher_layers, grades, rates)
+    stage_steps = _ints(a.stage_steps) if a.stage_steps else None
+    if stage_steps and (len(stage_steps) != len(stages) or sum(stage_steps) != len(stages) * a.steps):
+        raise ConfigError(f"--stage-steps {a.stage_steps}: one count per stage ({len(stages)}) summing to the chain's "
+                          f"budget {len(stages)} × --steps = {len(stages) * a.steps}, so the baselines' budgets hold")
     kept_per_stage = chain_layers(stages, teacher_layers, a.layer_choice, a.student_init,
                                   _plm_layers(base, teacher_layers) if a.student_init == "pretrained" else None)
     if a.student_init == "pretrained":
@@ -213,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def chain(name: str, suffix: str, cfg: TextRunConfig) -> list:  # type: ignore[type-arg]
         start = time.perf_counter()
-        chain_runs = run_pmd(teacher_dir, grades, rates, cfg, out / name)
+        chain_runs = run_pmd(teacher_dir, grades, rates, cfg, out / name, stage_steps=stage_steps)
         for r in chain_runs:
             record(f"{suffix[0]}{r.metrics['encoder_layers']}{suffix[1]}", r,
                    (time.perf_counter() - start) / len(chain_runs))

@@ -313,6 +313,27 @@ def test_text_pmd_controls_wiring(teacher_run, umls_small: Path, tmp_path: Path)
     assert nothing_written(tmp_path / "bad2" / "pmd") and nothing_written(tmp_path / "bad2" / "teacher")
 
 
+def test_text_pmd_stage_steps_split_the_chain(teacher_run, umls_small: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``--stage-steps`` gives each PMD stage its own steps; their sum must be the chain's budget (k × --steps), so
+    the baselines' total budget holds; a wrong length or sum is refused before anything trains."""
+    bench = _text_pmd()
+    common = ["--dataset", str(umls_small), "--plm", TINY, "--teacher", str(teacher_run.path), "--grades", "2",
+              "--mask-rates", "0.2,0", "--steps", "2", "--max-length", "16", "--baselines", "",
+              "--eval-batch-size", "64"]
+    out = tmp_path / "split"
+    assert bench.main([*common, "--stage-steps", "1,3", "--out", str(out)]) == 0
+    rows = {r["model"]: r for r in json.loads((out / "results.json").read_text())["results"]}
+    assert (rows["PMD3"]["steps"], rows["PMD2"]["steps"]) == (1, 3)
+    for bad in ("1,2", "4", "1,1,2"):
+        with pytest.raises(ConfigError, match="--stage-steps"):
+            bench.main([*common, "--stage-steps", bad, "--out", str(tmp_path / "bad")])
+    assert nothing_written(tmp_path / "bad" / "pmd")
+    from kgdistill.distill.text_pmd import run_pmd
+
+    with pytest.raises(ConfigError, match="stage_steps needs 2 step counts"):
+        run_pmd(teacher_run.path, [2], [0.2, 0.0], teacher_run.config, tmp_path / "lib", stage_steps=[0, 4])
+
+
 # ---- 5. bad input -------------------------------------------------------------------------------------------------
 def test_bad_input_is_one_clear_error_before_training(teacher_run, umls_small: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                       capsys) -> None:

@@ -34,7 +34,7 @@ RUN_LEVEL = ("device", "output_dir", "progress", "num_threads")
 #: model fields a student takes from its teacher run unless given (a student keeps its teacher's PLM and vocabulary)
 TEACHERS_OWN = ("plm",)
 #: options of a method that are not fields of the text run config (the PMD chain's)
-CHAIN_OPTIONS = ("grades", "mask_rates", "pre_distill")
+CHAIN_OPTIONS = ("grades", "mask_rates", "pre_distill", "stage_steps")
 
 
 def _copied(f: dataclasses.Field, default: Any = dataclasses.MISSING, help_text: str | None = None) -> Any:
@@ -106,7 +106,8 @@ def text_run_config(objective: str, teacher: Run, config: Any, out: str | Path |
 
 
 def distil_text(config: TextRunConfig, grades: list[int] | None = None, mask_rates: list[float] | None = None,
-                pre_distill: bool = True, *, resume: bool = False, ctx: DistContext | None = None) -> list[Run]:
+                pre_distill: bool = True, *, resume: bool = False, ctx: DistContext | None = None,
+                stage_steps: list[int] | None = None) -> list[Run]:
     """Train the student(s) ``config`` describes from its teacher run: the PMD chain when ``grades`` are given
     (one run folder per stage under ``config.output_dir``, default ``runs/pmd``), else one run folder at
     ``config.output_dir`` (``mask_rates[0]``, when given, is PMD's mask rate)."""
@@ -122,7 +123,9 @@ def distil_text(config: TextRunConfig, grades: list[int] | None = None, mask_rat
             raise ConfigError("the PMD chain cannot be resumed: run it again into a new --out")
         # the chain is PMD's: found through the method registry (imported on first use), as every method is
         return methods.get("pmd").run_chain(config, [int(g) for g in grades], [float(r) for r in mask_rates or []],
-                                            pre_distill=pre_distill, ctx=ctx)
+                                            pre_distill=pre_distill, ctx=ctx, stage_steps=stage_steps)
+    if stage_steps:
+        raise ConfigError("stage_steps splits the PMD chain's budget: give --grades too")
     if mask_rates:
         config = replace(config, distill=replace(d, mask_rate=float(mask_rates[0])))
     return [train_text(config, resume=resume, ctx=ctx)]
@@ -154,7 +157,8 @@ class TextMethod(Method):
     objective: ClassVar[str]
 
     def chain(self, config: Any) -> dict[str, Any]:
-        """The chain options of ``config`` (``grades``, ``mask_rates``, ``pre_distill``; none for most methods)."""
+        """The chain options of ``config`` (``grades``, ``mask_rates``, ``pre_distill``, ``stage_steps``; none for
+        most methods)."""
         return {}
 
     def run(self, teacher: Run, config: Any, out: Path, *, device: str = "cpu", progress: bool = False,

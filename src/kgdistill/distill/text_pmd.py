@@ -261,11 +261,13 @@ def chain_layers(stages: list[tuple[int, float]], root_layers: int, choice: str 
 
 def run_pmd(teacher_run: str | Path, grades: list[int], mask_rates: list[float], config: Any,
             output_root: str | Path, pre_distill: bool = True, layers_per_grade: list[list[int]] | None = None,
-            ctx: DistContext | None = None) -> list[Any]:
+            ctx: DistContext | None = None, stage_steps: list[int] | None = None) -> list[Any]:
     """Run PMD end to end from a trained teacher run folder; one run folder per stage under ``output_root``
     (``pmd-L<layers>-m<rate>``) and ``pmd_summary.json`` with each stage's metrics. ``config`` is a
     :class:`~kgdistill.text.config.TextRunConfig` giving the training budget and loss weights of every stage;
-    ``ctx``: the process group every stage trains in (default: :func:`~kgdistill.distributed.init_distributed`)."""
+    ``ctx``: the process group every stage trains in (default: :func:`~kgdistill.distributed.init_distributed`);
+    ``stage_steps``: the steps per epoch of each stage, in order (default: the config's for every stage), e.g. to
+    split a total budget unevenly between the pre-distillation stage and the last one."""
     from kgdistill.runs import load_run
     from kgdistill.text.students import check_same_plm
     from kgdistill.text.trainer import train_text
@@ -281,6 +283,9 @@ def run_pmd(teacher_run: str | Path, grades: list[int], mask_rates: list[float],
     stages = plan_grades(teacher.num_layers, grades, mask_rates, pre_distill)
     if layers_per_grade is not None and len(layers_per_grade) != len(stages):
         raise ConfigError(f"layers_per_grade needs {len(stages)} entries, got {len(layers_per_grade)}")
+    if stage_steps and (len(stage_steps) != len(stages) or any(int(n) < 1 for n in stage_steps)):
+        raise ConfigError(f"stage_steps needs {len(stages)} step counts ≥ 1 (one per stage of the chain "
+                          f"{' → '.join(str(n) for n, _ in stages)}), got {list(stage_steps)}")
     d = config.distill
     pretrained = d.student_init == "pretrained"
     chosen = [list(x) for x in layers_per_grade] if layers_per_grade is not None else chain_layers(
@@ -294,6 +299,8 @@ def run_pmd(teacher_run: str | Path, grades: list[int], mask_rates: list[float],
         layers = chosen[i]
         cfg = replace(config, output_dir=str(root / f"pmd-L{n_layers}-m{rate:g}"),
                       distill=replace(config.distill, method="pmd", teacher=prev, layers=layers, mask_rate=rate))
+        if stage_steps:
+            cfg = replace(cfg, training=replace(cfg.training, steps_per_epoch=int(stage_steps[i])))
         run = train_text(cfg, ctx=ctx)
         runs.append(run)
         summary.append({"stage": i, "layers": n_layers, "kept": layers, "mask_rate": rate, "teacher": prev,
@@ -328,6 +335,8 @@ class PMDConfig(TextCommonConfig):
     mask_rates: list = opt([], "one mask rate per stage of the chain, e.g. 0.2,0.1,0 (without grades: the first is "
                                "the mask rate)")
     pre_distill: bool = opt(True, "the chain starts with a same-size pre-distillation stage")
+    stage_steps: list = opt([], "steps per epoch of each stage of the chain, in order (default: steps_per_epoch "
+                                "for every stage)", item=int)
 
 
 @methods.register("pmd")
@@ -340,13 +349,13 @@ class PMD(TextMethod):
 
     def chain(self, config: PMDConfig) -> dict[str, Any]:
         return {"grades": list(config.grades), "mask_rates": list(config.mask_rates),
-                "pre_distill": config.pre_distill}
+                "pre_distill": config.pre_distill, "stage_steps": list(config.stage_steps)}
 
     @staticmethod
     def run_chain(config: Any, grades: list[int], mask_rates: list[float], *, pre_distill: bool = True,
-                  ctx: Any = None) -> list[Any]:
+                  ctx: Any = None, stage_steps: list[int] | None = None) -> list[Any]:
         """The PMD chain of a text run ``config`` (its teacher, its options): one run folder per stage under
         ``config.output_dir`` (default ``runs/pmd``); see :func:`run_pmd`."""
         root = config.output_dir or "runs/pmd"
         return run_pmd(config.distill.teacher, grades, mask_rates, replace(config, output_dir=None), root,
-                       pre_distill=pre_distill, ctx=ctx)
+                       pre_distill=pre_distill, ctx=ctx, stage_steps=stage_steps)
