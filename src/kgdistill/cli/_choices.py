@@ -12,7 +12,7 @@ from typing import Any
 from kgdistill.config import _base_types
 
 #: placeholders of options whose type alone says too little
-METAVARS = {"dims": "DIM", "step_lrs": "LR",
+METAVARS = {"dims": "DIM", "step_lrs": "LR", "stage_steps": "STEPS",
             "more_teachers": "RUN_DIR", "layers": "LAYER", "plm_layers": "LAYER", "grades": "LAYERS",
             "mask_rates": "RATE", "dataset": "NAME", "data_dir": "DIR", "data_url": "URL", "plm": "PLM",
             "hrkd_domains": "SPEC", "eval_splits": "SPLIT", "output_dir": "DIR", "teacher": "RUN_DIR"}
