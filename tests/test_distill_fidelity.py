@@ -266,6 +266,8 @@ def test_iterde_release_swda_term_uses_the_hard_loss() -> None:
     assert term.fn(ctx).item() == pytest.approx(release_swda(1.0, soft, hard, 1, 10).item())
     assert term.schedule.weight(1, 10) == 1.0
     assert IterDEConfig().swda_weight == "detached"
+    with pytest.raises(ConfigError, match="needs schedule swda"):  # never a silent no-op under the constant default
+        iterde_term(IterDEConfig(swda_weight="release"), 1.0)
 
 
 def test_huber_reduction_mean_and_sum() -> None:

@@ -113,6 +113,9 @@ def iterde_term(config: IterDEConfig, weight: float) -> LossTerm:
                                ("swda_weight", config.swda_weight, SWDA_WEIGHTS)):
         if value not in known:
             raise ConfigError(f"iterde: {name} must be one of {', '.join(known)}, got {value!r}")
+    if config.swda_weight == "release" and config.schedule not in ("swda", "two_phase"):
+        raise ConfigError(f"iterde: swda_weight=release is the released SWDA weight: it needs schedule swda (got "
+                          f"{config.schedule!r}, the default since SWDA measured behind a constant weight)")
 
     def soft(ctx: StepContext) -> Tensor:
         if config.soft_loss == "huber":
