@@ -335,3 +335,17 @@ def test_cli_multi_teacher_kd(tmp_path: Path, capsys) -> None:
     assert main(["distill", "--method", "kd", "--teacher", str(a), "--more-teachers", str(b), "--kd-loss", "huber",
                  "--epochs", "1", "--out", str(tmp_path / "bad2")]) == 2
     assert "needs kd_loss kl" in capsys.readouterr().err
+
+
+def test_students_are_evaluated_on_test_when_the_teacher_config_lists_valid_only(tmp_path: Path) -> None:
+    """A teacher trained with ``eval_splits [valid]`` (test evaluated afterwards, as the FB15k-237 reference teacher
+    was) used to give students without a test row: the leaderboard's MRR came out empty."""
+    teacher = tmp_path / "teacher"
+    cfg = RunConfig(data=DataConfig(dataset="nations"), model=ModelConfig(model="distmult", dim=8),
+                    training=TrainingConfig(epochs=1, batch_size=64, eval_every=0, patience=0),
+                    evaluation=EvaluationConfig(eval_splits=["valid"]), output_dir=str(teacher), progress=False)
+    runs.train(cfg)
+    result = distill("scratch", teacher, tmp_path / "scratch", dims=[4], epochs=1, with_teacher_row=False)
+    assert result.rows[-1]["MRR"] is not None
+    stage = json.loads(next((tmp_path / "scratch").glob("*/metrics.json")).read_text())
+    assert {"valid", "test"} <= set(stage)

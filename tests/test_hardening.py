@@ -27,7 +27,7 @@ from kgdistill import cli, runs
 from kgdistill.config import DataConfig, EvaluationConfig, ModelConfig, RunConfig, TrainingConfig
 from kgdistill.data.datasets import load_dataset
 from kgdistill.data.triples import UnseenRelationWarning
-from kgdistill.errors import ConfigError, DataError, RunFolderError
+from kgdistill.errors import DataError, RunFolderError
 from kgdistill.runfolder import LOCK_FILE, RunFolderLock
 from kgdistill.training import loop
 from kgdistill.training.checkpoint import load_checkpoint

@@ -264,8 +264,12 @@ def run_stage(name: str, *, run_dir: Path, model: KGCModel, student: KGCModel, d
     if isinstance(student, EmbeddingModel):
         cfg_model = replace(cfg_model, dim=student.dim, reciprocal=student.reciprocal,
                             entity_constraint=student.entity_constraint)
-    config = replace(base_config, model=cfg_model, training=training, output_dir=str(run_dir), device=str(device),
-                     progress=progress)
+    # students are compared on test: a teacher trained with eval_splits [valid] (and evaluated on test afterwards)
+    # must not give students without a test row
+    splits = list(base_config.evaluation.eval_splits)
+    evaluation = replace(base_config.evaluation, eval_splits=splits + ["test"] * ("test" not in splits))
+    config = replace(base_config, model=cfg_model, training=training, evaluation=evaluation, output_dir=str(run_dir),
+                     device=str(device), progress=progress)
     evaluator = DatasetEvaluator(dataset, config.evaluation.eval_batch_size, config.evaluation.filtered, device,
                                  ctx=ctx)
     barrier(ctx)  # every rank has looked at the folder before rank 0 writes into it
