@@ -18,7 +18,9 @@ from kgdistill.distill.distiller import DistillModel, Distiller, LossTerm
 from kgdistill.distill.metasd import MetaSDConfig, MetaSDStep, queries_of, split_quiz
 from kgdistill.distill.pruning import PrunedModel
 from kgdistill.distill.schedules import make_schedule
+from kgdistill.distill.benchmark import check_teacher
 from kgdistill.distill.stage import make_student
+from kgdistill.evaluate import evaluate
 from kgdistill.models.embedding import EmbeddingModel
 from kgdistill.training.loop import Trainer
 
@@ -345,7 +347,13 @@ def test_students_are_evaluated_on_test_when_the_teacher_config_lists_valid_only
                     training=TrainingConfig(epochs=1, batch_size=64, eval_every=0, patience=0),
                     evaluation=EvaluationConfig(eval_splits=["valid"]), output_dir=str(teacher), progress=False)
     runs.train(cfg)
-    result = distill("scratch", teacher, tmp_path / "scratch", dims=[4], epochs=1, with_teacher_row=False)
+    result = distill("scratch", teacher, tmp_path / "scratch", dims=[4], epochs=1)
     assert result.rows[-1]["MRR"] is not None
+    # the teacher's row is evaluated on test now (its metrics.json has valid only), and check_teacher accepts it
+    loaded = runs.load_run(teacher)
+    assert "test" not in loaded.metrics and result.rows[0]["row"] == "teacher"
+    expected = evaluate(loaded.model, loaded.dataset, "test").summary()["both"]["mrr"]
+    assert result.rows[0]["MRR"] == pytest.approx(expected)
+    check_teacher(teacher)
     stage = json.loads(next((tmp_path / "scratch").glob("*/metrics.json")).read_text())
     assert {"valid", "test"} <= set(stage)

@@ -130,6 +130,13 @@ def teacher_row(teacher: Run) -> dict[str, Any]:
     from kgdistill.models.base import MODEL_WEIGHTS
 
     metrics = dict(teacher.metrics)
+    if "test" not in metrics:  # trained with eval_splits [valid]: the row is on test, like every student's
+        from kgdistill.evaluate import evaluate
+
+        assert teacher.dataset is not None
+        evaluation = teacher.config.evaluation
+        metrics["test"] = evaluate(teacher.model, teacher.dataset, "test", evaluation.eval_batch_size,
+                                   evaluation.filtered, next(teacher.model.parameters()).device).summary()
     metrics["num_nonzero"] = teacher.model.num_parameters(nonzero=True)
     metrics["num_parameters"] = teacher.model.num_parameters()
     metrics["bytes_on_disk"] = (teacher.path / MODEL_WEIGHTS).stat().st_size
