@@ -18,7 +18,7 @@ from kgdistill.distill.distiller import DistillModel, Distiller, LossTerm
 from kgdistill.distill.metasd import MetaSDConfig, MetaSDStep, queries_of, split_quiz
 from kgdistill.distill.pruning import PrunedModel
 from kgdistill.distill.schedules import make_schedule
-from kgdistill.distill.benchmark import check_teacher
+from kgdistill.distill.benchmark import benchmark, check_teacher
 from kgdistill.distill.stage import make_student
 from kgdistill.evaluate import evaluate
 from kgdistill.models.embedding import EmbeddingModel
@@ -354,6 +354,8 @@ def test_students_are_evaluated_on_test_when_the_teacher_config_lists_valid_only
     assert "test" not in loaded.metrics and result.rows[0]["row"] == "teacher"
     expected = evaluate(loaded.model, loaded.dataset, "test").summary()["both"]["mrr"]
     assert result.rows[0]["MRR"] == pytest.approx(expected)
-    check_teacher(teacher)
+    assert check_teacher(teacher).metrics["test"]["both"]["mrr"] == pytest.approx(expected)
+    board = benchmark(teacher, tmp_path / "bench", methods=["scratch"], dims=[4], seeds=1, epochs=1, progress=False)
+    assert board.teacher["MRR"] == pytest.approx(expected)
     stage = json.loads(next((tmp_path / "scratch").glob("*/metrics.json")).read_text())
     assert {"valid", "test"} <= set(stage)

@@ -35,7 +35,7 @@ import yaml
 
 from kgdistill.distill.api import distill
 from kgdistill.distill.leaderboard import Leaderboard, build_leaderboard
-from kgdistill.distill.method import make_config, methods, teacher_model, teacher_row
+from kgdistill.distill.method import make_config, methods, teacher_model, teacher_row, teacher_test_metrics
 from kgdistill.distill.stage import make_student
 from kgdistill.errors import ConfigError, RunFolderError
 from kgdistill.models.base import MODEL_WEIGHTS
@@ -92,6 +92,7 @@ def check_teacher(teacher_dir: str | Path, device: str = "cpu") -> Run:
         raise RunFolderError(f"--teacher {path}: not a finished run (missing {', '.join(missing)}); train it to the "
                              f"end first (`kgdistill train --resume {path}`)")
     teacher = load_run(path, device=device)
+    teacher_test_metrics(teacher)  # a run trained with eval_splits [valid] is evaluated on test now
     teacher_model(teacher)
     return teacher
 
@@ -332,7 +333,7 @@ def benchmark(teacher_dir: str | Path, out: str | Path, methods: list[str] | tup
     plans = make_plans(teacher, chosen, dims, budget, epochs, method_options, metasd_sparsity)
     settings = asdict(_Settings(str(Path(teacher_dir).resolve()), chosen, dims, int(seeds), budget, epochs,
                                 _typed_options(plans), metasd_sparsity,
-                                teacher.metrics["test"].get("both", {}).get("mrr")))
+                                teacher_test_metrics(teacher).get("both", {}).get("mrr")))
     settings = json.loads(json.dumps(settings))  # as read back from the file
     prepare_out(out, settings, resume)
 

@@ -124,19 +124,27 @@ def more_teacher_models(teacher: Run, run_dirs: list[str], device: str = "cpu") 
     return models
 
 
+def teacher_test_metrics(teacher: Run) -> dict[str, Any]:
+    """The teacher's test metrics (``{"both": …, "head": …, "tail": …}``): from its ``metrics.json``, or, for a run
+    trained with ``eval_splits [valid]``, evaluated now (once; kept in ``teacher.metrics``, the folder untouched) —
+    students and teacher are compared on test."""
+    if "test" not in teacher.metrics:
+        from kgdistill.evaluate import evaluate
+
+        assert teacher.dataset is not None
+        evaluation = teacher.config.evaluation
+        teacher.metrics["test"] = evaluate(teacher.model, teacher.dataset, "test", evaluation.eval_batch_size,
+                                           evaluation.filtered, next(teacher.model.parameters()).device).summary()
+    return teacher.metrics["test"]
+
+
 def teacher_row(teacher: Run) -> dict[str, Any]:
     """The teacher's summary row (from its metrics; size and throughput measured now)."""
     from kgdistill.distill.stage import scoring_throughput
     from kgdistill.models.base import MODEL_WEIGHTS
 
+    teacher_test_metrics(teacher)
     metrics = dict(teacher.metrics)
-    if "test" not in metrics:  # trained with eval_splits [valid]: the row is on test, like every student's
-        from kgdistill.evaluate import evaluate
-
-        assert teacher.dataset is not None
-        evaluation = teacher.config.evaluation
-        metrics["test"] = evaluate(teacher.model, teacher.dataset, "test", evaluation.eval_batch_size,
-                                   evaluation.filtered, next(teacher.model.parameters()).device).summary()
     metrics["num_nonzero"] = teacher.model.num_parameters(nonzero=True)
     metrics["num_parameters"] = teacher.model.num_parameters()
     metrics["bytes_on_disk"] = (teacher.path / MODEL_WEIGHTS).stat().st_size
@@ -184,4 +192,4 @@ def make_config(method: str, options: dict[str, Any]) -> Any:
 
 
 __all__ = ["methods", "Method", "CommonConfig", "teacher_precision_opt", "model_family", "stage_training",
-           "teacher_model", "more_teacher_models", "teacher_row", "make_config"]
+           "teacher_model", "teacher_test_metrics", "more_teacher_models", "teacher_row", "make_config"]
