@@ -12,6 +12,10 @@ folder that trained the teacher first. The graph is the dataset name, plus the s
 seed (the rows of one seed share the teacher, the data order and the initial student), as the mean difference of
 each adjacent pair with its standard error and the number of seeds where it holds. Only seeds with every named row
 enter the paired figures.
+
+A folder given as ``LABEL=FOLDER`` names its rows ``LABEL:model``, so that runs of another setting with the same
+model names pair with the plain ones (``runs/i15-umls-total split=runs/i15-umls-split --order
+split:PMD3,patient-L3``; ``runs/i15-umls-final uniform=runs/i15-umls-hrkd-uniform --order hrkd-L3,uniform:hrkd-L3``).
 """
 
 from __future__ import annotations
@@ -31,11 +35,19 @@ def graph_of(args: dict) -> str:
     return f"{args['dataset']}-sub{args['subgraph']} (seed {args['seed'] if seed is None else seed})"
 
 
-def collect(folders: list[Path]) -> dict[tuple[str, str], dict[int, float]]:
-    """``{(graph, model): {seed: test MRR}}`` from every ``results.json`` under ``folders``."""
+def labelled(arg: str) -> tuple[str, Path]:
+    """``LABEL=FOLDER`` → ``("LABEL", FOLDER)``; a plain folder → ``("", FOLDER)``."""
+    label, sep, folder = arg.partition("=")
+    return (label, Path(folder)) if sep else ("", Path(arg))
+
+
+def collect(folders: list[Path | tuple[str, Path]]) -> dict[tuple[str, str], dict[int, float]]:
+    """``{(graph, model): {seed: test MRR}}`` from every ``results.json`` under ``folders`` (a ``(label, folder)``
+    pair names its rows ``label:model``)."""
     found: dict[tuple[str, str], dict[int, float]] = {}
     seen_runs: set[str] = set()
-    for folder in folders:
+    for item in folders:
+        label, folder = item if isinstance(item, tuple) else ("", item)
         for path in sorted(folder.rglob("results.json")):
             data = json.loads(path.read_text())
             if "results" not in data or "args" not in data:
@@ -47,9 +59,10 @@ def collect(folders: list[Path]) -> dict[tuple[str, str], dict[int, float]]:
                     if run in seen_runs:
                         continue
                     seen_runs.add(run)
-                by_seed = found.setdefault((graph, row["model"]), {})
+                model = f"{label}:{row['model']}" if label else row["model"]
+                by_seed = found.setdefault((graph, model), {})
                 if seed in by_seed:
-                    raise SystemExit(f"{path}: a second {row['model']} at seed {seed} on {graph} (another run: "
+                    raise SystemExit(f"{path}: a second {model} at seed {seed} on {graph} (another run: "
                                      f"{run}); pass the folders of one setting only")
                 by_seed[seed] = float(row["mrr"])
     return found
@@ -84,7 +97,7 @@ def order_rows(found: dict[tuple[str, str], dict[int, float]], order: list[str])
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("folders", nargs="+", type=Path)
+    p.add_argument("folders", nargs="+", type=labelled, help="FOLDER or LABEL=FOLDER")
     p.add_argument("--order", default="", help="comma-separated model names claimed in decreasing MRR")
     args = p.parse_args()
     found = collect(args.folders)
