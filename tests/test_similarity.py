@@ -83,6 +83,34 @@ def test_all_pairs_equals_broadcast(name: str, dim: int) -> None:
         torch.testing.assert_close(sim.candidates(q.detach(), e.detach()), expected, **TOL)
 
 
+def test_chunked_all_pairs_under_autograd_keeps_no_chunk_temporaries(monkeypatch) -> None:
+    """Past the broadcast budget the chunks are recomputed in backward: the tensors saved for backward are the
+    inputs, never ``chunk × k × D`` temporaries; first and second derivatives equal the plain formula's (complex
+    L1, RotatE's distance, is the similarity on this path; L1 and L2 use ``cdist`` under autograd)."""
+    from kgdistill.models import similarity
+
+    monkeypatch.setattr(similarity, "BROADCAST_BUDGET", 64 * 8)  # 4 queries a chunk at k = 8, D = 16
+    monkeypatch.setattr(similarity, "CHECKPOINT_BUDGET", 1000)  # 10 × 8 × 16 = 1280 elements: recomputed
+    sim = _sim("complex_l1")
+    q, e = _leaf(10, 16, seed=1).double(), _leaf(8, 16, seed=2).double()
+    saved: list[int] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t.numel())
+        return t
+
+    with kernels.disabled(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = sim.all_pairs(q, e)
+    assert saved and max(saved) <= 10 * 16, saved  # plain broadcast saves 4 × 8 × 16 = 512-element chunks
+    expected = sim.pairwise(q[:, None, :], e[None, :, :])
+    torch.testing.assert_close(out, expected)
+    for value in (out, expected):
+        gq, ge = torch.autograd.grad(value.pow(2).sum(), [q, e], create_graph=True)
+        value.grads = torch.autograd.grad(gq.pow(2).sum() + ge.sum(), [q, e])  # type: ignore[attr-defined]
+    for got, want in zip(out.grads, expected.grads):  # type: ignore[attr-defined]
+        torch.testing.assert_close(got, want)
+
+
 @pytest.mark.parametrize("name", ["l1", "complex_l1"])
 def test_all_pairs_kernel_tiles_and_strides(name: str) -> None:
     """Query / entity counts around the kernel's 4 × 6 tiles and 48-row blocks, and non-contiguous rows."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from kgdistill import kernels
 from kgdistill.registry import Registry
@@ -31,6 +32,8 @@ similarities: Registry[type[Similarity]] = Registry("similarity")
 
 #: Elements of the ``chunk × k × D`` temporary allowed in the broadcast fallback (~64 MB of float32).
 BROADCAST_BUDGET = 1 << 24
+#: Elements of ``n × k × D`` above which the chunks are recomputed in backward under autograd (~0.5 GB a temporary).
+CHECKPOINT_BUDGET = 1 << 27
 
 
 class Similarity:
@@ -45,12 +48,23 @@ class Similarity:
         raise NotImplementedError
 
     def all_pairs(self, q: Tensor, e: Tensor) -> Tensor:
-        """``q[n, D]`` × ``e[k, D]`` → ``[n, k]``; default: broadcast in chunks of queries."""
+        """``q[n, D]`` × ``e[k, D]`` → ``[n, k]``; default: broadcast in chunks of queries.
+
+        Under autograd, past :data:`CHECKPOINT_BUDGET` elements of ``n × k × D``, each chunk is recomputed in the
+        backward pass (activation checkpointing) instead of keeping its ``chunk × k × D`` temporaries until then:
+        otherwise the chunking saves nothing (a 1-N RotatE step over 40,943 WN18RR entities asked for tens of GB).
+        Gradients of any order are those of the plain formula; the recomputation costs ≈ 1.5× (BENCHMARKS.md)."""
         n, k, d = q.shape[0], e.shape[0], q.shape[-1]
         chunk = max(1, BROADCAST_BUDGET // max(1, k * d))
         if chunk >= n:
             return self.pairwise(q[:, None, :], e[None, :, :])
-        return torch.cat([self.pairwise(q[i:i + chunk, None, :], e[None, :, :]) for i in range(0, n, chunk)])
+        if n * k * d > CHECKPOINT_BUDGET and torch.is_grad_enabled() and (q.requires_grad or e.requires_grad):
+            return torch.cat([checkpoint(self._broadcast, q[i:i + chunk], e, use_reentrant=False)
+                              for i in range(0, n, chunk)])
+        return torch.cat([self._broadcast(q[i:i + chunk], e) for i in range(0, n, chunk)])
+
+    def _broadcast(self, q: Tensor, e: Tensor) -> Tensor:
+        return self.pairwise(q[:, None, :], e[None, :, :])
 
     def per_query(self, q: Tensor, e: Tensor) -> Tensor:
         """``q[n, D]`` × ``e[n, k, D]`` → ``[n, k]``."""
